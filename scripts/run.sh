@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: set-up (first run only), then the pipeline in training/main.py
+# (prepare data, train, evaluate, index, export, serve). Extra arguments are Hydra
+# overrides, e.g. `scripts/run.sh dataset=ml100k stages=[data,baselines]`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+VENV="${RECSYS_VENV:-$ROOT/.venv}"
+export PATH="$VENV/bin:$PATH"
+exec python training/main.py "$@"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the pinned stack into it; a second run with the same
+# requirement files and the same device choice only checks a stamp and returns.
+#
+# Device choice: RECSYS_DEVICE=cpu|gpu forces one; otherwise "gpu" when
+# `nvidia-smi -L` lists a GPU, else "cpu". Called by scripts/run.sh and
+# scripts/test.sh, or run directly.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RECSYS_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3.11}"
+
+device="${RECSYS_DEVICE:-auto}"
+if [[ "$device" == "auto" ]]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    device=gpu
+  else
+    device=cpu
+  fi
+fi
+if [[ "$device" != "cpu" && "$device" != "gpu" ]]; then
+  echo "setup: RECSYS_DEVICE must be cpu, gpu or auto, not '$device'" >&2
+  exit 2
+fi
+
+stamp_of() {
+  cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt | sha256sum | cut -c1-16
+}
+want="$device-$(stamp_of)"
+if [[ -f "$VENV/.recsys-stamp" && "$(cat "$VENV/.recsys-stamp")" == "$want" ]]; then
+  exit 0
+fi
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "setup: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+
+start=$SECONDS
+echo "setup: installing the $device stack into $VENV (first run only)"
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+pip_install() {
+  # pip warns once per package about local index folders it skips; keep the rest.
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v 'is ignored: it is neither a file' >&2)
+}
+
+extra=()
+if [[ "$device" == "cpu" ]]; then
+  # The CPU wheel of torch lives on the PyTorch CPU index; PyPI's torch is a CUDA
+  # build. Use the index when it answers; a machine that already holds the CPU
+  # wheel locally (pip find-links) needs no network for it.
+  if "$PYTHON" -c 'import urllib.request as u; u.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5)' 2>/dev/null; then
+    extra+=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+fi
+
+pip_install -r "$ROOT/requirements/$device.txt" "${extra[@]}"
+pip_install --no-deps -r "$ROOT/requirements/torchrec.txt"
+pip_install --no-deps -e "$ROOT"
+
+if [[ "$device" == "cpu" ]]; then
+  # Guard against a CUDA build slipping in (it is several GB and useless here).
+  "$VENV/bin/python" -c 'import torch, sys; sys.exit(0 if torch.version.cuda is None else "setup: a CUDA build of torch was installed on the CPU path")'
+fi
+"$VENV/bin/python" -c 'import torchrec, fbgemm_gpu, faiss, onnxruntime' \
+  || { echo "setup: the installed stack does not import; see the error above" >&2; exit 1; }
+echo "$want" > "$VENV/.recsys-stamp"
+echo "setup: done in $((SECONDS - start)) s ($(du -sh "$VENV" | cut -f1) in $VENV)"

@@ -1,0 +1,2 @@
+"""Feature layer: the feature schema, vocabularies, versioned Parquet storage and
+batching into TorchRec ``KeyedJaggedTensor`` s."""
