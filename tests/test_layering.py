@@ -1,0 +1,54 @@
+"""The package's layers import downwards only (data -> features -> models -> ...)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "recsys"
+
+# Each layer with the layers it may import (its own included).
+ALLOWED: dict[str, set[str]] = {
+    "data": {"data"},
+    "features": {"data", "features"},
+    "models": {"data", "features", "models"},
+    "training": {"data", "features", "models", "training", "eval"},
+    "eval": {"data", "features", "models", "eval"},
+    "index": {"data", "features", "index"},
+    "export": {"data", "features", "models", "export"},
+    "serving": {"data", "features", "models", "index", "export", "serving", "profiles"},
+    "events": {"data", "features", "events"},
+    "profiles": {"data", "features", "events", "profiles"},
+    "segments": {"data", "features", "events", "profiles", "segments"},
+    "privacy": {"data", "features", "events", "profiles", "segments", "privacy"},
+}
+
+
+def _recsys_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "recsys" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def test_layers_import_downwards_only() -> None:
+    violations = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG)
+        if len(rel.parts) < 2:
+            continue  # top-level modules (cli) may use everything
+        layer = rel.parts[0]
+        allowed = ALLOWED.get(layer)
+        assert allowed is not None, f"package recsys.{layer} has no entry in the layer table"
+        for imported in _recsys_imports(path) - allowed:
+            violations.append(f"{rel} imports recsys.{imported}")
+    assert not violations, "upward imports:\n" + "\n".join(violations)
