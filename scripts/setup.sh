@@ -56,7 +56,7 @@ if [[ "$device" == "cpu" ]]; then
 fi
 
 pip_install -r "$ROOT/requirements/$device.txt" "${extra[@]}"
-pip_install --no-deps -r "$ROOT/requirements/torchrec.txt"
+pip_install --no-deps -r "$ROOT/requirements/nodeps.txt"
 pip_install --no-deps -e "$ROOT"
 
 if [[ "$device" == "cpu" ]]; then
