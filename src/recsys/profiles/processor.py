@@ -1,0 +1,419 @@
+"""Applying a batch of stream entries to profiles, exactly once per event id.
+
+:class:`EventProcessor` turns deliveries into one :class:`CommitBatch`:
+entries are parsed and validated (failures become dead letters), event ids
+already applied or repeated in the batch are skipped, each remaining event is
+applied for the purposes the user consented to (profile and segments for
+``personalization``, the event store for ``analytics``), hooks (segment
+evaluation) run after each profile update, and changed profiles are written
+under the version they were read at. The batch is committed atomically with
+the acknowledgements; on a version conflict the cached users are dropped,
+reloaded and the batch recomputed, so each event's effect lands once.
+
+Users are cached in memory (LRU) between batches; the version check makes the
+cache safe when another consumer or an API call changed a user meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from recsys.events.consent import ConsentPolicy, Purpose
+from recsys.events.deadletter import DeadLetter
+from recsys.events.schema import Event, ItemId
+from recsys.events.store import (
+    CommitBatch,
+    Delivery,
+    MembershipChange,
+    ProfileWrite,
+    RealtimeStore,
+)
+from recsys.events.validation import EventValidationError, EventValidator, ValidationConfig
+from recsys.profiles.attributes import AttributeSchema
+from recsys.profiles.config import ProfileConfig
+from recsys.profiles.state import UserProfile
+
+_PERSONAL = Purpose.PERSONALIZATION
+_ANALYTICS = Purpose.ANALYTICS
+
+
+class CommitConflictError(RuntimeError):
+    """A batch kept conflicting with concurrent writers past the retry limit."""
+
+
+@dataclass
+class CachedUser:
+    """A user as the processor holds it between batches.
+
+    Attributes:
+        user_id: the user.
+        version: the stored record's version the state was read at.
+        profile: the dynamic profile.
+        attributes: non-PII static attribute values.
+        granted: purposes the user consented to (policy defaults included).
+    """
+
+    user_id: str
+    version: int
+    profile: UserProfile
+    attributes: dict[str, Any]
+    granted: frozenset[Purpose]
+
+
+class ProfileHook(Protocol):
+    """Runs after profile updates; the segment engine implements it."""
+
+    def on_event(self, user: CachedUser, event: Event) -> list[MembershipChange]:
+        """Called after ``event`` was applied to ``user.profile``."""
+        ...
+
+    def on_sweep(self, user: CachedUser, now_us: int) -> list[MembershipChange]:
+        """Called by the periodic sweep (time-based changes)."""
+        ...
+
+    def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
+        """Users the sweep must look at."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Settings of :class:`EventProcessor`.
+
+    Attributes:
+        profile: windows, list lengths, decay.
+        consent: how missing consent is read.
+        max_cached_users: LRU capacity of the user cache.
+        max_attempts: commit attempts per batch before giving up.
+        record_latency: keep ``(published_us, evaluated_us)`` per event.
+        source: label of dead letters from this processor.
+    """
+
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    consent: ConsentPolicy = field(default_factory=ConsentPolicy)
+    max_cached_users: int = 200_000
+    max_attempts: int = 8
+    record_latency: bool = False
+    source: str = "stream"
+
+
+@dataclass
+class ProcessorStats:
+    """Counters since the processor started.
+
+    Attributes:
+        entries: stream entries handled (acknowledged).
+        applied: events whose effects were committed.
+        duplicates: entries skipped because their event id was applied.
+        dead_letters: entries refused (invalid, or processing failed).
+        skipped_no_consent: valid events stored for no purpose (no consent).
+        batches: committed batches.
+        conflicts: batch attempts redone after a version conflict.
+        latencies_us: per event, evaluation finished minus publish (when recorded).
+        commit_latencies_us: per event, commit finished minus publish.
+    """
+
+    entries: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    skipped_no_consent: int = 0
+    batches: int = 0
+    conflicts: int = 0
+    latencies_us: list[int] = field(default_factory=list)
+    commit_latencies_us: list[int] = field(default_factory=list)
+
+
+class _PoisonEntryError(Exception):
+    def __init__(self, entry_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.entry_id = entry_id
+        self.reason = reason
+
+
+@dataclass
+class _Attempt:
+    batch: CommitBatch
+    written: list[str]
+    applied: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    published: list[int] = field(default_factory=list)
+    evaluated: list[int] = field(default_factory=list)
+    max_ts: int = 0
+
+
+class EventProcessor:
+    """Applies stream deliveries to profiles; see the module docstring.
+
+    Args:
+        store: where users, events and acknowledgements are committed.
+        config: see :class:`ProcessorConfig`.
+        hooks: run after each profile update (segment evaluation).
+        validator: defaults to one that does not check future times.
+        attributes: schema used to read static attributes.
+        category_of: item id -> category, for events without a payload category.
+    """
+
+    def __init__(
+        self,
+        store: RealtimeStore,
+        config: ProcessorConfig | None = None,
+        hooks: Iterable[ProfileHook] = (),
+        validator: EventValidator | None = None,
+        attributes: AttributeSchema | None = None,
+        category_of: Callable[[ItemId], str | None] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or ProcessorConfig()
+        self.hooks = list(hooks)
+        self.validator = validator or EventValidator(ValidationConfig(max_future_skew_s=None))
+        self.attributes = attributes or AttributeSchema.default()
+        self.category_of = category_of
+        self.cache: OrderedDict[str, CachedUser] = OrderedDict()
+        self.stats = ProcessorStats()
+        self.watermark_us = 0
+
+    # -- cache ---------------------------------------------------------------------
+    def _decode(self, rec: Any) -> CachedUser:
+        profile = (
+            UserProfile.from_doc(json.loads(rec.profile))
+            if rec.profile
+            else UserProfile(rec.user_id)
+        )
+        return CachedUser(
+            rec.user_id,
+            rec.version,
+            profile,
+            self.attributes.plain_values(rec.attributes),
+            self.config.consent.granted(rec.consent),
+        )
+
+    def ensure_cached(self, user_ids: Iterable[str]) -> None:
+        """Loads the users not in the cache (one store round trip)."""
+        needed = list(dict.fromkeys(user_ids))
+        missing = []
+        for uid in needed:
+            if uid in self.cache:
+                self.cache.move_to_end(uid)
+            else:
+                missing.append(uid)
+        if missing:
+            for uid, rec in self.store.load_users(missing).items():
+                self.cache[uid] = self._decode(rec)
+        excess = len(self.cache) - max(self.config.max_cached_users, len(needed))
+        for _ in range(excess):
+            self.cache.popitem(last=False)
+
+    def invalidate(self, user_ids: Iterable[str]) -> None:
+        """Drops users from the cache (their next use reloads them)."""
+        for uid in user_ids:
+            self.cache.pop(uid, None)
+
+    # -- batches -------------------------------------------------------------------
+    def handle(self, deliveries: Sequence[Delivery]) -> int:
+        """Processes and commits one batch of deliveries (acknowledging them).
+
+        Returns:
+            The number of events applied.
+
+        Raises:
+            CommitConflictError: conflicts persisted for ``max_attempts``.
+        """
+        poison: dict[str, str] = {}
+        trust_flags = True
+        for _ in range(self.config.max_attempts):
+            touched: set[str] = set()
+            try:
+                attempt = self._build(deliveries, poison, touched, trust_flags)
+                conflicts = self.store.commit(attempt.batch)
+            except _PoisonEntryError as p:
+                self.invalidate(touched)
+                poison[p.entry_id] = p.reason
+                continue
+            except BaseException:
+                self.invalidate(touched)
+                raise
+            if conflicts:
+                self.invalidate(touched)
+                self.stats.conflicts += 1
+                # An id applied since the read: ask the store again on the retry.
+                trust_flags = trust_flags and not any(c.startswith("dup:") for c in conflicts)
+                continue
+            self._accepted(attempt, len(deliveries))
+            return attempt.applied
+        raise CommitConflictError(
+            f"batch of {len(deliveries)} entries conflicted {self.config.max_attempts} times"
+        )
+
+    def _accepted(self, attempt: _Attempt, n_entries: int) -> None:
+        for uid in attempt.written:
+            user = self.cache.get(uid)
+            if user is not None:
+                user.version += 1
+        s = self.stats
+        s.entries += n_entries
+        s.applied += attempt.applied
+        s.duplicates += attempt.duplicates
+        s.dead_letters += len(attempt.batch.dead_letters)
+        s.skipped_no_consent += attempt.skipped
+        s.batches += 1
+        self.watermark_us = max(self.watermark_us, attempt.max_ts)
+        if self.config.record_latency and attempt.published:
+            done = time.time_ns() // 1000
+            s.latencies_us += [
+                e - p for p, e in zip(attempt.published, attempt.evaluated, strict=True)
+            ]
+            s.commit_latencies_us += [done - p for p in attempt.published]
+
+    def _dead(self, batch: CommitBatch, raw: Any, reasons: list[str], entry_id: str) -> None:
+        batch.dead_letters.append(
+            DeadLetter.from_raw(
+                raw, reasons, f"{self.config.source}:{entry_id}", time.time_ns() // 1000
+            )
+        )
+
+    def _build(
+        self,
+        deliveries: Sequence[Delivery],
+        poison: dict[str, str],
+        touched: set[str],
+        trust_flags: bool = True,
+    ) -> _Attempt:
+        batch = CommitBatch(acks=[d.entry_id for d in deliveries])
+        parsed: list[tuple[Delivery, Event]] = []
+        validate = self.validator.validate
+        for d in deliveries:
+            if not d.payload:  # entry deleted after delivery (erasure): acknowledge only
+                continue
+            try:
+                raw = json.loads(d.payload)
+            except ValueError as e:
+                self._dead(batch, d.payload, [f"$: not valid JSON ({e})"], d.entry_id)
+                continue
+            if d.entry_id in poison:
+                self._dead(batch, raw, [poison[d.entry_id]], d.entry_id)
+                continue
+            try:
+                parsed.append((d, validate(raw)))
+            except EventValidationError as e:
+                self._dead(batch, raw, list(e.errors), d.entry_id)
+        attempt = _Attempt(batch, [])
+        # Stores that check idempotency while reading flag each delivery; the
+        # commit re-checks atomically, so a stale flag costs a retry, not a double.
+        unchecked = [ev.event_id for d, ev in parsed if d.applied is None or not trust_flags]
+        done = self.store.applied(unchecked) if unchecked else set()
+        if trust_flags:
+            done |= {ev.event_id for d, ev in parsed if d.applied}
+        fresh: list[tuple[Delivery, Event]] = []
+        for d, ev in parsed:
+            if ev.event_id in done:
+                attempt.duplicates += 1
+            else:
+                done.add(ev.event_id)
+                fresh.append((d, ev))
+        self.ensure_cached(ev.user_id for _, ev in fresh)
+        cfg = self.config.profile
+        category_of = self.category_of
+        record = self.config.record_latency
+        written: dict[str, None] = {}
+        last_seen = batch.last_seen
+        for d, ev in fresh:
+            uid = ev.user_id
+            user = self.cache[uid]
+            touched.add(uid)
+            granted = user.granted
+            if _PERSONAL in granted:
+                try:
+                    category = (
+                        category_of(ev.item_id)
+                        if category_of is not None and ev.item_id is not None
+                        else None
+                    )
+                    user.profile.apply(ev, cfg, category)
+                    for hook in self.hooks:
+                        changes = hook.on_event(user, ev)
+                        if changes:
+                            batch.memberships += changes
+                except Exception as e:  # a bug or a bad catalogue: dead-letter, not loop
+                    raise _PoisonEntryError(
+                        d.entry_id, f"processing failed: {type(e).__name__}: {e}"
+                    ) from e
+                written[uid] = None
+                if ev.ts_us > last_seen.get(uid, 0):
+                    last_seen[uid] = ev.ts_us
+            if _ANALYTICS in granted:
+                # The text as received: it passed validation, so it holds
+                # schema fields only; re-serializing would cost a third of the
+                # per-event time.
+                batch.events.append((uid, d.payload))
+            elif _PERSONAL not in granted:
+                attempt.skipped += 1
+            batch.applied_ids.append(ev.event_id)
+            attempt.applied += 1
+            if ev.ts_us > attempt.max_ts:
+                attempt.max_ts = ev.ts_us
+            if record:
+                attempt.published.append(d.published_us)
+                attempt.evaluated.append(time.time_ns() // 1000)
+        dumps = json.dumps
+        for uid in written:
+            user = self.cache[uid]
+            batch.profiles.append(
+                ProfileWrite(uid, user.version, dumps(user.profile.to_doc(), separators=(",", ":")))
+            )
+        attempt.written = list(written)
+        return attempt
+
+    # -- sweep -----------------------------------------------------------------------
+    def sweep(self, now_us: int, chunk: int = 500) -> list[MembershipChange]:
+        """Re-evaluates hooks for time-based changes (segment exits) at ``now_us``.
+
+        Returns:
+            The committed membership changes.
+        """
+        candidates: set[str] = set()
+        for hook in self.hooks:
+            candidates |= hook.sweep_candidates(self.store, now_us)
+        ordered = sorted(candidates)
+        committed: list[MembershipChange] = []
+        for i in range(0, len(ordered), chunk):
+            part = ordered[i : i + chunk]
+            for _ in range(self.config.max_attempts):
+                touched = set(part)
+                try:
+                    self.ensure_cached(part)
+                    batch = CommitBatch()
+                    written = []
+                    for uid in part:
+                        user = self.cache[uid]
+                        changes = [c for h in self.hooks for c in h.on_sweep(user, now_us)]
+                        if changes:
+                            batch.memberships += changes
+                            written.append(uid)
+                            batch.profiles.append(
+                                ProfileWrite(
+                                    uid,
+                                    user.version,
+                                    json.dumps(user.profile.to_doc(), separators=(",", ":")),
+                                )
+                            )
+                    conflicts = self.store.commit(batch) if not batch.is_empty() else []
+                except BaseException:
+                    self.invalidate(touched)
+                    raise
+                if not conflicts:
+                    for uid in written:
+                        self.cache[uid].version += 1
+                    committed += batch.memberships
+                    break
+                self.invalidate(touched)
+                self.stats.conflicts += 1
+            else:
+                raise CommitConflictError(f"sweep of {len(part)} users kept conflicting")
+        return committed

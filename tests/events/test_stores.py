@@ -1,0 +1,128 @@
+"""The store contract, run against SQLite and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recsys.events.deadletter import DeadLetter
+from recsys.events.store import CommitBatch, MembershipChange, ProfileWrite, RealtimeStore
+
+
+def publish(store: RealtimeStore, n: int, user: str = "u1") -> list[str]:
+    return store.publish([json.dumps({"event_id": f"e{i}", "user_id": user}) for i in range(n)])
+
+
+def test_consumer_group_delivers_once_and_keeps_unacked_pending(store: RealtimeStore) -> None:
+    ids = publish(store, 5)
+    first = store.read("c1", 3, 0, pending=False)
+    second = store.read("c1", 10, 0, pending=False)
+    assert [d.entry_id for d in first + second] == ids
+    assert store.read("c1", 10, 0, pending=False) == []
+    assert store.stream_stats() == {"length": 5, "pending": 5}
+    # A restarted consumer with the same name gets its unacknowledged entries back.
+    again = store.read("c1", 10, 0, pending=True)
+    assert [d.entry_id for d in again] == ids
+    assert store.commit(CommitBatch(acks=ids[:2])) == []
+    assert [d.entry_id for d in store.read("c1", 10, 0, pending=True)] == ids[2:]
+    assert store.stream_stats()["pending"] == 3
+
+
+def test_stale_entries_are_claimed_by_another_consumer(store: RealtimeStore) -> None:
+    ids = publish(store, 3)
+    store.read("dead", 10, 0, pending=False)
+    assert store.claim_stale("alive", min_idle_ms=60_000, count=10) == []
+    claimed = store.claim_stale("alive", min_idle_ms=0, count=10)
+    assert [d.entry_id for d in claimed] == ids
+    assert json.loads(claimed[0].payload)["event_id"] == "e0"
+    assert [d.entry_id for d in store.read("alive", 10, 0, pending=True)] == ids
+    assert store.read("dead", 10, 0, pending=True) == []
+
+
+def test_commit_is_all_or_nothing_under_version_conflicts(store: RealtimeStore) -> None:
+    ids = publish(store, 2)
+    store.read("c", 10, 0, pending=False)
+    ok = CommitBatch(
+        profiles=[ProfileWrite("u1", 0, '{"n": 1}')],
+        events=[("u1", '{"event_id": "e0"}')],
+        applied_ids=["e0"],
+        acks=ids[:1],
+        last_seen={"u1": 5},
+    )
+    assert store.commit(ok) == []
+    rec = store.load_users(["u1", "nobody"])
+    assert rec["u1"].version == 1 and rec["u1"].profile == '{"n": 1}'
+    assert rec["nobody"].version == 0 and rec["nobody"].profile is None
+    stale = CommitBatch(
+        profiles=[ProfileWrite("u1", 0, '{"n": 2}')],
+        events=[("u1", '{"event_id": "e1"}')],
+        applied_ids=["e1"],
+        acks=ids[1:],
+    )
+    assert store.commit(stale) == ["u1"]
+    assert store.load_users(["u1"])["u1"].profile == '{"n": 1}'
+    assert store.user_events("u1") == ['{"event_id": "e0"}']
+    assert store.applied(["e0", "e1"]) == {"e0"}
+    assert store.stream_stats()["pending"] == 1
+    assert store.active_users(0) == ["u1"] and store.active_users(6) == []
+
+
+def test_commit_refuses_an_already_applied_event_id(store: RealtimeStore) -> None:
+    assert store.commit(CommitBatch(applied_ids=["x1"])) == []
+    assert store.commit(CommitBatch(applied_ids=["x2", "x1"])) == ["dup:x1"]
+    assert store.applied(["x1", "x2"]) == {"x1"}
+
+
+def test_attribute_and_consent_writes_bump_the_version(store: RealtimeStore) -> None:
+    assert store.write_attributes("u2", {"age": '{"v": 30}'}) == 1
+    assert store.write_consent("u2", "analytics", '{"granted": true}') == 2
+    assert store.write_attributes("u2", {"age": None}) == 3
+    rec = store.load_users(["u2"])["u2"]
+    assert (
+        rec.version == 3
+        and rec.attributes == {}
+        and rec.consent == {"analytics": '{"granted": true}'}
+    )
+    assert store.consent_history("u2") == ['{"granted": true}']
+    assert store.commit(CommitBatch(profiles=[ProfileWrite("u2", 2, "{}")])) == ["u2"]
+
+
+def test_dead_letters_and_segments(store: RealtimeStore) -> None:
+    letters = [
+        DeadLetter.from_raw(
+            {"user_id": "u3", "x": 1}, ["x: field is not in the event schema"], "t", 1
+        ),
+        DeadLetter.from_raw("garbage", ["$: not valid JSON"], "t", 2),
+    ]
+    store.add_dead_letters(letters)
+    assert store.dead_letter_count() == 2
+    assert store.dead_letters() == letters
+    assert store.dead_letters(user_id="u3") == letters[:1]
+    changes = [
+        MembershipChange("u3", "seg", True, 10, "e1"),
+        MembershipChange("u4", "seg", True, 20, "e2"),
+        MembershipChange("u3", "seg", False, 30, "sweep"),
+    ]
+    assert store.commit(CommitBatch(memberships=changes)) == []
+    assert store.segment_members("seg") == {"u4"} and store.segment_size("seg") == 1
+    assert store.segment_log(segment="seg") == changes
+    assert store.segment_log(user_id="u3") == [changes[0], changes[2]]
+    assert store.segment_log(segment="seg", since_us=15, until_us=30) == [changes[1]]
+
+
+def test_audit_trail_is_hash_chained(store: RealtimeStore) -> None:
+    a = store.append_audit({"actor": "x", "action": "read"})
+    b = store.append_audit({"actor": "y", "action": "write"})
+    assert (a.seq, b.seq) == (1, 2) and b.prev_hash == a.hash and a.prev_hash == ""
+    assert [r.body["actor"] for r in store.audit_records()] == ["x", "y"]
+
+
+@pytest.mark.parametrize("n", [1200])
+def test_large_batches_commit_in_one_piece(store: RealtimeStore, n: int) -> None:
+    ids = publish(store, n)
+    store.read("c", n, 0, pending=False)
+    batch = CommitBatch(applied_ids=[f"e{i}" for i in range(n)], acks=ids)
+    assert store.commit(batch) == []
+    assert store.stream_stats()["pending"] == 0
+    assert len(store.applied([f"e{i}" for i in range(n)])) == n
