@@ -1,0 +1,305 @@
+"""The end-to-end job behind ``scripts/run.sh``: data -> baselines -> retrieval.
+
+Each stage is a function of the resolved Hydra config and the previous stages'
+outputs, so a researcher can run any subset (``stages=[data,baselines]``) and
+every run leaves its processed data, metrics, per-user top-k lists and a
+results table behind.
+
+Model selection never sees the test set: early stopping runs on a validation
+split carved out of the training interactions with the main split's own
+protocol, then the model is refit on all training interactions for the
+selected number of epochs and evaluated once on test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys.data.cleaning import CleaningConfig, clean
+from recsys.data.download import resolve_dataset
+from recsys.data.frame import InteractionData
+from recsys.data.movielens import load_ml1m, load_ml100k, load_movielens_csv
+from recsys.data.paths import get_source
+from recsys.data.splits import Split, SplitConfig, split, stratified_split
+from recsys.eval.harness import EvalConfig, EvalHarness, EvalResult
+from recsys.eval.report import metrics_table
+from recsys.features.build import build_features
+from recsys.features.schema import FeatureSchema
+from recsys.features.store import ProcessedDataset, load_or_build
+from recsys.models.baselines import BPRConfig, BPRRecommender, PopularityRecommender
+from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+from recsys.training.retrieval import RetrievalData, RetrievalTrainer, RetrievalTrainerConfig
+from recsys.training.tracking import Tracker, TrackingConfig
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+LOADERS = {"ml100k": load_ml100k, "ml1m": load_ml1m, "movielens_csv": load_movielens_csv}
+
+
+def dataclass_from(cls: type[T], raw: dict[str, Any] | None, **overrides: Any) -> T:
+    """Builds dataclass ``cls`` from the config keys it declares (others ignored)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: v for k, v in (raw or {}).items() if k in names}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def repo_path(path: str | Path) -> Path:
+    """A config path: absolute as given, else relative to the repository."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+@dataclass
+class Prepared:
+    """Outputs of the data stage.
+
+    Attributes:
+        schema: the feature schema.
+        main: features of the main split (train vs test).
+        selection: features of the model-selection split (part of train vs the
+            rest of train); None when no stage needs it.
+        data: the cleaned dataset, when it was loaded (a cache hit skips it).
+        timings: seconds per step.
+    """
+
+    schema: FeatureSchema
+    main: ProcessedDataset
+    selection: ProcessedDataset
+    data: InteractionData | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_dataset(dataset_cfg: dict[str, Any]) -> tuple[InteractionData, list[Path]]:
+    """Loads and cleans the configured dataset; returns it and its source files."""
+    source = get_source(dataset_cfg["name"])
+    folder = resolve_dataset(
+        source, dataset_cfg.get("dir"), download=bool(dataset_cfg.get("download"))
+    )
+    loader = LOADERS.get(dataset_cfg["loader"])
+    if loader is None:
+        raise ValueError(f"unknown loader {dataset_cfg['loader']!r}; known: {sorted(LOADERS)}")
+    data = loader(folder)
+    for report in data.reports:
+        log.info(report.summary())
+    cleaning = dataclass_from(CleaningConfig, dataset_cfg.get("cleaning"))
+    data, creport = clean(data, cleaning)
+    log.info("cleaning: %s", creport.summary())
+    return data, [folder / f for f in source.required_files]
+
+
+def selection_split(train: pd.DataFrame, split_cfg: SplitConfig, ratio: float, seed: int) -> Split:
+    """Carves a validation split out of ``train`` with the main split's protocol."""
+    if split_cfg.method == "stratified":
+        fit, valid = stratified_split(train, ratio, split_cfg.by, seed)
+        return Split(train=fit, test=valid)
+    inner = split(train, split_cfg)
+    return Split(train=inner.train, test=inner.test)
+
+
+def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
+    """The data stage: load, clean, split, build features; cached on disk.
+
+    Processed data is reused when the source files' sha256 and the settings
+    that shape it are unchanged.
+    """
+    t0 = time.perf_counter()
+    schema = FeatureSchema.from_yaml(repo_path(cfg["dataset"]["schema"]))
+    split_raw = dict(cfg["split"])
+    validation = split_raw.pop("validation", {}) or {}
+    split_cfg = dataclass_from(SplitConfig, split_raw)
+    source = get_source(cfg["dataset"]["name"])
+    folder = resolve_dataset(
+        source, cfg["dataset"].get("dir"), download=bool(cfg["dataset"].get("download"))
+    )
+    files = [folder / f for f in source.required_files]
+    state: dict[str, Any] = {}
+
+    def loaded() -> InteractionData:
+        if "data" not in state:
+            state["data"], _ = load_dataset(cfg["dataset"])
+            state["split"] = split(state["data"].interactions, split_cfg)
+        data: InteractionData = state["data"]
+        return data
+
+    key = {"dataset": cfg["dataset"], "split": split_raw, "schema": schema.to_dict()}
+    main = load_or_build(
+        artifacts / "processed" / "main",
+        files,
+        key,
+        lambda: build_features(loaded(), state["split"], schema),
+    )
+
+    def build_selection() -> ProcessedDataset:
+        data = loaded()
+        inner = selection_split(
+            state["split"].train,
+            split_cfg,
+            float(validation.get("ratio", 0.9)),
+            int(validation.get("seed", 7)),
+        )
+        return build_features(data, inner, schema)
+
+    selection = load_or_build(
+        artifacts / "processed" / "selection",
+        files,
+        {**key, "validation": validation},
+        build_selection,
+    )
+    return Prepared(
+        schema=schema,
+        main=main,
+        selection=selection,
+        data=state.get("data"),
+        timings={"data": time.perf_counter() - t0},
+    )
+
+
+def run_baselines(cfg: dict[str, Any], prep: Prepared) -> dict[str, tuple[EvalResult, float]]:
+    """Popularity and BPR-MF, fit on train and scored in the common harness."""
+    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    harness = EvalHarness.from_processed(prep.main, eval_cfg)
+    users, items = harness.train_pairs()
+    out: dict[str, tuple[EvalResult, float]] = {}
+    base = cfg.get("baselines", {}) or {}
+    if base.get("popularity", True):
+        t0 = time.perf_counter()
+        pop = PopularityRecommender().fit(users, items, harness.n_users, harness.n_items)
+        out["Popularity"] = (harness.evaluate(pop.score), time.perf_counter() - t0)
+    if base.get("bpr"):
+        t0 = time.perf_counter()
+        bpr_cfg = dataclass_from(BPRConfig, dict(base["bpr"]), seed=int(cfg["seed"]))
+        bpr = BPRRecommender(bpr_cfg).fit(
+            users, items, harness.n_users, harness.n_items, show_progress=True
+        )
+        out["BPR-MF"] = (harness.evaluate(bpr.score), time.perf_counter() - t0)
+    return out
+
+
+def build_two_tower(cfg: dict[str, Any], prep: Prepared, dataset: ProcessedDataset) -> TwoTower:
+    """The configured two-tower model with tables sized by ``dataset``'s vocabularies."""
+    m = dict(cfg["model"])
+    model_cfg = dataclass_from(
+        TwoTowerConfig,
+        m,
+        user_tower=TowerConfig(tuple(m["user_tower"]["layer_sizes"]), m["user_tower"]["dropout"]),
+        item_tower=TowerConfig(tuple(m["item_tower"]["layer_sizes"]), m["item_tower"]["dropout"]),
+    )
+    sizes = dataset.vocabs.num_embeddings() if dataset.vocabs is not None else {}
+    return TwoTower(prep.schema, sizes, model_cfg)
+
+
+def run_retrieval(
+    cfg: dict[str, Any], prep: Prepared, run_dir: Path, tracker: Tracker
+) -> tuple[EvalResult, float, RetrievalTrainer]:
+    """Model selection on the validation split, refit on all of train, test once."""
+    t0 = time.perf_counter()
+    trainer_raw = dict(cfg["trainer"])
+    refit = bool(trainer_raw.pop("refit_full", True))
+    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    ckpt = trainer_raw.get("checkpoint_dir") or str(run_dir / "checkpoints")
+
+    # 1. select the number of epochs on the validation split
+    sel_model = build_two_tower(cfg, prep, prep.selection)
+    sel_data = RetrievalData.build(prep.selection, prep.schema, sel_model.feature_names)
+    sel_cfg = dataclass_from(
+        RetrievalTrainerConfig, trainer_raw, checkpoint_dir=f"{ckpt}/selection"
+    )
+    selector = RetrievalTrainer(
+        sel_model, sel_data, sel_cfg, log_fn=lambda m, s: tracker.log(prefixed(m, "select"), s)
+    )
+    selector.fit(EvalHarness.from_processed(prep.selection, eval_cfg))
+    best_epochs = max(selector.best_epoch, 1)
+    log.info(
+        "selected %d epochs (validation %s %.4f)",
+        best_epochs,
+        sel_cfg.monitor,
+        selector.best_metric,
+    )
+    if not refit:
+        result = selector.evaluate(EvalHarness.from_processed(prep.main, eval_cfg))
+        return result, time.perf_counter() - t0, selector
+
+    # 2. refit on every training interaction for that many epochs, then test
+    model = build_two_tower(cfg, prep, prep.main)
+    data = RetrievalData.build(prep.main, prep.schema, model.feature_names)
+    final_cfg = dataclass_from(
+        RetrievalTrainerConfig,
+        trainer_raw,
+        epochs=best_epochs,
+        checkpoint_dir=f"{ckpt}/final",
+    )
+    trainer = RetrievalTrainer(
+        model, data, final_cfg, log_fn=lambda m, s: tracker.log(prefixed(m, "final"), s)
+    )
+    trainer.fit(None)
+    result = trainer.evaluate(EvalHarness.from_processed(prep.main, eval_cfg))
+    return result, time.perf_counter() - t0, trainer
+
+
+def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
+    """Runs the configured stages; returns metrics per model and writes results.
+
+    Files written to ``run_dir``: ``metrics.json``, ``results.md`` and
+    ``topk/<model>.parquet`` (per-user lists in original ids).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg["num_threads"]))
+    torch.manual_seed(int(cfg["seed"]))
+    stages = list(cfg["stages"])
+    artifacts = repo_path(cfg["artifacts_dir"])
+    track_cfg = dataclass_from(TrackingConfig, cfg.get("tracking"))
+    if track_cfg.dir is None:
+        track_cfg.dir = str(run_dir)
+    tracker = Tracker(track_cfg, run_config=cfg)
+
+    prep = prepare(cfg, artifacts)
+    print(
+        f"data: {cfg['dataset']['name']}: train {prep.main.manifest['rows']['train']:,} / "
+        f"test {prep.main.manifest['rows']['test']:,} interactions, "
+        f"{len(prep.main.users):,} users, {len(prep.main.items):,} items "
+        f"({prep.main.manifest.get('cache', 'built')}, {prep.timings['data']:.1f} s)"
+    )
+    results: dict[str, tuple[EvalResult, float]] = {}
+    if "baselines" in stages:
+        results.update(run_baselines(cfg, prep))
+    if "retrieval" in stages:
+        res, secs, trainer = run_retrieval(cfg, prep, run_dir, tracker)
+        results["Two-tower"] = (res, secs)
+        emb_dir = artifacts / "retrieval"
+        emb_dir.mkdir(parents=True, exist_ok=True)
+        np.save(emb_dir / "item_embeddings.npy", trainer.item_embeddings().numpy())
+        np.save(emb_dir / "user_embeddings.npy", trainer.user_embeddings().numpy())
+        torch.save(trainer.model.state_dict(), emb_dir / "two_tower.pt")
+
+    harness = EvalHarness.from_processed(prep.main)
+    metrics = {name: {**r.metrics, "seconds": secs} for name, (r, secs) in results.items()}
+    topk_dir = run_dir / "topk"
+    topk_dir.mkdir(exist_ok=True)
+    for name, (r, _) in results.items():
+        harness.topk_frame(r).to_parquet(topk_dir / f"{name.lower().replace(' ', '_')}.parquet")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if metrics:
+        table = metrics_table(metrics)
+        (run_dir / cfg.get("results_file", "results.md")).write_text(table + "\n", encoding="utf-8")
+        print(table)
+        tracker.log_table("results", pd.DataFrame(metrics).T.reset_index(names="model"))
+        tracker.summary({f"{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
+    tracker.finish()
+    return metrics

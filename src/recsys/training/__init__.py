@@ -1,0 +1,1 @@
+"""Training layer: training loops for the retrieval and ranking models."""
