@@ -197,7 +197,16 @@ def build_two_tower(cfg: dict[str, Any], prep: Prepared, dataset: ProcessedDatas
         item_tower=TowerConfig(tuple(m["item_tower"]["layer_sizes"]), m["item_tower"]["dropout"]),
     )
     sizes = dataset.vocabs.num_embeddings() if dataset.vocabs is not None else {}
-    return TwoTower(prep.schema, sizes, model_cfg)
+    return TwoTower(model_schema(prep.schema, m.get("exclude_features")), sizes, model_cfg)
+
+
+def model_schema(schema: FeatureSchema, exclude: list[str] | None) -> FeatureSchema:
+    """The schema minus features a model config leaves out (unknown names are errors)."""
+    exclude = list(exclude or [])
+    unknown = [name for name in exclude if name not in schema]
+    if unknown:
+        raise ValueError(f"exclude_features names unknown features {unknown}")
+    return schema.select([f.name for f in schema if f.name not in exclude])
 
 
 def run_retrieval(
@@ -212,7 +221,7 @@ def run_retrieval(
 
     # 1. select the number of epochs on the validation split
     sel_model = build_two_tower(cfg, prep, prep.selection)
-    sel_data = RetrievalData.build(prep.selection, prep.schema, sel_model.feature_names)
+    sel_data = RetrievalData.build(prep.selection, sel_model.schema, sel_model.feature_names)
     sel_cfg = dataclass_from(
         RetrievalTrainerConfig, trainer_raw, checkpoint_dir=f"{ckpt}/selection"
     )
@@ -233,7 +242,7 @@ def run_retrieval(
 
     # 2. refit on every training interaction for that many epochs, then test
     model = build_two_tower(cfg, prep, prep.main)
-    data = RetrievalData.build(prep.main, prep.schema, model.feature_names)
+    data = RetrievalData.build(prep.main, model.schema, model.feature_names)
     final_cfg = dataclass_from(
         RetrievalTrainerConfig,
         trainer_raw,

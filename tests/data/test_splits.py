@@ -76,7 +76,10 @@ def test_leave_last_out_holds_out_each_users_latest() -> None:
     for frame in (s.valid, s.test):
         held = frame.set_index("user_id").timestamp
         assert (held >= last_train.reindex(held.index)).all()
-    assert (s.test.set_index("user_id").timestamp >= s.valid.set_index("user_id").timestamp.reindex(s.test.user_id)).all()
+    assert (
+        s.test.set_index("user_id").timestamp
+        >= s.valid.set_index("user_id").timestamp.reindex(s.test.user_id)
+    ).all()
 
 
 def test_leave_last_out_breaks_time_ties_by_file_order() -> None:

@@ -153,10 +153,11 @@ def temporal_split(df: pd.DataFrame, test_start: str | float | pd.Timestamp) -> 
         A :class:`Split`.
     """
     ts = df[TIMESTAMP]
+    cut: pd.Timestamp
     if isinstance(test_start, float):
         if not 0.0 < test_start < 1.0:
             raise ValueError(f"a quantile test_start must be in (0, 1), got {test_start}")
-        cut = ts.quantile(test_start)
+        cut = pd.Timestamp(ts.quantile(test_start))  # type: ignore[arg-type]
     else:
         cut = pd.Timestamp(test_start)
         if cut.tzinfo is None:
