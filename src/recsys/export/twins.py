@@ -1,0 +1,505 @@
+"""Padded-input inference twins of the TorchRec models, for ONNX export.
+
+TorchRec models take a :class:`~torchrec.KeyedJaggedTensor`, which the ONNX
+exporters either refuse or freeze into the graph, and ``nn.EmbeddingBag``
+exports as a per-bag ONNX ``Loop``. A *twin* computes the same function from a
+fixed-shape input instead:
+
+* ``ids`` -- int64 ``[B, F, L]``: for each of the ``F`` sparse features (in the
+  twin's ``feature_names`` order) up to ``L`` ids, left-aligned, ``-1`` = padding
+  (exactly what :func:`recsys.features.batching.to_padded_stack` builds);
+* ``dense`` -- float32 ``[B, n_dense]`` where the model has dense inputs.
+
+Each embedding table becomes a :class:`PaddedEmbeddingBag`: an ``nn.Embedding``
+lookup (padding looks up row 0), multiplied by the validity mask and summed
+(divided by the id count for mean pooling). That exports to plain Gather / Mul / ReduceSum,
+equals TorchRec's pooled embeddings (an empty bag gives zeros, as TorchRec's
+does), and keeps ``L`` fixed so Triton's dynamic batcher can merge requests.
+
+One ``L`` per twin: the largest ``max_len`` of its features. Position ``j`` of
+feature ``f`` counts only when ``j < max_len[f]``: each feature's ids are sliced
+to its own ``max_len`` before the lookup (a categorical feature reads slot 0 only
+and gathers ``[B, 1, D]``), so a twin never pools more ids than the model was
+trained with. :func:`recsys.export.manifest.validate_request` refuses requests
+holding ids in those ignored slots.
+
+Twins hold COPIES of the trained weights (a snapshot): training the source model
+further does not change an already built twin.
+
+Example:
+    >>> from recsys.features.schema import FeatureSchema
+    >>> from recsys.models.two_tower import TwoTower, TwoTowerConfig
+    >>> schema = FeatureSchema.from_dict({"name": "t", "features": [
+    ...     {"name": "user_id", "kind": "categorical", "role": "user"},
+    ...     {"name": "item_id", "kind": "categorical", "role": "item"}]})
+    >>> model = TwoTower(schema, {"user_id": 10, "item_id": 20}, TwoTowerConfig())
+    >>> twin = UserTowerTwin(model)
+    >>> twin(torch.tensor([[[3]], [[-1]]])).shape
+    torch.Size([2, 64])
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor, PoolingType
+from torchrec.models.dlrm import DLRM
+
+from recsys.features.batching import PAD
+from recsys.models.dlrm import Ranker
+from recsys.models.two_tower import TowerArch, TwoTower
+
+Pooling = Literal["sum", "mean"]
+
+
+class PaddedEmbeddingBag(nn.Module):
+    """A pooled embedding lookup over padded ids (``-1`` = no id).
+
+    Args:
+        num_embeddings: table rows.
+        embedding_dim: table width.
+        pooling: ``"sum"`` or ``"mean"`` (mean of the valid ids; an empty bag
+            gives zeros, as TorchRec's ``EmbeddingBagCollection`` does).
+
+    Example:
+        >>> bag = PaddedEmbeddingBag(10, 4, "mean")
+        >>> bag(torch.tensor([[1, 2, -1], [-1, -1, -1]])).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, pooling: Pooling = "mean") -> None:
+        super().__init__()
+        if pooling not in ("sum", "mean"):
+            raise ValueError(f"pooling must be 'sum' or 'mean', got {pooling!r}")
+        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
+        self.pooling: Pooling = pooling
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, pooling: Pooling = "mean") -> PaddedEmbeddingBag:
+        """A bag holding a copy of ``weight`` (``[num_embeddings, embedding_dim]``)."""
+        if weight.dim() != 2:
+            raise ValueError(f"an embedding weight is 2-D, got shape {tuple(weight.shape)}")
+        bag = cls(int(weight.shape[0]), int(weight.shape[1]), pooling)
+        with torch.no_grad():
+            bag.embedding.weight.copy_(weight.detach().to(torch.float32))
+        return bag
+
+    @property
+    def num_embeddings(self) -> int:
+        return int(self.embedding.num_embeddings)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embedding.embedding_dim)
+
+    def forward(self, ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Pools the last axis of ``ids``.
+
+        Args:
+            ids: int64 ``[..., L]``; negative entries are padding.
+            valid: optional bool mask broadcastable to ``ids``; positions where it
+                is False are ignored as well.
+
+        Returns:
+            float32 ``[..., D]``.
+        """
+        mask = ids >= 0
+        if valid is not None:
+            mask = mask & valid
+        # Padding looks up row 0 and is then zeroed: a Gather with no out-of-range index.
+        safe = torch.where(mask, ids, torch.zeros_like(ids))
+        weights = mask.to(self.embedding.weight.dtype)
+        pooled = (self.embedding(safe) * weights.unsqueeze(-1)).sum(dim=-2)
+        if self.pooling == "mean":
+            pooled = pooled / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        return pooled
+
+
+class PaddedSparseArch(nn.Module):
+    """The padded twin of an ``EmbeddingBagCollection`` for a list of features.
+
+    Features that share a table in the collection share one
+    :class:`PaddedEmbeddingBag` (one weight copy, one ONNX initializer).
+
+    Args:
+        ebc: the trained collection (its weights are copied).
+        feature_names: the features, in the order of the ``F`` axis of the input.
+        max_len: ids read per feature (``L_f``); the input ``L`` is their maximum.
+
+    Example:
+        >>> from torchrec import EmbeddingBagConfig
+        >>> ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(
+        ...     name="t", embedding_dim=4, num_embeddings=9, feature_names=["a", "b"])])
+        >>> arch = PaddedSparseArch(ebc, ["b", "a"], {"a": 1, "b": 3})
+        >>> [p.shape for p in arch(torch.zeros(2, 2, 3, dtype=torch.long))]
+        [torch.Size([2, 4]), torch.Size([2, 4])]
+    """
+
+    def __init__(
+        self,
+        ebc: EmbeddingBagCollection,
+        feature_names: Sequence[str],
+        max_len: Mapping[str, int],
+    ) -> None:
+        super().__init__()
+        if not feature_names:
+            raise ValueError("a padded sparse arch needs at least one feature")
+        if len(set(feature_names)) != len(feature_names):
+            raise ValueError(f"duplicate feature names in {list(feature_names)}")
+        configs = {f: cfg for cfg in ebc.embedding_bag_configs() for f in cfg.feature_names}
+        missing = [f for f in feature_names if f not in configs]
+        if missing:
+            raise KeyError(
+                f"features {missing} have no table in the collection; it has {sorted(configs)}"
+            )
+        bad_len = {f: max_len.get(f) for f in feature_names if int(max_len.get(f, 0)) < 1}
+        if bad_len:
+            raise ValueError(f"every feature needs max_len >= 1, got {bad_len}")
+        self.feature_names: list[str] = list(feature_names)
+        self.max_len: dict[str, int] = {f: int(max_len[f]) for f in feature_names}
+        self.seq_len: int = max(self.max_len.values())
+
+        bags: dict[str, PaddedEmbeddingBag] = {}
+        groups: dict[str, list[int]] = {}
+        for pos, name in enumerate(self.feature_names):
+            cfg = configs[name]
+            if cfg.name not in bags:
+                weight = ebc.embedding_bags[cfg.name].weight
+                pooling: Pooling = "mean" if cfg.pooling == PoolingType.MEAN else "sum"
+                bags[cfg.name] = PaddedEmbeddingBag.from_weight(weight, pooling)
+            groups.setdefault(cfg.name, []).append(pos)
+        # A list, not a ModuleDict: names such as "keys" clash with ModuleDict's methods.
+        self.table_names: list[str] = list(bags)
+        self.bags = nn.ModuleList(bags.values())
+        self._groups: list[list[int]] = [groups[t] for t in self.table_names]
+        self.table_of: dict[str, str] = {f: configs[f].name for f in self.feature_names}
+        self.num_embeddings: dict[str, int] = {
+            f: bags[self.table_of[f]].num_embeddings for f in self.feature_names
+        }
+        self.embedding_dims: dict[str, int] = {
+            f: bags[self.table_of[f]].embedding_dim for f in self.feature_names
+        }
+        slots = torch.arange(self.seq_len).unsqueeze(0)
+        lens = torch.tensor([self.max_len[f] for f in self.feature_names]).unsqueeze(1)
+        self.slot_mask: torch.Tensor
+        self.register_buffer("slot_mask", slots < lens, persistent=False)  # [F, L]
+        for i, positions in enumerate(self._groups):
+            index = torch.tensor(positions, dtype=torch.long)
+            self.register_buffer(f"_index_{i}", index, persistent=False)
+
+    def bag(self, table: str) -> PaddedEmbeddingBag:
+        """The bag of the collection's table ``table``."""
+        module = self.bags[self.table_names.index(table)]
+        assert isinstance(module, PaddedEmbeddingBag)
+        return module
+
+    def forward(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Pooled embeddings of each feature, in ``feature_names`` order.
+
+        Args:
+            ids: int64 ``[B, F, L]``, ``-1`` = padding.
+
+        Returns:
+            One float32 ``[B, D_f]`` per feature.
+        """
+        out: list[torch.Tensor | None] = [None] * len(self.feature_names)
+        slot_mask = self.slot_mask
+        for i, (bag, positions) in enumerate(zip(self.bags, self._groups, strict=True)):
+            # Only the first max(L_f) slots are read: a categorical feature gathers
+            # [B, 1, D], not [B, L, D] (a static Slice in the ONNX graph).
+            width = max(self.max_len[self.feature_names[p]] for p in positions)
+            if len(positions) == 1:
+                pos = positions[0]
+                out[pos] = bag(ids[:, pos, :width])
+                continue
+            # Features sharing a table: one gather for all of them.
+            index: torch.Tensor = getattr(self, f"_index_{i}")
+            pooled = bag(
+                ids.index_select(1, index)[:, :, :width],
+                slot_mask.index_select(0, index)[:, :width],
+            )
+            for k, pos in enumerate(positions):
+                out[pos] = pooled[:, k]
+        return [p for p in out if p is not None]
+
+
+class _TowerTwin(nn.Module):
+    """One tower of a :class:`TwoTower` on padded ids (shared by the user and item twins)."""
+
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...] = ("embeddings",)
+
+    def __init__(
+        self,
+        model: TwoTower,
+        tower: TowerArch,
+        dense_names: Sequence[str],
+        max_len: Mapping[str, int] | None,
+    ) -> None:
+        super().__init__()
+        names = list(tower.feature_names)
+        lengths = {f: int(model.schema[f].max_len) for f in names}
+        lengths.update({f: int(n) for f, n in (max_len or {}).items() if f in lengths})
+        self.sparse_arch = PaddedSparseArch(model.sparse_arch, names, lengths)
+        self.tower = copy.deepcopy(tower)
+        self.feature_names: list[str] = names
+        self.dense_names: list[str] = list(dense_names)
+        self.num_dense: int = int(tower.num_dense)
+        self.input_names = ("ids", "dense") if self.num_dense else ("ids",)
+        self.eval()
+
+    @property
+    def max_len(self) -> dict[str, int]:
+        return dict(self.sparse_arch.max_len)
+
+    @property
+    def seq_len(self) -> int:
+        return self.sparse_arch.seq_len
+
+    @property
+    def num_embeddings(self) -> dict[str, int]:
+        return dict(self.sparse_arch.num_embeddings)
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """Tower embeddings ``[B, D]`` (unit length).
+
+        Args:
+            ids: int64 ``[B, F, L]`` in ``feature_names`` order, ``-1`` = padding.
+            dense: float32 ``[B, num_dense]`` when the tower has dense inputs.
+        """
+        pooled = dict(zip(self.feature_names, self.sparse_arch(ids), strict=True))
+        return self.tower(pooled, dense)
+
+    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Random valid inputs (bags of random length, empty ones included)."""
+        gen = torch.Generator().manual_seed(seed)
+        ids = random_padded_ids(
+            batch_size, self.feature_names, self.max_len, self.num_embeddings, self.seq_len, gen
+        )
+        if self.num_dense:
+            return ids, torch.rand(batch_size, self.num_dense, generator=gen)
+        return (ids,)
+
+
+class UserTowerTwin(_TowerTwin):
+    """The user (query) tower of a :class:`TwoTower` on padded ids.
+
+    Args:
+        model: the trained two-tower model (weights are copied).
+        max_len: optional per-feature override of the schema's ``max_len``.
+
+    Inputs ``ids`` ``[B, F, L]`` (features = ``model.user_tower.feature_names``)
+    and, when the tower has dense features, ``dense`` ``[B, n_dense]``; output
+    ``[B, D]`` equal to ``model.encode_users`` on the same ids.
+
+    Example:
+        >>> twin = UserTowerTwin(model)  # doctest: +SKIP
+        >>> twin(to_padded_stack(kjt, twin.feature_names, twin.seq_len))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: TwoTower, max_len: Mapping[str, int] | None = None) -> None:
+        super().__init__(model, model.user_tower, model.user_dense, max_len)
+
+
+class ItemTowerTwin(_TowerTwin):
+    """The item (candidate) tower of a :class:`TwoTower` on padded ids.
+
+    Args:
+        model: the trained two-tower model (weights are copied).
+        max_len: optional per-feature override of the schema's ``max_len``.
+
+    Example:
+        >>> twin = ItemTowerTwin(model)  # doctest: +SKIP
+        >>> twin(*twin.example_inputs(4)).shape  # doctest: +SKIP
+        torch.Size([4, 64])
+    """
+
+    def __init__(self, model: TwoTower, max_len: Mapping[str, int] | None = None) -> None:
+        super().__init__(model, model.item_tower, model.item_dense, max_len)
+
+
+class RankerTwin(nn.Module):
+    """A TorchRec ``DLRM`` / ``DLRM_DCN`` on padded ids.
+
+    ``dense_arch``, ``inter_arch`` and ``over_arch`` are copies of the trained
+    modules, unchanged; only the ``EmbeddingBagCollection`` is replaced by
+    :class:`PaddedEmbeddingBag` s. The forward returns both the logits and
+    ``sigmoid(logits)`` (click probabilities): two ONNX outputs for the price of
+    one Sigmoid node, so serving can pick either.
+
+    Args:
+        model: a :class:`recsys.models.dlrm.Ranker` or a bare TorchRec ``DLRM``
+            (``DLRM_DCN`` is a subclass).
+        feature_names: order of the ``F`` axis of ``ids``; defaults to the
+            ranker's ``feature_names`` (bare DLRM: its sparse-arch order).
+        max_len: ids per feature, one int for all or a mapping (default 1:
+            one-hot features).
+
+    Example:
+        >>> from recsys.models.dlrm import RankerConfig, build_ranker
+        >>> ranker = build_ranker(RankerConfig(), ["a", "b"], [5, 7], num_dense=3)
+        >>> twin = RankerTwin(ranker)
+        >>> logits, probs = twin(torch.rand(2, 3), torch.tensor([[[1], [2]], [[0], [-1]]]))
+        >>> logits.shape, probs.shape
+        (torch.Size([2]), torch.Size([2]))
+    """
+
+    input_names: tuple[str, ...] = ("dense", "ids")
+    output_names: tuple[str, ...] = ("logits", "probabilities")
+
+    def __init__(
+        self,
+        model: Ranker | DLRM,
+        feature_names: Sequence[str] | None = None,
+        max_len: int | Mapping[str, int] = 1,
+    ) -> None:
+        super().__init__()
+        dlrm = model.dlrm if isinstance(model, Ranker) else model
+        if not isinstance(dlrm, DLRM):
+            raise TypeError(f"expected a Ranker or a TorchRec DLRM, got {type(model).__name__}")
+        lookup_order = list(dlrm.sparse_arch.sparse_feature_names)
+        if feature_names is None:
+            feature_names = model.feature_names if isinstance(model, Ranker) else lookup_order
+        names = list(feature_names)
+        if sorted(names) != sorted(lookup_order):
+            raise ValueError(
+                f"feature_names {names} must be a permutation of the model's sparse "
+                f"features {lookup_order}"
+            )
+        if isinstance(max_len, int):
+            lengths = dict.fromkeys(names, max_len)
+        else:
+            lengths = {f: int(max_len.get(f, 1)) for f in names}
+        self.feature_names: list[str] = names
+        ebc = dlrm.sparse_arch.embedding_bag_collection
+        self.sparse_arch = PaddedSparseArch(ebc, names, lengths)
+        dims = set(self.sparse_arch.embedding_dims.values())
+        if len(dims) != 1:
+            raise ValueError(f"DLRM needs one embedding width, tables have {sorted(dims)}")
+        self.embedding_dim: int = dims.pop()
+        # The interaction arch expects the sparse features in the collection's order.
+        self._lookup_positions: list[int] = [names.index(f) for f in lookup_order]
+        self.dense_arch = copy.deepcopy(dlrm.dense_arch)
+        self.inter_arch = copy.deepcopy(dlrm.inter_arch)
+        self.over_arch = copy.deepcopy(dlrm.over_arch)
+        first = next(m for m in self.dense_arch.modules() if isinstance(m, nn.Linear))
+        self.num_dense: int = int(first.in_features)
+        self.eval()
+
+    @property
+    def max_len(self) -> dict[str, int]:
+        return dict(self.sparse_arch.max_len)
+
+    @property
+    def seq_len(self) -> int:
+        return self.sparse_arch.seq_len
+
+    @property
+    def num_embeddings(self) -> dict[str, int]:
+        return dict(self.sparse_arch.num_embeddings)
+
+    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores a batch.
+
+        Args:
+            dense: float32 ``[B, num_dense]``.
+            ids: int64 ``[B, F, L]`` in ``feature_names`` order, ``-1`` = padding.
+
+        Returns:
+            ``(logits [B], probabilities [B])``.
+        """
+        pooled = self.sparse_arch(ids)
+        sparse = torch.stack([pooled[p] for p in self._lookup_positions], dim=1)
+        embedded_dense = self.dense_arch(dense)
+        interaction = self.inter_arch(dense_features=embedded_dense, sparse_features=sparse)
+        logits = self.over_arch(interaction).squeeze(-1)
+        return logits, torch.sigmoid(logits)
+
+    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random valid ``(dense, ids)`` (bags of random length, empty ones included)."""
+        gen = torch.Generator().manual_seed(seed)
+        dense = torch.rand(batch_size, self.num_dense, generator=gen)
+        ids = random_padded_ids(
+            batch_size, self.feature_names, self.max_len, self.num_embeddings, self.seq_len, gen
+        )
+        return dense, ids
+
+
+def random_padded_ids(
+    batch_size: int,
+    feature_names: Sequence[str],
+    max_len: Mapping[str, int],
+    num_embeddings: Mapping[str, int],
+    seq_len: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random left-aligned padded ids ``[B, F, L]`` within each feature's table.
+
+    Each bag holds ``0..max_len[f]`` ids (about one bag in ``max_len + 1`` is
+    empty); slots at and beyond a feature's ``max_len`` are padding.
+
+    Example:
+        >>> random_padded_ids(2, ["a"], {"a": 3}, {"a": 5}, 4).shape
+        torch.Size([2, 1, 4])
+    """
+    cols = []
+    for f in feature_names:
+        n = int(max_len[f])
+        ids = torch.randint(0, int(num_embeddings[f]), (batch_size, seq_len), generator=generator)
+        count = torch.randint(0, n + 1, (batch_size, 1), generator=generator)
+        slots = torch.arange(seq_len).unsqueeze(0)
+        cols.append(torch.where(slots < count, ids, torch.full_like(ids, PAD)))
+    return torch.stack(cols, dim=1)
+
+
+def padded_to_kjt(
+    ids: torch.Tensor,
+    feature_names: Sequence[str],
+    max_len: Mapping[str, int] | None = None,
+    keys: Sequence[str] | None = None,
+) -> KeyedJaggedTensor:
+    """The :class:`~torchrec.KeyedJaggedTensor` holding the same bags as padded ids.
+
+    The bag of feature ``f`` in row ``b`` is ``ids[b, f, :max_len[f]]`` without
+    its ``-1`` s, in slot order; a twin and the TorchRec model given these two
+    inputs compute the same function.
+
+    Args:
+        ids: int64 ``[B, F, L]``, ``-1`` = padding.
+        feature_names: the ``F`` features.
+        max_len: slots read per feature (default: all ``L``).
+        keys: the KJT keys (default ``feature_names``); keys that are not in
+            ``feature_names`` get empty bags (e.g. the other tower's features).
+
+    Returns:
+        A KJT with int64 values and int32 lengths.
+
+    Example:
+        >>> kjt = padded_to_kjt(torch.tensor([[[4, -1]], [[-1, -1]]]), ["a"], keys=["a", "b"])
+        >>> kjt.values().tolist(), kjt.lengths().tolist()
+        ([4], [1, 0, 0, 0])
+    """
+    if ids.dim() != 3 or ids.shape[1] != len(feature_names):
+        raise ValueError(f"ids must be [B, {len(feature_names)}, L], got shape {tuple(ids.shape)}")
+    batch = int(ids.shape[0])
+    position = {name: i for i, name in enumerate(feature_names)}
+    values: list[torch.Tensor] = []
+    lengths: list[torch.Tensor] = []
+    for key in keys if keys is not None else feature_names:
+        if key not in position:
+            lengths.append(torch.zeros(batch, dtype=torch.int32))
+            continue
+        cut = ids.shape[2] if max_len is None else int(max_len[key])
+        bag = ids[:, position[key], :cut]
+        valid = bag >= 0
+        values.append(bag[valid])
+        lengths.append(valid.sum(dim=1).to(torch.int32))
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=list(keys if keys is not None else feature_names),
+        values=torch.cat(values) if values else torch.empty(0, dtype=torch.int64),
+        lengths=torch.cat(lengths),
+    )
