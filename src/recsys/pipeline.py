@@ -295,6 +295,9 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         emb_dir.mkdir(parents=True, exist_ok=True)
         np.save(emb_dir / "item_embeddings.npy", trainer.item_embeddings().numpy())
         np.save(emb_dir / "user_embeddings.npy", trainer.user_embeddings().numpy())
+        queries, item_vectors = trainer.retrieval_vectors()
+        np.save(emb_dir / "query_vectors.npy", queries.numpy())  # inner product = score
+        np.save(emb_dir / "item_vectors.npy", item_vectors.numpy())
         torch.save(trainer.model.state_dict(), emb_dir / "two_tower.pt")
 
     harness = EvalHarness.from_processed(prep.main)

@@ -72,7 +72,8 @@ def test_outputs_are_unit_vectors_and_towers_agree_with_forward() -> None:
     )
     model.eval()
     kjt = _kjt(model)
-    u, v = model(kjt)
+    u, v, bias = model(kjt)
+    assert bias is None
     assert u.shape == v.shape == (3, 8)
     torch.testing.assert_close(u.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(model.encode_users(kjt), u)
@@ -105,3 +106,23 @@ def test_learned_temperature_is_a_parameter() -> None:
     assert "log_inv_temperature" not in dict(fixed.named_parameters())
     assert "log_inv_temperature" in dict(learned.named_parameters())
     torch.testing.assert_close(fixed.inv_temperature, torch.tensor(10.0))
+
+
+def test_item_bias_is_folded_into_inner_product_vectors() -> None:
+    cfg = TwoTowerConfig(
+        embedding_dim=8,
+        item_bias=True,
+        user_tower=TowerConfig((16, 8)),
+        item_tower=TowerConfig((16, 8)),
+    )
+    model = TwoTower(SCHEMA, SIZES, cfg)
+    with torch.no_grad():
+        model.item_tower.bias.weight.normal_()  # type: ignore[union-attr]
+    model.eval()
+    kjt = _kjt(model)
+    u, v, bias = model(kjt)
+    assert bias is not None and bias.shape == (3,)
+    scores = model.score(u, v, bias)
+    inner = model.query_vectors(u) @ model.item_vectors(v, bias).T
+    torch.testing.assert_close(inner, scores)
+    torch.testing.assert_close(model.encode_items_with_bias(kjt)[1], bias)

@@ -23,6 +23,8 @@ def sampled_softmax_loss(
     neg_item: torch.Tensor | None = None,
     neg_ids: torch.Tensor | None = None,
     neg_log_q: torch.Tensor | None = None,
+    item_bias: torch.Tensor | None = None,
+    neg_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax over in-batch positives (and optional extra negatives).
 
@@ -43,11 +45,15 @@ def sampled_softmax_loss(
             sampling), or None.
         neg_ids: ``[M]`` ids of the extra negatives.
         neg_log_q: ``[M]`` their log expected counts.
+        item_bias: ``[B]`` additive score of each positive (or None).
+        neg_bias: ``[M]`` additive score of each extra negative (or None).
 
     Returns:
         The mean cross-entropy, a scalar.
     """
     logits = (user @ item.T) * inv_temperature
+    if item_bias is not None:
+        logits = logits + item_bias[None, :]
     if item_log_q is not None:
         logits = logits - item_log_q[None, :]
     batch = user.shape[0]
@@ -57,6 +63,8 @@ def sampled_softmax_loss(
         logits = logits.masked_fill(hit, float("-inf"))
     if neg_item is not None:
         neg_logits = (user @ neg_item.T) * inv_temperature
+        if neg_bias is not None:
+            neg_logits = neg_logits + neg_bias[None, :]
         if neg_log_q is not None:
             neg_logits = neg_logits - neg_log_q[None, :]
         if item_ids is not None and neg_ids is not None:
@@ -73,6 +81,8 @@ def bpr_loss(
     pos_item: torch.Tensor,
     neg_item: torch.Tensor,
     inv_temperature: torch.Tensor,
+    pos_bias: torch.Tensor | None = None,
+    neg_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bayesian personalized ranking: ``-log sigmoid(s(u, pos) - s(u, neg))``.
 
@@ -80,9 +90,13 @@ def bpr_loss(
         user: ``[B, D]``; pos_item: ``[B, D]``; neg_item: ``[B, D]`` one sampled
             negative per row.
         inv_temperature: scalar multiplying the dot products.
+        pos_bias: ``[B]`` item biases of the positives (or None).
+        neg_bias: ``[B]`` item biases of the negatives (or None).
 
     Returns:
         The mean loss, a scalar.
     """
     diff = ((user * pos_item).sum(1) - (user * neg_item).sum(1)) * inv_temperature
+    if pos_bias is not None and neg_bias is not None:
+        diff = diff + pos_bias - neg_bias
     return -F.logsigmoid(diff).mean()

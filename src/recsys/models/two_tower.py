@@ -62,6 +62,11 @@ class TwoTowerConfig:
         learn_temperature: learn the temperature (as a log-scale parameter).
         share_item_table: user-side features whose ``vocab_from`` is an item
             feature use that feature's table (the same item has one embedding).
+        item_bias: learn a per-item additive score from the item tower's
+            inputs (like matrix factorization's item bias). Scores become
+            ``<u, v> / temperature + b(item)``, still an inner product:
+            :meth:`TwoTower.query_vectors` and :meth:`TwoTower.item_vectors`
+            append ``1`` and ``b`` for the index.
         seed: seed of the parameter initialization.
     """
 
@@ -71,6 +76,7 @@ class TwoTowerConfig:
     temperature: float = 0.05
     learn_temperature: bool = False
     share_item_table: bool = True
+    item_bias: bool = False
     seed: int = 0
 
 
@@ -94,6 +100,7 @@ class TowerArch(nn.Module):
         feature_dims: embedding width of each of them.
         num_dense: number of dense inputs of this tower.
         config: the MLP.
+        bias: also learn a scalar output (a linear function of the inputs).
     """
 
     def __init__(
@@ -102,20 +109,37 @@ class TowerArch(nn.Module):
         feature_dims: list[int],
         num_dense: int,
         config: TowerConfig,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         self.feature_names = feature_names
         self.num_dense = num_dense
-        self.mlp = _mlp(sum(feature_dims) + num_dense, config.layer_sizes, config.dropout)
+        in_dim = sum(feature_dims) + num_dense
+        self.mlp = _mlp(in_dim, config.layer_sizes, config.dropout)
+        self.bias = nn.Linear(in_dim, 1) if bias else None
+        if self.bias is not None:
+            nn.init.zeros_(self.bias.weight)
+            nn.init.zeros_(self.bias.bias)
 
-    def forward(self, pooled: dict[str, torch.Tensor], dense: torch.Tensor | None) -> torch.Tensor:
-        """Returns the tower's L2-normalized output ``[B, D]``."""
+    def _inputs(self, pooled: dict[str, torch.Tensor], dense: torch.Tensor | None) -> torch.Tensor:
         parts = [pooled[name] for name in self.feature_names]
         if self.num_dense:
             if dense is None:
                 raise ValueError(f"this tower needs {self.num_dense} dense inputs, got none")
             parts.append(dense)
-        return nn.functional.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+        return torch.cat(parts, dim=1)
+
+    def forward(self, pooled: dict[str, torch.Tensor], dense: torch.Tensor | None) -> torch.Tensor:
+        """Returns the tower's L2-normalized output ``[B, D]``."""
+        return nn.functional.normalize(self.mlp(self._inputs(pooled, dense)), dim=1)
+
+    def forward_with_bias(
+        self, pooled: dict[str, torch.Tensor], dense: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The normalized output and the scalar bias ``[B]`` (None without a bias)."""
+        x = self._inputs(pooled, dense)
+        out = nn.functional.normalize(self.mlp(x), dim=1)
+        return out, (self.bias(x).squeeze(1) if self.bias is not None else None)
 
 
 class TwoTower(nn.Module):
@@ -162,6 +186,7 @@ class TwoTower(nn.Module):
             [dims[f.name] for f in item_specs],
             len(self.item_dense),
             config.item_tower,
+            bias=config.item_bias,
         )
         log_inv_t = torch.tensor(math.log(1.0 / config.temperature))
         if config.learn_temperature:
@@ -225,16 +250,44 @@ class TwoTower(nn.Module):
         """Item (candidate) embeddings ``[B, D]``, unit length."""
         return self.item_tower(self._pooled(sparse), dense)
 
+    def encode_items_with_bias(
+        self, sparse: KeyedJaggedTensor, dense: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Item embeddings ``[B, D]`` and their biases ``[B]`` (None without bias)."""
+        return self.item_tower.forward_with_bias(self._pooled(sparse), dense)
+
     def forward(
         self,
         sparse: KeyedJaggedTensor,
         user_dense: torch.Tensor | None = None,
         item_dense: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Both towers on one KJT holding user and item features of B pairs.
 
         Returns:
-            ``(user_embeddings, item_embeddings)``, each ``[B, D]``.
+            ``(user_embeddings, item_embeddings, item_bias)``: ``[B, D]``,
+            ``[B, D]`` and ``[B]`` (None when the model has no item bias).
         """
         pooled = self._pooled(sparse)
-        return self.user_tower(pooled, user_dense), self.item_tower(pooled, item_dense)
+        item, bias = self.item_tower.forward_with_bias(pooled, item_dense)
+        return self.user_tower(pooled, user_dense), item, bias
+
+    def score(
+        self, users: torch.Tensor, items: torch.Tensor, item_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores ``[U, I]`` of every user against every item."""
+        logits = (users @ items.T) * self.inv_temperature
+        return logits if item_bias is None else logits + item_bias[None, :]
+
+    def query_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """User embeddings scaled for inner-product search (``[U, D(+1)]``)."""
+        q = users * self.inv_temperature
+        if self.config.item_bias:
+            q = torch.cat([q, torch.ones(len(q), 1, dtype=q.dtype)], dim=1)
+        return q
+
+    def item_vectors(self, items: torch.Tensor, item_bias: torch.Tensor | None) -> torch.Tensor:
+        """Item vectors whose inner product with :meth:`query_vectors` is :meth:`score`."""
+        if item_bias is None:
+            return items
+        return torch.cat([items, item_bias[:, None]], dim=1)

@@ -297,17 +297,19 @@ class RetrievalTrainer:
 
     def _loss(self, kjt: KeyedJaggedTensor, item_rows: np.ndarray) -> torch.Tensor:
         cfg = self.config
-        user, item = self.model(kjt)
+        user, item, bias = self.model(kjt)
         ids = torch.from_numpy(item_rows)
         inv_t = self.model.inv_temperature
         if cfg.loss == "bpr":
             neg_rows = self.rng.integers(0, self.data.n_items, len(item_rows))
-            neg = self.model.encode_items(self.data.items.batch(neg_rows).sparse)
-            return bpr_loss(user, item, neg, inv_t)
-        neg_emb = neg_ids = neg_log_q = None
+            neg, neg_b = self.model.encode_items_with_bias(self.data.items.batch(neg_rows).sparse)
+            return bpr_loss(user, item, neg, inv_t, bias, neg_b)
+        neg_emb = neg_ids = neg_log_q = neg_b = None
         if cfg.num_negatives:
             neg_rows = self.rng.integers(0, self.data.n_items, cfg.num_negatives)
-            neg_emb = self.model.encode_items(self.data.items.batch(neg_rows).sparse)
+            neg_emb, neg_b = self.model.encode_items_with_bias(
+                self.data.items.batch(neg_rows).sparse
+            )
             neg_ids = torch.from_numpy(neg_rows)
             neg_log_q = self.log_q[neg_ids] if cfg.logq_correction else None
         return sampled_softmax_loss(
@@ -319,6 +321,8 @@ class RetrievalTrainer:
             neg_item=neg_emb,
             neg_ids=neg_ids,
             neg_log_q=neg_log_q,
+            item_bias=bias,
+            neg_bias=neg_b,
         )
 
     def train_epoch(self) -> float:
@@ -348,12 +352,33 @@ class RetrievalTrainer:
     @torch.no_grad()
     def item_embeddings(self, batch_size: int = 4096) -> torch.Tensor:
         """Embeddings of the whole catalogue ``[n_items, D]``, in batches."""
+        return self.item_embeddings_with_bias(batch_size)[0]
+
+    @torch.no_grad()
+    def item_embeddings_with_bias(
+        self, batch_size: int = 4096
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Catalogue embeddings ``[n_items, D]`` and item biases (None without)."""
         self.model.eval()
-        out = [
-            self.model.encode_items(self.data.items.batch(slice(s, s + batch_size)).sparse)
-            for s in range(0, len(self.data.items), batch_size)
-        ]
-        return torch.cat(out) if out else torch.empty(0)
+        embs, biases = [], []
+        for s in range(0, len(self.data.items), batch_size):
+            e, b = self.model.encode_items_with_bias(
+                self.data.items.batch(slice(s, s + batch_size)).sparse
+            )
+            embs.append(e)
+            if b is not None:
+                biases.append(b)
+        return torch.cat(embs), (torch.cat(biases) if biases else None)
+
+    @torch.no_grad()
+    def retrieval_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(queries [n_users, D'], items [n_items, D'])`` whose inner products are
+        the model's scores: what the index stores and searches with."""
+        items, bias = self.item_embeddings_with_bias()
+        return (
+            self.model.query_vectors(self.user_embeddings()),
+            self.model.item_vectors(items, bias),
+        )
 
     @torch.no_grad()
     def user_embeddings(self, batch_size: int = 4096) -> torch.Tensor:
@@ -367,9 +392,8 @@ class RetrievalTrainer:
 
     def evaluate(self, harness: EvalHarness) -> EvalResult:
         """Full-ranking evaluation of the current model on ``harness``."""
-        users = self.user_embeddings()
-        items = self.item_embeddings()
-        result = harness.evaluate(lambda u: users[torch.from_numpy(u)] @ items.T)
+        queries, items = self.retrieval_vectors()
+        result = harness.evaluate(lambda u: queries[torch.from_numpy(u)] @ items.T)
         self.model.train()
         return result
 
