@@ -73,17 +73,17 @@ class RetrievalTrainerConfig:
         progress: show progress bars.
     """
 
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 1024
     loss: Literal["softmax", "bpr"] = "softmax"
     num_negatives: int = 0
     logq_correction: bool = True
-    lr_dense: float = 1e-2
+    lr_dense: float = 3e-3
     lr_sparse: float = 0.05
     sparse_optimizer: Literal["rowwise_adagrad", "adagrad", "adam"] = "rowwise_adagrad"
     weight_decay: float = 0.0
     history: Literal["others", "prefix"] = "others"
-    patience: int = 3
+    patience: int = 5
     eval_every: int = 1
     monitor: str = "ndcg@10"
     seed: int = 0
