@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,7 +39,12 @@ from recsys.features.store import ProcessedDataset, load_or_build
 from recsys.index import IndexConfig, ItemIndex
 from recsys.models.baselines import BPRConfig, BPRRecommender, PopularityRecommender
 from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
-from recsys.training.retrieval import RetrievalData, RetrievalTrainer, RetrievalTrainerConfig
+from recsys.training.retrieval import (
+    EpochLog,
+    RetrievalData,
+    RetrievalTrainer,
+    RetrievalTrainerConfig,
+)
 from recsys.training.tracking import Tracker, TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -230,6 +236,7 @@ def run_retrieval(
         sel_model, sel_data, sel_cfg, log_fn=lambda m, s: tracker.log(prefixed(m, "select"), s)
     )
     selector.fit(EvalHarness.from_processed(prep.selection, eval_cfg))
+    plot_training(selector.history, sel_cfg.monitor, run_dir / "training_curve.png")
     best_epochs = max(selector.best_epoch, 1)
     log.info(
         "selected %d epochs (validation %s %.4f)",
@@ -256,6 +263,34 @@ def run_retrieval(
     trainer.fit(None)
     result = trainer.evaluate(EvalHarness.from_processed(prep.main, eval_cfg))
     return result, time.perf_counter() - t0, trainer
+
+
+def slug(name: str) -> str:
+    """A file-name form of a model name ("Two-tower + FAISS" -> "two_tower_faiss")."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def plot_training(history: list[EpochLog], monitor: str, path: Path) -> None:
+    """Training loss and validation metric per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [h.loss for h in history], color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss", color="tab:blue")
+    valid = [(h.epoch, h.valid[monitor]) for h in history if monitor in h.valid]
+    if valid:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*valid, strict=True), color="tab:orange", marker=".", label=monitor)
+        ax2.set_ylabel(f"validation {monitor}", color="tab:orange")
+    ax.set_title("two-tower model selection")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -311,7 +346,7 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
     topk_dir = run_dir / "topk"
     topk_dir.mkdir(exist_ok=True)
     for name, (r, _) in results.items():
-        harness.topk_frame(r).to_parquet(topk_dir / f"{name.lower().replace(' ', '_')}.parquet")
+        harness.topk_frame(r).to_parquet(topk_dir / f"{slug(name)}.parquet")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if metrics:
         table = metrics_table(metrics)
