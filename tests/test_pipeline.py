@@ -61,6 +61,7 @@ def test_two_tower_and_its_exact_index_agree(
         [
             "stages=[data,retrieval,index]",
             "trainer.epochs=2",
+            "optimizer.lr_dense=0.01",
             "trainer.progress=false",
             "model.embedding_dim=16",
             "model.user_tower.layer_sizes=[32,16]",

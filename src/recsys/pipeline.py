@@ -221,7 +221,7 @@ def run_retrieval(
 ) -> tuple[EvalResult, float, RetrievalTrainer]:
     """Model selection on the validation split, refit on all of train, test once."""
     t0 = time.perf_counter()
-    trainer_raw = dict(cfg["trainer"])
+    trainer_raw = {**dict(cfg["trainer"]), **dict(cfg.get("optimizer") or {})}
     refit = bool(trainer_raw.pop("refit_full", True))
     eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
     ckpt = trainer_raw.get("checkpoint_dir") or str(run_dir / "checkpoints")
