@@ -1,17 +1,26 @@
 """Benchmark of the Redis event path: YOOCHOOSE replay, latency, and a fault test.
 
 Starts its own ``redis-server`` (loopback, persistence off, killed at exit),
-then runs on the YOOCHOOSE click log (70,278 clicks; session id = user id):
+then runs on the YOOCHOOSE click log (70,278 clicks; session id = user id)
+with the stream split into ``--partitions`` partitions and one consumer
+process per partition (each a fresh interpreter, as deployed):
 
 1. ``throughput``: a producer process publishes the whole log as fast as it
-   can (pipelined XADD) while the consumer applies it with segment evaluation
-   on; reports events/s from the first read to the last commit.
-2. ``latency``: the producer is paced at ``--rate`` events/s; for every event,
-   latency = segment evaluation finished - XADD time (also: commit finished -
-   XADD time); p50/p99 over all events and the sustained rate.
-3. ``fault`` (with ``--fault``): a consumer subprocess is killed with SIGKILL
-   mid-stream and restarted; afterwards every user's counts must equal an
-   offline recount (each event applied exactly once).
+   can while the consumers apply it with segment evaluation on; events/s from
+   the producer's first publish to the last commit.
+2. ``latency``: the producer is paced at ``--rate`` events/s (sends every
+   millisecond); for every event, latency = segment evaluation finished -
+   XADD time (also: commit finished - XADD time); p50/p99 over all events.
+3. ``fault`` (with ``--fault``): consumer processes are killed with SIGKILL
+   mid-stream (one after a third of the log, another after two thirds) and
+   restarted; afterwards every user's profile document must equal an offline
+   recount (each event applied exactly once) and the event store must hold
+   every event once.
+
+CPU time per event is measured per process (consumers and producer report
+their own ``time.process_time``, redis-server its ``INFO cpu``), so it does
+not depend on what else shares the cores; wall-clock rates and latencies do,
+and the report records the load average before and after each phase.
 
 Prints a table and writes the results as JSON to ``--out``.
 
@@ -23,15 +32,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +55,6 @@ from recsys.profiles.config import ProfileConfig
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.offline import build_profiles
 from recsys.profiles.processor import EventProcessor, ProcessorConfig
-from recsys.profiles.state import UserProfile
 from recsys.segments.engine import SegmentEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,23 +88,18 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     sys.exit("redis-server did not start")
 
 
-def producer(url: str, prefix: str, payloads: list[str], rate: float, batch: int) -> None:
-    """Publishes ``payloads``; ``rate`` 0 means as fast as possible. Each
-    entry's ``t`` field is the time its pipeline was sent."""
-    store = RedisStore(url, prefix=prefix)
-    start = time.perf_counter()
-    step = batch if rate <= 0 else max(1, int(rate / 1000))  # paced: ~1 ms of events per send
-    for i in range(0, len(payloads), step):
-        if rate > 0:
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        store.publish(payloads[i : i + step])
-
-
-def make_consumer(url: str, prefix: str, segments: str, record: bool) -> StreamConsumer:
-    store = RedisStore(url, prefix=prefix)
+# -- child processes ------------------------------------------------------------------
+def make_consumer(
+    url: str,
+    prefix: str,
+    segments: str,
+    partitions: int,
+    owned: tuple[int, ...] | None,
+    record: bool,
+    batch_size: int = 500,
+    block_ms: int = 100,
+) -> StreamConsumer:
+    store = RedisStore(url, prefix=prefix, partitions=partitions)
     config = ProfileConfig()
     engine = SegmentEngine.from_yaml(segments, config)
     proc = EventProcessor(
@@ -104,13 +107,88 @@ def make_consumer(url: str, prefix: str, segments: str, record: bool) -> StreamC
         ProcessorConfig(profile=config, consent=ConsentPolicy.grant_all(), record_latency=record),
         hooks=[engine],
     )
+    name = "bench" if owned is None else "bench-" + "-".join(map(str, owned))
     return StreamConsumer(
         store,
         proc,
-        ConsumerConfig(name="bench", batch_size=500, block_ms=100, sweep_interval_s=None),
+        ConsumerConfig(
+            name=name,
+            batch_size=batch_size,
+            block_ms=block_ms,
+            sweep_interval_s=None,
+            partitions=owned,
+        ),
     )
 
 
+def consume(args: list[str]) -> None:
+    """Child: consumes one partition until SIGTERM, then writes its stats."""
+    url, prefix, segments, partitions, part, record, out = args
+    owned = None if part == "all" else (int(part),)
+    consumer = make_consumer(url, prefix, segments, int(partitions), owned, record == "1")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    redis.Redis.from_url(url).set(f"{prefix}:ready:{part}", "1")
+    stats = consumer.run(stop=stop)
+    if out != "-":
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "entries": stats.entries,
+                    "applied": stats.applied,
+                    "duplicates": stats.duplicates,
+                    "batches": stats.batches,
+                    "conflicts": stats.conflicts,
+                    "last_commit_us": stats.last_commit_us,
+                    "latencies_us": stats.latencies_us,
+                    "commit_latencies_us": stats.commit_latencies_us,
+                }
+            )
+        )
+
+
+def produce(args: list[str]) -> None:
+    """Child: publishes the log (paced when rate > 0) and writes its stats.
+
+    The events are serialized before the clock starts, as an upstream service
+    would hand over JSON; the measured CPU is the publishing itself.
+    """
+    url, prefix, partitions, data, limit, rate_s, out = args
+    events = load_yoochoose_clicks(data).events
+    events = events[: int(limit)] if int(limit) else events
+    payloads = [e.to_json() for e in events]
+    users = [e.user_id for e in events]
+    store = RedisStore(url, prefix=prefix, partitions=int(partitions))
+    rate = float(rate_s)
+    step = 500 if rate <= 0 else max(1, int(rate / 1000))  # paced: ~1 ms of events per send
+    store.r.set(f"{prefix}:ready:producer", "1")
+    while not store.r.exists(f"{prefix}:go"):
+        time.sleep(0.001)
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    first_us = time.time_ns() // 1000
+    for i in range(0, len(payloads), step):
+        if rate > 0:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        store.publish(payloads[i : i + step], users=users[i : i + step])
+    Path(out).write_text(
+        json.dumps(
+            {
+                "cpu_s": time.process_time() - cpu0,
+                "first_publish_us": first_us,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    )
+
+
+def _child(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, *args])
+
+
+# -- phases ------------------------------------------------------------------------------
 def pct(values: list[int], q: float) -> float:
     if not values:
         return float("nan")
@@ -118,62 +196,10 @@ def pct(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
 
 
-def run_phase(
-    name: str, url: str, events: list[Event], segments: str, rate: float, timeout: float
-) -> dict[str, Any]:
-    prefix = f"bench-{name}"
-    consumer = make_consumer(url, prefix, segments, record=True)
-    payloads = [e.to_json() for e in events]
-    ctx = mp.get_context("fork")
-    prod = ctx.Process(target=producer, args=(url, prefix, payloads, rate, 500))
-    server = redis.Redis.from_url(url)
-    redis_cpu0 = _redis_cpu(server)
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    prod.start()
-    first_read = None
-    deadline = time.monotonic() + timeout
-    stats = consumer.processor.stats
-    while stats.entries < len(events) and time.monotonic() < deadline:
-        n = consumer.step()
-        if n and first_read is None:
-            first_read = time.perf_counter()
-    t_end = time.perf_counter()
-    consumer_cpu = time.process_time() - cpu0
-    prod.join(timeout=30)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    producer_cpu = (children.ru_utime + children.ru_stime) - (
-        children0.ru_utime + children0.ru_stime
-    )
-    redis_cpu = _redis_cpu(server) - redis_cpu0
-    elapsed = t_end - (first_read or t0)
-    store = consumer.store
-    return {
-        "phase": name,
-        "producer_rate": rate or "max",
-        "events": len(events),
-        "applied": stats.applied,
-        "duplicates": stats.duplicates,
-        "dead_letters": store.dead_letter_count(),
-        "pending_after": store.stream_stats()["pending"],
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(stats.entries / elapsed, 1),
-        "eval_latency_ms_p50": pct(stats.latencies_us, 0.50),
-        "eval_latency_ms_p99": pct(stats.latencies_us, 0.99),
-        "commit_latency_ms_p50": pct(stats.commit_latencies_us, 0.50),
-        "commit_latency_ms_p99": pct(stats.commit_latencies_us, 0.99),
-        # CPU seconds per event, independent of what else shares the cores.
-        "cpu_us_per_event": {
-            "consumer": round(consumer_cpu / len(events) * 1e6, 1),
-            "producer": round(producer_cpu / len(events) * 1e6, 1),
-            "redis_server": round(redis_cpu / len(events) * 1e6, 1),
-        },
-        "batches": stats.batches,
-        "mean_batch": round(stats.entries / max(stats.batches, 1), 1),
-        "segment_sizes": {s: store.segment_size(s) for s in sorted(consumer_segments(segments))},
-        "timed_out": stats.entries < len(events),
-    }
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _redis_cpu(server: redis.Redis) -> float:
@@ -181,60 +207,180 @@ def _redis_cpu(server: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def consumer_segments(path: str) -> list[str]:
-    return list(SegmentEngine.from_yaml(path).segments)
-
-
-def fault_test(url: str, events: list[Event], segments: str, timeout: float) -> dict[str, Any]:
-    prefix = "bench-fault"
-    store = RedisStore(url, prefix=prefix)
-    payloads = [e.to_json() for e in events]
-    for i in range(0, len(payloads), 1000):
-        store.publish(payloads[i : i + 1000])
-    cmd = [sys.executable, __file__, "--_consume", url, prefix, segments]
-    applied_key = f"{prefix}:applied"
-    proc = subprocess.Popen(cmd)
+def _wait(cond: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while store.r.scard(applied_key) < len(events) // 3 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = int(store.r.scard(applied_key))
-    pending_at_kill = store.stream_stats()["pending"]
-    proc = subprocess.Popen(cmd)
-    while (
-        store.r.scard(applied_key) < len(events) or store.stream_stats()["pending"]
-    ) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def run_phase(
+    name: str, url: str, args: argparse.Namespace, n_events: int, rate: float
+) -> dict[str, Any]:
+    prefix = f"bench-{name}"
+    parts = args.partitions
+    store = RedisStore(url, prefix=prefix, partitions=parts)  # creates the consumer groups
+    server = redis.Redis.from_url(url)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_events_"))
+    labels = [str(k) for k in range(parts)] if args.consumers > 1 else ["all"]
+    consumers = [
+        _child("--_consume", url, prefix, args.segments, str(parts), p, "1", str(tmp / f"c{p}"))
+        for p in labels
+    ]
+    producer = _child(
+        "--_produce", url, prefix, str(parts), args.data, str(args.limit), str(rate), str(tmp / "p")
+    )
+    try:
+        _wait(
+            lambda: all(store.r.exists(f"{prefix}:ready:{p}") for p in [*labels, "producer"]),
+            120,
+            "consumers and producer to start",
+        )
+        load_before = os.getloadavg()
+        redis_cpu0 = _redis_cpu(server)
+        consumer_cpu0 = [_proc_cpu(c.pid) for c in consumers]
+        store.r.set(f"{prefix}:go", "1")
+        _wait(
+            lambda: (
+                store.r.scard(f"{prefix}:applied") >= n_events
+                and store.stream_stats()["pending"] == 0
+            ),
+            args.timeout,
+            f"{name}: all events applied",
+        )
+        redis_cpu = _redis_cpu(server) - redis_cpu0
+        consumer_cpu = [_proc_cpu(c.pid) - t for c, t in zip(consumers, consumer_cpu0, strict=True)]
+        load_after = os.getloadavg()
+        producer.wait(timeout=60)
+    finally:
+        for c in consumers:
+            c.send_signal(signal.SIGTERM)
+        for c in consumers:
+            c.wait(timeout=60)
+        if producer.poll() is None:
+            producer.kill()
+    stats = [json.loads((tmp / f"c{p}").read_text()) for p in labels]
+    prod = json.loads((tmp / "p").read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
+    latencies = [x for s in stats for x in s["latencies_us"]]
+    commit_latencies = [x for s in stats for x in s["commit_latencies_us"]]
+    entries = sum(s["entries"] for s in stats)
+    batches = sum(s["batches"] for s in stats)
+    elapsed = (max(s["last_commit_us"] for s in stats) - prod["first_publish_us"]) / 1e6
+    return {
+        "phase": name,
+        "producer_rate": rate or "max",
+        "partitions": parts,
+        "consumers": len(labels),
+        "events": n_events,
+        "applied": sum(s["applied"] for s in stats),
+        "duplicates": sum(s["duplicates"] for s in stats),
+        "conflicts": sum(s["conflicts"] for s in stats),
+        "dead_letters": store.dead_letter_count(),
+        "pending_after": store.stream_stats()["pending"],
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(entries / elapsed, 1),
+        "producer_seconds": round(prod["seconds"], 3),
+        # What the producer achieved: below the asked rate when it got too little CPU.
+        "offered_events_per_s": round(n_events / prod["seconds"], 1),
+        "eval_latency_ms_p50": pct(latencies, 0.50),
+        "eval_latency_ms_p90": pct(latencies, 0.90),
+        "eval_latency_ms_p99": pct(latencies, 0.99),
+        "eval_latency_ms_p999": pct(latencies, 0.999),
+        "eval_latency_ms_max": max(latencies) / 1000.0 if latencies else float("nan"),
+        "commit_latency_ms_p50": pct(commit_latencies, 0.50),
+        "commit_latency_ms_p99": pct(commit_latencies, 0.99),
+        # CPU seconds per event, independent of what else shares the cores.
+        "cpu_us_per_event": {
+            **{
+                f"consumer_{p}": round(cpu / n_events * 1e6, 1)
+                for p, cpu in zip(labels, consumer_cpu, strict=True)
+            },
+            "consumers_total": round(sum(consumer_cpu) / n_events * 1e6, 1),
+            "producer": round(prod["cpu_s"] / n_events * 1e6, 1),
+            "redis_server": round(redis_cpu / n_events * 1e6, 1),
+        },
+        "batches": batches,
+        "mean_batch": round(entries / max(batches, 1), 1),
+        "segment_sizes": {s: store.segment_size(s) for s in consumer_segments(args.segments)},
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in load_after],
+    }
+
+
+def consumer_segments(path: str) -> list[str]:
+    return sorted(SegmentEngine.from_yaml(path).segments)
+
+
+def fault_test(
+    url: str, events: list[Event], args: argparse.Namespace, timeout: float
+) -> dict[str, Any]:
+    prefix = "bench-fault"
+    parts = args.partitions
+    store = RedisStore(url, prefix=prefix, partitions=parts)
+    payloads = [e.to_json() for e in events]
+    users = [e.user_id for e in events]
+    for i in range(0, len(payloads), 1000):
+        store.publish(payloads[i : i + 1000], users=users[i : i + 1000])
+    labels = [str(k) for k in range(parts)] if args.consumers > 1 else ["all"]
+
+    def start(p: str) -> subprocess.Popen[bytes]:
+        return _child("--_consume", url, prefix, args.segments, str(parts), p, "0", "-")
+
+    procs = {p: start(p) for p in labels}
+    applied_key = f"{prefix}:applied"
+    kills = []
+    try:
+        # Kill consumer k after (k+1)/(n+1) of the log, each time mid-stream.
+        for k, p in enumerate(labels):
+            mark = len(events) * (k + 1) // (len(labels) + 1)
+            _wait(lambda m=mark: store.r.scard(applied_key) >= m, timeout, "progress")
+            procs[p].send_signal(signal.SIGKILL)
+            procs[p].wait()
+            kills.append(
+                {
+                    "consumer": p,
+                    "applied_when_killed": int(store.r.scard(applied_key)),
+                    "pending_when_killed": store.stream_stats()["pending"],
+                }
+            )
+            procs[p] = start(p)
+        _wait(
+            lambda: (
+                store.r.scard(applied_key) >= len(events) and store.stream_stats()["pending"] == 0
+            ),
+            timeout,
+            "all events after the restarts",
+        )
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
     # The offline recount runs the same segment rules, so whole documents
     # (counts, buckets, lists, affinities, memberships) must be equal.
-    engine = SegmentEngine.from_yaml(segments, ProfileConfig())
+    engine = SegmentEngine.from_yaml(args.segments, ProfileConfig())
     offline = build_profiles(events, ProfileConfig(), hooks=[engine])
     online = store.load_users(sorted(offline))
     mismatched = [
         u
         for u, p in offline.items()
         if online[u].profile is None
-        or UserProfile.from_doc(json.loads(online[u].profile or "")).to_doc() != p.to_doc()
+        or json.loads(online[u].profile or "") != json.loads(json.dumps(p.to_doc()))
     ]
-    stored_events = sum(int(store.r.llen(f"{prefix}:ev:{u}")) for u in offline)
+    stored_events = sum(len(store.user_events(u)) for u in offline)
     return {
         "phase": "fault",
         "events": len(events),
-        "applied_when_killed": killed_at,
-        "pending_when_killed": pending_at_kill,
+        "partitions": parts,
+        "consumers": len(labels),
+        "kills": kills,
         "applied_after_restart": int(store.r.scard(applied_key)),
         "stored_events": stored_events,
         "users": len(offline),
         "users_not_matching_offline_recount": len(mismatched),
         "exactly_once": not mismatched and stored_events == len(events),
     }
-
-
-def consume_forever(url: str, prefix: str, segments: str) -> None:
-    make_consumer(url, prefix, segments, record=False).run()
 
 
 def main() -> None:
@@ -244,27 +390,42 @@ def main() -> None:
     ap.add_argument("--segments", default=str(ROOT / "configs" / "segments" / "yoochoose.yaml"))
     ap.add_argument("--rate", type=float, default=20_000.0, help="paced producer rate, events/s")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N events")
+    ap.add_argument("--partitions", type=int, default=2, help="stream partitions")
+    ap.add_argument(
+        "--consumers",
+        type=int,
+        default=0,
+        help="consumer processes: one per partition (default), or 1 for one reading all",
+    )
     ap.add_argument("--phases", default="throughput,latency")
     ap.add_argument("--fault", action="store_true", help="also run the kill-and-restart test")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per phase")
-    ap.add_argument("--_consume", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_consume", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument("--_produce", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._consume:
-        consume_forever(*args._consume)
+        consume(args._consume)
+        return
+    if args._produce:
+        produce(args._produce)
         return
     if not args.out:
         ap.error("--out is required")
+    if args.consumers not in (0, 1, args.partitions):
+        ap.error("--consumers must be 1 or the number of partitions")
+    args.consumers = args.consumers or args.partitions
     log = load_yoochoose_clicks(args.data)
     events = log.events[: args.limit] if args.limit else log.events
     redis_proc, url = start_redis()
     results: list[dict[str, Any]] = []
-    load_before = os.getloadavg()
     try:
         for phase in args.phases.split(","):
+            if not phase:
+                continue
             rate = 0.0 if phase == "throughput" else args.rate
-            results.append(run_phase(phase, url, events, args.segments, rate, args.timeout))
+            results.append(run_phase(phase, url, args, len(events), rate))
         if args.fault:
-            results.append(fault_test(url, events, args.segments, args.timeout))
+            results.append(fault_test(url, events, args, args.timeout))
         server = redis.Redis.from_url(url).info("server")["redis_version"]
     finally:
         redis_proc.terminate()
@@ -276,8 +437,6 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "redis_server": server,
-            "load_avg_before": [round(x, 2) for x in load_before],
-            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         },
         "data": {"path": args.data, "events": len(events), "load_report": log.report.summary()},
         "segments": args.segments,
@@ -288,27 +447,30 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2))
     print(f"machine: {report['machine']}")
     print(
-        f"{'phase':<11}{'producer':>10}{'events/s':>10}{'p50 ms':>11}{'p99 ms':>11}"
-        f"{'commit p99':>12}{'applied':>9}{'dead':>6}"
+        f"{'phase':<11}{'asked':>8}{'offered':>9}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'commit p99':>12}{'applied':>9}{'dead':>6}{'  load avg (1 min) before/after':>30}"
     )
     for r in results:
         if r["phase"] == "fault":
             continue
         print(
-            f"{r['phase']:<11}{r['producer_rate']!s:>10}{r['events_per_s']:>10,.0f}"
-            f"{r['eval_latency_ms_p50']:>11.2f}{r['eval_latency_ms_p99']:>11.2f}"
+            f"{r['phase']:<11}{r['producer_rate']!s:>8}{r['offered_events_per_s']:>9,.0f}"
+            f"{r['events_per_s']:>10,.0f}"
+            f"{r['eval_latency_ms_p50']:>9.2f}{r['eval_latency_ms_p99']:>9.2f}"
             f"{r['commit_latency_ms_p99']:>12.2f}{r['applied']:>9,}{r['dead_letters']:>6}"
+            f"{r['load_avg_before'][0]:>20.2f} / {r['load_avg_after'][0]:.2f}"
         )
     for r in results:
         if r["phase"] != "fault":
-            print(f"{r['phase']}: CPU us/event {r['cpu_us_per_event']}")
+            print(
+                f"{r['phase']}: CPU us/event {r['cpu_us_per_event']}, mean batch {r['mean_batch']}"
+            )
     for r in results:
         if r["phase"] == "fault":
             print(
-                f"fault test: killed at {r['applied_when_killed']:,} applied "
-                f"({r['pending_when_killed']} pending), after restart "
-                f"{r['applied_after_restart']:,}/{r['events']:,}; users not matching the "
-                f"offline recount: {r['users_not_matching_offline_recount']}; "
+                f"fault test: kills {r['kills']}; after restarts {r['applied_after_restart']:,}/"
+                f"{r['events']:,} applied; users not matching the offline recount: "
+                f"{r['users_not_matching_offline_recount']}; stored events {r['stored_events']:,}; "
                 f"exactly once: {r['exactly_once']}"
             )
     print(f"results written to {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.offline import build_profiles
 from recsys.profiles.processor import EventProcessor, ProcessorConfig
 from recsys.profiles.state import UserProfile
+from recsys.segments.engine import SegmentEngine
 
 GRANT_ALL = ProcessorConfig(consent=ConsentPolicy.grant_all())
 
@@ -134,53 +136,107 @@ from recsys.privacy.consent import ConsentPolicy
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.processor import EventProcessor, ProcessorConfig
 from recsys.segments.engine import SegmentEngine
-store = RedisStore(sys.argv[1], prefix=sys.argv[2])
-engine = SegmentEngine.from_yaml(sys.argv[3])
+url, prefix, segments, partitions, part = sys.argv[1:]
+store = RedisStore(url, prefix=prefix, partitions=int(partitions))
+engine = SegmentEngine.from_yaml(segments)
 proc = EventProcessor(store, ProcessorConfig(consent=ConsentPolicy.grant_all()), hooks=[engine])
-StreamConsumer(store, proc, ConsumerConfig(name="fault", batch_size=200, block_ms=100,
-               sweep_interval_s=None)).run()
+StreamConsumer(store, proc, ConsumerConfig(name=f"fault-{part}", batch_size=200, block_ms=100,
+               sweep_interval_s=None, partitions=(int(part),))).run()
 """
 
 
 @pytest.mark.redis
-def test_killing_the_consumer_mid_stream_applies_every_event_once(
+def test_killing_consumers_mid_stream_applies_every_event_once(
     redis_url: str, yoochoose_path: Path
 ) -> None:
+    """Two consumer processes, one per partition; each is killed with SIGKILL
+    mid-stream (while the other keeps going) and restarted."""
     events = load_yoochoose_clicks(yoochoose_path).events[:6000]
     prefix = f"fault{os.getpid()}"
-    store = RedisStore(redis_url, prefix=prefix)
+    store = RedisStore(redis_url, prefix=prefix, partitions=2)
     EventProducer(store).publish(events)
     segments = str(Path(__file__).parents[2] / "configs" / "segments" / "yoochoose.yaml")
-    cmd = [sys.executable, "-c", _CONSUMER_SCRIPT, redis_url, prefix, segments]
+
+    def start(part: int) -> subprocess.Popen[bytes]:
+        args = [redis_url, prefix, segments, "2", str(part)]
+        return subprocess.Popen([sys.executable, "-c", _CONSUMER_SCRIPT, *args])
+
     applied_key = f"{prefix}:applied"
-    proc = subprocess.Popen(cmd)
+    procs = [start(0), start(1)]
     try:
-        deadline = time.monotonic() + 60
-        while store.r.scard(applied_key) < 1500:
-            assert proc.poll() is None and time.monotonic() < deadline, "consumer stalled"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)  # no cleanup, no final ack
-        proc.wait()
-        killed_at = store.r.scard(applied_key)
-        assert 0 < killed_at < len(events)
-        proc = subprocess.Popen(cmd)
         deadline = time.monotonic() + 120
+        for part, mark in ((0, 1500), (1, 3500)):
+            while store.r.scard(applied_key) < mark:
+                assert all(p.poll() is None for p in procs), "a consumer died"
+                assert time.monotonic() < deadline, "consumers stalled"
+                time.sleep(0.005)
+            procs[part].send_signal(signal.SIGKILL)  # no cleanup, no final ack
+            procs[part].wait()
+            killed_at = store.r.scard(applied_key)
+            assert 0 < killed_at < len(events)
+            procs[part] = start(part)
         while store.r.scard(applied_key) < len(events) or store.stream_stats()["pending"]:
-            assert proc.poll() is None and time.monotonic() < deadline, "restart stalled"
+            assert all(p.poll() is None for p in procs), "a restarted consumer died"
+            assert time.monotonic() < deadline, "restart stalled"
             time.sleep(0.05)
     finally:
-        proc.kill()
-        proc.wait()
-    offline = build_profiles(events)
+        for p in procs:
+            p.kill()
+            p.wait()
+    # The offline build runs the same rules: whole documents must be equal
+    # (counts, buckets, recent items in order, sessions, segment memberships).
+    offline = build_profiles(events, hooks=[SegmentEngine.from_yaml(segments)])
     users = sorted(offline)
     online = store.load_users(users)
     for u in users:
-        got = UserProfile.from_doc(json.loads(online[u].profile or "null"))
-        assert got.type_totals == offline[u].type_totals, u
-        assert got.to_doc()["buckets"] == offline[u].to_doc()["buckets"], u
-    assert sum(len(store.user_events(u)) for u in users[:200]) == sum(
-        offline[u].n_events for u in users[:200]
-    )
+        assert json.loads(online[u].profile or "null") == json.loads(
+            json.dumps(offline[u].to_doc())
+        ), u
+    assert sum(len(store.user_events(u)) for u in users) == len(events)
+    members = {s: {u for u, p in offline.items() if s in p.segments} for s in ("weekly_heavy",)}
+    assert store.segment_members("weekly_heavy") == members["weekly_heavy"]
+
+
+@pytest.mark.redis
+def test_consumers_of_separate_partitions_never_contend(
+    redis_url: str, yoochoose_path: Path
+) -> None:
+    events = load_yoochoose_clicks(yoochoose_path).events[:3000]
+    store = RedisStore(redis_url, prefix=f"parts{os.getpid()}", partitions=2)
+    EventProducer(store, batch_size=97).publish(events)
+    consumers = [consumer(store, name=f"p{k}", partitions=(k,), batch_size=50) for k in (0, 1)]
+    while any(c.step() for c in consumers):  # interleaved, batch by batch
+        pass
+    stats = [c.processor.stats for c in consumers]
+    assert sum(s.applied for s in stats) == 3000 and all(s.applied > 500 for s in stats)
+    assert [s.conflicts for s in stats] == [0, 0]
+    offline = build_profiles(events)
+    online = store.load_users(sorted(offline))
+    for u, prof in offline.items():
+        assert json.loads(online[u].profile or "null") == json.loads(json.dumps(prof.to_doc()))
+
+
+def test_unreadable_entries_become_dead_letters(store: RealtimeStore) -> None:
+    deep = "[" * 100_000  # past the JSON parser's nesting limit
+    nested: object = 1
+    for _ in range(40):
+        nested = [nested]
+    store.publish(["", deep, json.dumps({"event_id": nested})])
+    stats = consumer(store).run(until_idle=True)
+    assert (stats.entries, stats.dead_letters, stats.applied) == (3, 3, 0)
+    assert store.stream_stats()["pending"] == 0
+    letters = store.dead_letters()
+    assert [ls.reasons[0].split(":")[0] for ls in letters[:2]] == ["$", "$"]
+    assert letters[1].raw == deep[:2000]
+    assert "nested too deep" in json.dumps(letters[2].raw)
+
+
+def test_the_consumer_returns_the_garbage_collector_as_it_found_it(store: RealtimeStore) -> None:
+    thresholds = gc.get_threshold()
+    EventProducer(store).publish([raw_event(i) for i in range(5)])
+    consumer(store, gc_freeze_interval_s=0.0).run(until_idle=True)
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+    assert gc.isenabled()
 
 
 def test_a_duplicate_committed_after_the_read_is_still_applied_once(

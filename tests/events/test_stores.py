@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
 
 import pytest
 
+from recsys.events.backend import StoreConfig, open_store
 from recsys.events.deadletter import DeadLetter
-from recsys.events.store import CommitBatch, MembershipChange, ProfileWrite, RealtimeStore
+from recsys.events.redis_store import RedisStore
+from recsys.events.store import (
+    CommitBatch,
+    MembershipChange,
+    ProfileWrite,
+    RealtimeStore,
+    partition_of,
+)
 
 
 def publish(store: RealtimeStore, n: int, user: str = "u1") -> list[str]:
@@ -126,3 +139,97 @@ def test_large_batches_commit_in_one_piece(store: RealtimeStore, n: int) -> None
     assert store.commit(batch) == []
     assert store.stream_stats()["pending"] == 0
     assert len(store.applied([f"e{i}" for i in range(n)])) == n
+
+
+def test_text_with_any_characters_round_trips(store: RealtimeStore) -> None:
+    # The Redis store joins lists with NUL and U+0001 and falls back to JSON
+    # when an element holds one; nothing may be lost or split either way.
+    odd = ["plain", "with\x00nul", "with\x01soh", "", "ünïcödé \n\t"]
+    ids = store.publish(odd)
+    got = store.read("c", 10, 0, pending=False)
+    assert [d.payload for d in got] == odd and [d.entry_id for d in got] == ids
+    assert all(d.published_us > 0 for d in got)
+    assert store.commit(CommitBatch(events=[("u9", t) for t in odd], acks=ids)) == []
+    assert store.commit(CommitBatch(events=[("u9", "again")])) == []
+    assert store.user_events("u9") == [*odd, "again"]
+    letter = DeadLetter.from_raw("bad\x00text", ["$: not valid JSON"], "t", 1)
+    store.add_dead_letters([letter])
+    assert store.dead_letters(user_id=None) == [letter]
+    change = MembershipChange("u\x00x", "seg", True, 5, "e\x01")
+    assert store.commit(CommitBatch(memberships=[change])) == []
+    assert store.segment_log(segment="seg") == [change]
+
+
+def test_the_embedded_store_refuses_partitions() -> None:
+    with pytest.raises(ValueError, match="partitioned stream needs Redis"):
+        open_store(StoreConfig(partitions=2))
+
+
+def test_partition_of_is_the_same_in_every_process() -> None:
+    users = [f"user-{i}" for i in range(300)] + ["3", "17794", "ünï"]
+    here = [partition_of(u, 4) for u in users]
+    code = (
+        "import json, sys; from recsys.events.store import partition_of; "
+        "print(json.dumps([partition_of(u, 4) for u in json.loads(sys.argv[1])]))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # str hashes differ per process
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(users)], env=env, capture_output=True, check=True
+    )
+    assert json.loads(out.stdout) == here
+    assert set(here) == {0, 1, 2, 3}  # spread over every partition
+    assert partition_of("u1", 1) == 0 and partition_of(None, 4) == 0
+
+
+@pytest.mark.redis
+def test_a_partitioned_stream_keeps_each_user_in_one_partition(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}", partitions=3)
+    users = [f"user{i}" for i in range(30)]
+    raws = [{"event_id": f"e{n}", "user_id": users[n % 30], "n": n} for n in range(120)]
+    # The user ids given to the store (routing without parsing) ...
+    given = [users[n % 30] for n in range(60)]
+    ids = store.publish([json.dumps(r) for r in raws[:60]], users=given)
+    # ... or read from the payloads.
+    ids += store.publish([json.dumps(r) for r in raws[60:]])
+    assert len(set(ids)) == 120
+    seen: dict[str, int] = {}
+    order: dict[str, list[int]] = {}
+    for k in range(3):
+        got = store.read("c", 500, 0, pending=False, partitions=[k])
+        for d in got:
+            raw = json.loads(d.payload)
+            assert d.entry_id.startswith(f"{k}:")
+            assert partition_of(raw["user_id"], 3) == k
+            assert seen.setdefault(raw["user_id"], k) == k  # one partition per user
+            order.setdefault(raw["user_id"], []).append(raw["n"])
+    assert sorted(n for ns in order.values() for n in ns) == list(range(120))
+    assert all(ns == sorted(ns) for ns in order.values())  # each user's events in order
+    assert store.stream_stats() == {"length": 120, "pending": 120}
+    # A consumer that restarts gets its own entries back, per partition.
+    again = store.read("c", 500, 0, pending=True, partitions=[1])
+    assert again and all(d.entry_id.startswith("1:") for d in again)
+    claimed = store.claim_stale("other", 0, 500, partitions=[2])
+    assert claimed and all(d.entry_id.startswith("2:") for d in claimed)
+    # One commit acknowledges entries of every partition.
+    assert store.commit(CommitBatch(acks=ids)) == []
+    assert store.stream_stats() == {"length": 120, "pending": 0}
+    with pytest.raises(ValueError, match="do not exist"):
+        store.read("c", 1, 0, pending=False, partitions=[3])
+    # Erasure finds the user's entries whatever their partition.
+    counts = store.erase_user("user7", "tomb")
+    assert counts["stream"] == 4 and store.stream_stats()["length"] == 116
+
+
+def test_a_blocked_read_returns_what_arrives(store: RealtimeStore) -> None:
+    payloads = [json.dumps({"event_id": f"e{i}", "user_id": "u1"}) for i in range(100)]
+    timer = threading.Timer(0.05, lambda: store.publish(payloads))
+    timer.start()
+    try:
+        got = store.read("c", 500, 5000, pending=False)
+    finally:
+        timer.join()
+    # Everything published in one call comes back in one read, in order
+    # (past the few entries the blocked call itself takes).
+    assert [d.payload for d in got] == payloads
+    assert store.stream_stats() == {"length": 100, "pending": 100}
+    assert store.read("c", 500, 50, pending=False) == []  # waits, then nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import pytest
 from rt_testkit import BASE_US, HOUR_US, MINUTE_US, raw_event
 
 from recsys.events.producer import EventProducer
-from recsys.events.store import RealtimeStore
+from recsys.events.redis_store import RedisStore
+from recsys.events.store import RealtimeStore, partition_of
 from recsys.privacy.consent import ConsentPolicy
 from recsys.profiles.config import ProfileConfig
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
@@ -154,3 +156,25 @@ def test_example_file_loads(cfg: ProfileConfig) -> None:
     (seg,) = SegmentEngine.from_yaml(EXAMPLE, cfg).segments.values()
     assert seg.name == SEGMENT and seg.exit is not None and seg.time_based
     assert {"page_view", "purchase"} <= seg.triggers
+
+
+@pytest.mark.redis
+def test_each_partition_consumer_sweeps_its_own_users(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=f"sw{uuid.uuid4().hex[:10]}", partitions=2)
+    rules = "segments: [{name: recent, enter: 'count(click, 1h) >= 1'}]"
+    users = [f"user{i}" for i in range(12)]
+    EventProducer(store).publish(raw_event(i, user=u) for i, u in enumerate(users))
+    consumers = []
+    for k in (0, 1):
+        engine = SegmentEngine(load_segments_text(rules))
+        proc = EventProcessor(store, ProcessorConfig(consent=ConsentPolicy.grant_all()), [engine])
+        cfg = ConsumerConfig(name=f"c{k}", block_ms=0, sweep_interval_s=None, partitions=(k,))
+        consumers.append(StreamConsumer(store, proc, cfg))
+        consumers[-1].run(until_idle=True)
+    assert store.segment_members("recent") == set(users)
+    mine = {u for u in users if partition_of(u, 2) == 0}
+    assert 0 < len(mine) < len(users)
+    consumers[0].now_us = lambda: BASE_US + 5 * HOUR_US  # type: ignore[method-assign]
+    assert consumers[0].sweep() == len(mine)  # only its own users leave
+    assert store.segment_members("recent") == set(users) - mine
+    assert consumers[0].processor.stats.conflicts == 0

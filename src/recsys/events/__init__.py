@@ -11,6 +11,7 @@ Public API:
   :class:`~recsys.events.sqlite_store.SqliteStore` (embedded default) and
   :class:`~recsys.events.redis_store.RedisStore` (Redis Streams);
   :func:`~recsys.events.backend.open_store` picks one;
+  :func:`~recsys.events.store.partition_of` maps users to stream partitions;
 * :class:`~recsys.events.producer.EventProducer` - publishing;
 * :func:`~recsys.events.batch.load_event_log`,
   :func:`~recsys.events.batch.load_yoochoose_clicks` - the batch path;
@@ -23,7 +24,13 @@ Public API:
 from recsys.events.backend import StoreConfig, open_store
 from recsys.events.deadletter import DeadLetter
 from recsys.events.schema import DeviceType, Event, EventContext, EventType
-from recsys.events.store import CommitBatch, Delivery, MembershipChange, RealtimeStore
+from recsys.events.store import (
+    CommitBatch,
+    Delivery,
+    MembershipChange,
+    RealtimeStore,
+    partition_of,
+)
 from recsys.events.validation import EventValidationError, EventValidator, ValidationConfig
 
 __all__ = [
@@ -41,4 +48,5 @@ __all__ = [
     "StoreConfig",
     "ValidationConfig",
     "open_store",
+    "partition_of",
 ]

@@ -30,6 +30,9 @@ class StoreConfig:
         prefix: Redis key prefix.
         group: consumer group of the event stream.
         stream_maxlen: Redis stream cap (``XADD MAXLEN ~``); None keeps all.
+        partitions: Redis stream partitions (users spread by a stable hash; one
+            consumer per partition keeps each user's events in order). Every
+            producer and consumer of a prefix must agree on it.
     """
 
     redis_url: str | None = None
@@ -37,6 +40,7 @@ class StoreConfig:
     prefix: str = "rt"
     group: str = "profiles"
     stream_maxlen: int | None = None
+    partitions: int = 1
 
 
 def open_store(config: StoreConfig | None = None) -> RealtimeStore:
@@ -52,5 +56,10 @@ def open_store(config: StoreConfig | None = None) -> RealtimeStore:
     config = config or StoreConfig()
     url = config.redis_url or os.environ.get(REDIS_URL_ENV) or None
     if url:
-        return RedisStore(url, config.prefix, config.group, config.stream_maxlen)
+        return RedisStore(url, config.prefix, config.group, config.stream_maxlen, config.partitions)
+    if config.partitions != 1:
+        raise ValueError(
+            f"partitions={config.partitions}: the embedded SQLite store has one stream "
+            "partition; a partitioned stream needs Redis (set redis_url)"
+        )
     return SqliteStore(config.sqlite_path, config.group)

@@ -124,7 +124,7 @@ class EventCollector:
         source = f"http:{name}"
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             self.store.add_dead_letters(
                 [DeadLetter.from_raw(body[:2000], [f"$: body is not JSON ({e})"], source, now_us)]
             )

@@ -30,13 +30,19 @@ _ANY_PAYLOAD = frozenset(k for spec in PAYLOAD_SPECS.values() for k in spec)
 _TYPES = {t.value: t for t in EventType}
 
 
-def _clip(value: Any) -> Any:
+_MAX_DEPTH = 16
+TOO_DEEP = "<removed: nested too deep>"
+
+
+def _clip(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return value[:_MAX_TEXT]
+    if isinstance(value, list | Mapping) and depth >= _MAX_DEPTH:
+        return TOO_DEEP  # also keeps the copy far from the recursion limit
     if isinstance(value, list):
-        return [_clip(v) for v in value[:100]]
+        return [_clip(v, depth + 1) for v in value[:100]]
     if isinstance(value, Mapping):
-        return {str(k)[:64]: _clip(v) for k, v in list(value.items())[:50]}
+        return {str(k)[:64]: _clip(v, depth + 1) for k, v in list(value.items())[:50]}
     return value
 
 

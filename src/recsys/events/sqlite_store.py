@@ -34,6 +34,7 @@ from recsys.events.store import (
     MembershipChange,
     UserRecord,
     canonical_json,
+    stream_user_of,
 )
 
 _SCHEMA = """
@@ -89,15 +90,6 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _user_of(payload: str) -> str | None:
-    try:
-        raw = json.loads(payload)
-    except ValueError:
-        return None
-    uid = raw.get("user_id") if isinstance(raw, dict) else None
-    return str(uid) if isinstance(uid, str | int) and not isinstance(uid, bool) else None
-
-
 class SqliteStore:
     """:class:`~recsys.events.store.RealtimeStore` in one SQLite database.
 
@@ -106,8 +98,10 @@ class SqliteStore:
         group: consumer group name of the stream.
 
     Thread-safe: one connection guarded by a lock (the HTTP collector writes
-    from several threads).
+    from several threads). The stream has one partition.
     """
+
+    partitions = 1
 
     def __init__(self, path: str | Path = ":memory:", group: str = "profiles") -> None:
         self.path = str(path)
@@ -138,9 +132,16 @@ class SqliteStore:
             return self._db.execute(sql, args).fetchall()
 
     # -- stream -------------------------------------------------------------------
-    def publish(self, payloads: Sequence[str], published_us: int | None = None) -> list[str]:
+    def publish(
+        self,
+        payloads: Sequence[str],
+        published_us: int | None = None,
+        users: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        # One partition: ``users`` is not needed; the user column (for erasure)
+        # always comes from the payload itself.
         ts = published_us if published_us is not None else _now_us()
-        rows = [(p, ts, _user_of(p)) for p in payloads]
+        rows = [(p, ts, stream_user_of(p)) for p in payloads]
         with self._tx() as db:
             first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM stream").fetchone()[0]
             db.executemany(
@@ -151,7 +152,14 @@ class SqliteStore:
         assert len(ids) == len(payloads), "concurrent publishers interleaved ids"
         return ids
 
-    def read(self, consumer: str, count: int, block_ms: int, pending: bool) -> list[Delivery]:
+    def read(
+        self,
+        consumer: str,
+        count: int,
+        block_ms: int,
+        pending: bool,
+        partitions: Sequence[int] | None = None,
+    ) -> list[Delivery]:
         now = _now_us()
         if pending:
             with self._tx() as db:
@@ -191,7 +199,13 @@ class SqliteStore:
                 return [Delivery(str(r[0]), r[1], r[2]) for r in rows]
             time.sleep(0.005)
 
-    def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
+    def claim_stale(
+        self,
+        consumer: str,
+        min_idle_ms: int,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> list[Delivery]:
         now = _now_us()
         with self._tx() as db:
             rows = db.execute(

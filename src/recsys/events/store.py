@@ -16,29 +16,61 @@ once its effects are durable, and a replayed entry finds its event id applied.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from recsys.events.deadletter import DeadLetter
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One stream entry handed to a consumer.
+class Delivery(NamedTuple):
+    """One stream entry handed to a consumer (a tuple: consumers build
+    thousands per second).
 
     Attributes:
-        entry_id: the stream's id for the entry (acknowledge with it).
+        entry_id: the store's id for the entry (acknowledge with it). With a
+            partitioned Redis stream it is ``<partition>:<stream id>``.
         payload: the event as published (JSON text).
-        published_us: when the producer handed it to the stream (epoch us).
-        applied: whether the entry's event id was already committed, when the
-            store checked it while reading (None: not checked).
+        published_us: when the producer handed it to the stream (epoch us);
+            0 with an empty payload marks an entry deleted after delivery
+            (erasure), which is only acknowledged.
+        applied: True when the store already knew, while reading, that the
+            entry's event id was committed (None: not checked).
     """
 
     entry_id: str
     payload: str
     published_us: int
     applied: bool | None = None
+
+
+def stream_user_of(payload: str) -> str | None:
+    """The user id of a published payload as validation will read it
+    (integers become their decimal string), or None when there is none."""
+    try:
+        raw = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    uid = raw.get("user_id") if isinstance(raw, dict) else None
+    return str(uid) if isinstance(uid, str | int) and not isinstance(uid, bool) else None
+
+
+def partition_of(user_id: str | None, partitions: int) -> int:
+    """The stream partition of a user: every event of a user goes to one
+    partition, so one consumer applies them in order.
+
+    A stable hash (CRC-32), not Python's per-process ``hash``: producers and
+    consumers in different processes must agree. Entries without a readable
+    user id go to partition 0 (they become dead letters there).
+
+    Example:
+        >>> partition_of("u1", 1), partition_of("u1", 4) == partition_of("u1", 4)
+        (0, True)
+    """
+    if partitions <= 1 or user_id is None:
+        return 0
+    return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % partitions
 
 
 @dataclass
@@ -156,18 +188,43 @@ def canonical_json(value: Any) -> str:
 class RealtimeStore(Protocol):
     """What the events, profiles, segments and privacy code need from storage."""
 
+    #: Number of stream partitions (users are spread by :func:`partition_of`).
+    partitions: int
+
     # -- stream ---------------------------------------------------------------
-    def publish(self, payloads: Sequence[str], published_us: int | None = None) -> list[str]:
-        """Appends events (JSON text) to the stream; returns their entry ids."""
+    def publish(
+        self,
+        payloads: Sequence[str],
+        published_us: int | None = None,
+        users: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Appends events (JSON text) to the stream; returns their entry ids.
+        ``users`` (the user id of each payload) routes them to partitions
+        without parsing; None reads the ids from the payloads when needed."""
         ...
 
-    def read(self, consumer: str, count: int, block_ms: int, pending: bool) -> list[Delivery]:
+    def read(
+        self,
+        consumer: str,
+        count: int,
+        block_ms: int,
+        pending: bool,
+        partitions: Sequence[int] | None = None,
+    ) -> list[Delivery]:
         """Reads for ``consumer``: its own unacknowledged entries when
-        ``pending``, else new entries (waiting up to ``block_ms``)."""
+        ``pending``, else new entries (waiting up to ``block_ms``), from the
+        given partitions (None: all)."""
         ...
 
-    def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
-        """Takes over entries other consumers read but did not acknowledge in time."""
+    def claim_stale(
+        self,
+        consumer: str,
+        min_idle_ms: int,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> list[Delivery]:
+        """Takes over entries other consumers read but did not acknowledge in
+        time (in the given partitions; None: all)."""
         ...
 
     def stream_stats(self) -> dict[str, int]:

@@ -39,12 +39,15 @@ from recsys.events.schema import (
     EventType,
     ItemId,
     datetime_to_us,
+    new_event,
 )
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+_ID_MATCH = ID_PATTERN.match
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventValidationError(ValueError):
@@ -157,6 +160,10 @@ ITEM_REQUIRED: frozenset[EventType] = frozenset(
 #: Types that are never about one item: ``item_id`` is rejected.
 ITEM_FORBIDDEN: frozenset[EventType] = frozenset({EventType.SEARCH, EventType.FILTER})
 
+#: Types with a required payload field.
+_NEEDS_PAYLOAD: frozenset[EventType] = frozenset(
+    t for t, specs in PAYLOAD_SPECS.items() if any(f.required for f in specs.values())
+)
 _TYPES = {t.value: t for t in EventType}
 _DEVICES = frozenset(d.value for d in DeviceType)
 _TOP = frozenset(EVENT_FIELDS)
@@ -197,7 +204,7 @@ class EventValidator:
         """
         try:
             raw = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise EventValidationError([f"$: not valid JSON ({e})"]) from None
         return self.validate(raw)
 
@@ -213,6 +220,10 @@ class EventValidator:
         Raises:
             EventValidationError: with every problem found.
         """
+        if type(raw) is dict:
+            event = self._fast(raw)
+            if event is not None:
+                return event
         if not isinstance(raw, Mapping):
             raise EventValidationError([f"$: an event must be a JSON object, got {_kind(raw)}"])
         errors: list[str] = []
@@ -240,6 +251,66 @@ class EventValidator:
         assert event_id and user_id and session_id and etype is not None and ts_us is not None
         return Event(event_id, user_id, session_id, etype, ts_us, item_id, context, payload)
 
+    def _fast(self, raw: dict[str, Any]) -> Event | None:
+        """The common case (string ids, ISO timestamp, plain values) without
+        collecting errors; None sends the event through the full checks, which
+        accept and build exactly the same events and describe every problem."""
+        if not raw.keys() <= _TOP:
+            return None
+        event_id = raw.get("event_id")
+        user_id = raw.get("user_id")
+        session_id = raw.get("session_id")
+        if type(event_id) is not str or type(user_id) is not str or type(session_id) is not str:
+            return None
+        if not (_ID_MATCH(event_id) and _ID_MATCH(user_id) and _ID_MATCH(session_id)):
+            return None
+        name = raw.get("type")
+        etype = _TYPES.get(name) if type(name) is str else None
+        if etype is None:
+            return None
+        stamp = raw.get("timestamp")
+        if type(stamp) is not str:
+            return None
+        try:
+            dt = datetime.fromisoformat(stamp)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            return None
+        delta = dt - _EPOCH  # aware subtraction: the same as converting to UTC first
+        ts_us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        cfg = self.config
+        if ts_us < cfg.min_timestamp_us:
+            return None
+        if (
+            cfg.max_future_skew_s is not None
+            and ts_us > (cfg.clock() + cfg.max_future_skew_s) * 1_000_000
+        ):
+            return None
+        item_id = raw.get("item_id")
+        if item_id is None:
+            if etype in ITEM_REQUIRED:
+                return None
+        elif etype in ITEM_FORBIDDEN:
+            return None
+        elif type(item_id) is int:
+            if item_id < 0:
+                return None
+        elif type(item_id) is not str or not _ID_MATCH(item_id):
+            return None
+        errors: list[str] = []
+        context = raw.get("context")
+        context = EMPTY_CONTEXT if context is None else _check_context(context, errors)
+        payload: Mapping[str, Any]
+        body = raw.get("payload")
+        if body is None and etype not in _NEEDS_PAYLOAD:
+            payload = {}
+        else:
+            payload = _check_payload(body, etype, errors)
+        if errors:
+            return None
+        return new_event(event_id, user_id, session_id, etype, ts_us, item_id, context, payload)
+
     def _check_timestamp(self, raw: Mapping[str, Any], errors: list[str]) -> int | None:
         if "timestamp" not in raw:
             errors.append("timestamp: required field is missing")
@@ -266,7 +337,7 @@ class EventValidator:
                     "'2024-05-01T10:00:00Z'"
                 )
                 return None
-            ts_us = datetime_to_us(dt.astimezone(UTC))
+            ts_us = datetime_to_us(dt)  # aware: no conversion needed, no overflow near year 9999
         else:
             errors.append(
                 f"timestamp: expected an ISO 8601 string or epoch seconds, got {_kind(value)}"

@@ -39,16 +39,17 @@ class WindowSpec:
     name: str
     seconds: int
     resolution_s: int
+    # Derived once: read on every count.
+    buckets: int = field(init=False, repr=False, compare=False)
+    resolution_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.seconds <= 0 or self.resolution_s <= 0 or self.seconds % self.resolution_s:
             raise ValueError(
                 f"window {self.name!r}: resolution {self.resolution_s}s must divide {self.seconds}s"
             )
-
-    @property
-    def buckets(self) -> int:
-        return self.seconds // self.resolution_s
+        object.__setattr__(self, "buckets", self.seconds // self.resolution_s)
+        object.__setattr__(self, "resolution_us", self.resolution_s * 1_000_000)
 
 
 def parse_duration(text: str) -> int:
@@ -161,6 +162,18 @@ class ProfileConfig:
     def retention_items(self) -> tuple[tuple[int, int], ...]:
         """:meth:`retention` as a tuple (read on every event)."""
         return tuple(self._retention.items())
+
+    @cached_property
+    def bucket_plan(self) -> tuple[tuple[int, int, int], ...]:
+        """``(resolution_s, resolution_us, buckets to keep)`` per resolution."""
+        return tuple((res, res * 1_000_000, keep) for res, keep in self._retention.items())
+
+    @cached_property
+    def type_plan(self) -> Mapping[EventType, tuple[str, bool, float | None]]:
+        """Per event type: ``(name, enters the recent-items list, affinity weight)``."""
+        return MappingProxyType(
+            {t: (t.value, t in self.recent_types, self.affinity_weights.get(t)) for t in EventType}
+        )
 
     @cached_property
     def _retention(self) -> dict[int, int]:

@@ -7,8 +7,9 @@ applied for the purposes the user consented to (profile and segments for
 ``personalization``, the event store for ``analytics``), hooks (segment
 evaluation) run after each profile update, and changed profiles are written
 under the version they were read at. The batch is committed atomically with
-the acknowledgements; on a version conflict the cached users are dropped,
-reloaded and the batch recomputed, so each event's effect lands once.
+the acknowledgements; the commit also refuses event ids already applied. On a
+version conflict or such an id the cached users are dropped, reloaded and the
+batch recomputed (without the applied ids), so each event's effect lands once.
 
 Users are cached in memory (LRU) between batches; the version check makes the
 cache safe when another consumer or an API call changed a user meanwhile.
@@ -38,8 +39,32 @@ from recsys.profiles.attributes import AttributeSchema
 from recsys.profiles.config import ProfileConfig
 from recsys.profiles.state import UserProfile
 
+try:  # optional accelerator of profile writes; see encode_doc
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
 _PERSONAL = Purpose.PERSONALIZATION
 _ANALYTICS = Purpose.ANALYTICS
+# One encoder for every profile document: json.dumps with options builds a new
+# encoder per call.
+_DOC_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode_doc(doc: dict[str, Any]) -> str:
+    """Compact JSON of a profile document.
+
+    With the optional package ``orjson`` installed this is several times
+    faster (the same document; non-ASCII text unescaped, floats in their
+    shortest form); values orjson refuses (integers beyond 64 bits, lone
+    surrogates) fall back to the standard library.
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(doc).decode()
+        except TypeError:
+            pass
+    return _DOC_ENCODER.encode(doc)
 
 
 class CommitConflictError(RuntimeError):
@@ -116,6 +141,7 @@ class ProcessorStats:
         conflicts: batch attempts redone after a version conflict.
         latencies_us: per event, evaluation finished minus publish (when recorded).
         commit_latencies_us: per event, commit finished minus publish.
+        last_commit_us: wall time (epoch us) of the latest committed batch.
     """
 
     entries: int = 0
@@ -127,6 +153,7 @@ class ProcessorStats:
     conflicts: int = 0
     latencies_us: list[int] = field(default_factory=list)
     commit_latencies_us: list[int] = field(default_factory=list)
+    last_commit_us: int = 0
 
 
 class _PoisonEntryError(Exception):
@@ -176,6 +203,7 @@ class EventProcessor:
         self.attributes = attributes or AttributeSchema.default()
         self.category_of = category_of
         self.cache: OrderedDict[str, CachedUser] = OrderedDict()
+        self._grant_sets: dict[frozenset[Purpose], frozenset[Purpose]] = {}
         self.stats = ProcessorStats()
         self.watermark_us = 0
 
@@ -186,12 +214,15 @@ class EventProcessor:
             if rec.profile
             else UserProfile(rec.user_id)
         )
+        granted = self.config.consent.granted(rec.consent)
+        # Few distinct sets exist: share them instead of keeping one per user.
+        granted = self._grant_sets.setdefault(granted, granted)
         return CachedUser(
             rec.user_id,
             rec.version,
             profile,
-            self.attributes.plain_values(rec.attributes),
-            self.config.consent.granted(rec.consent),
+            self.attributes.plain_values(rec.attributes) if rec.attributes else {},
+            granted,
         )
 
     def ensure_cached(self, user_ids: Iterable[str]) -> None:
@@ -226,11 +257,15 @@ class EventProcessor:
             CommitConflictError: conflicts persisted for ``max_attempts``.
         """
         poison: dict[str, str] = {}
-        trust_flags = True
+        # Event ids the store reported as applied. Nothing is asked before the
+        # first attempt: the commit checks every id atomically and names the
+        # applied ones, so duplicates (rare: replays, client retries) cost one
+        # recomputation instead of a lookup on every batch.
+        applied: set[str] = set()
         for _ in range(self.config.max_attempts):
             touched: set[str] = set()
             try:
-                attempt = self._build(deliveries, poison, touched, trust_flags)
+                attempt = self._build(deliveries, poison, touched, applied)
                 conflicts = self.store.commit(attempt.batch)
             except _PoisonEntryError as p:
                 self.invalidate(touched)
@@ -242,8 +277,7 @@ class EventProcessor:
             if conflicts:
                 self.invalidate(touched)
                 self.stats.conflicts += 1
-                # An id applied since the read: ask the store again on the retry.
-                trust_flags = trust_flags and not any(c.startswith("dup:") for c in conflicts)
+                applied.update(c[4:] for c in conflicts if c.startswith("dup:"))
                 continue
             self._accepted(attempt, len(deliveries))
             return attempt.applied
@@ -264,8 +298,8 @@ class EventProcessor:
         s.skipped_no_consent += attempt.skipped
         s.batches += 1
         self.watermark_us = max(self.watermark_us, attempt.max_ts)
+        done = s.last_commit_us = time.time_ns() // 1000
         if self.config.record_latency and attempt.published:
-            done = time.time_ns() // 1000
             s.latencies_us += [
                 e - p for p, e in zip(attempt.published, attempt.evaluated, strict=True)
             ]
@@ -283,51 +317,54 @@ class EventProcessor:
         deliveries: Sequence[Delivery],
         poison: dict[str, str],
         touched: set[str],
-        trust_flags: bool = True,
+        applied: set[str],
     ) -> _Attempt:
         batch = CommitBatch(acks=[d.entry_id for d in deliveries])
-        parsed: list[tuple[Delivery, Event]] = []
+        attempt = _Attempt(batch, [])
+        loads = json.loads
         validate = self.validator.validate
+        done = set(applied)  # applied before, or earlier in this batch
+        fresh: list[tuple[Delivery, Event]] = []
         for d in deliveries:
-            if not d.payload:  # entry deleted after delivery (erasure): acknowledge only
-                continue
+            payload = d.payload
+            if not payload and not d.published_us:
+                continue  # entry deleted after delivery (erasure): acknowledge only
             try:
-                raw = json.loads(d.payload)
-            except ValueError as e:
-                self._dead(batch, d.payload, [f"$: not valid JSON ({e})"], d.entry_id)
+                raw = loads(payload)
+            except (ValueError, RecursionError) as e:  # nested past the parser's depth
+                self._dead(batch, payload, [f"$: not valid JSON ({e})"], d.entry_id)
                 continue
-            if d.entry_id in poison:
+            if poison and d.entry_id in poison:
                 self._dead(batch, raw, [poison[d.entry_id]], d.entry_id)
                 continue
             try:
-                parsed.append((d, validate(raw)))
+                ev = validate(raw)
             except EventValidationError as e:
                 self._dead(batch, raw, list(e.errors), d.entry_id)
-        attempt = _Attempt(batch, [])
-        # Stores that check idempotency while reading flag each delivery; the
-        # commit re-checks atomically, so a stale flag costs a retry, not a double.
-        unchecked = [ev.event_id for d, ev in parsed if d.applied is None or not trust_flags]
-        done = self.store.applied(unchecked) if unchecked else set()
-        if trust_flags:
-            done |= {ev.event_id for d, ev in parsed if d.applied}
-        fresh: list[tuple[Delivery, Event]] = []
-        for d, ev in parsed:
-            if ev.event_id in done:
+                continue
+            if d.applied or ev.event_id in done:
                 attempt.duplicates += 1
             else:
                 done.add(ev.event_id)
                 fresh.append((d, ev))
         self.ensure_cached(ev.user_id for _, ev in fresh)
+        cache = self.cache
         cfg = self.config.profile
         category_of = self.category_of
+        hooks = self.hooks
         record = self.config.record_latency
         written: dict[str, None] = {}
         last_seen = batch.last_seen
+        memberships = batch.memberships
+        events = batch.events
+        applied_ids = batch.applied_ids
+        max_ts = 0
         for d, ev in fresh:
             uid = ev.user_id
-            user = self.cache[uid]
+            user = cache[uid]
             touched.add(uid)
             granted = user.granted
+            ts = ev.ts_us
             if _PERSONAL in granted:
                 try:
                     category = (
@@ -336,43 +373,54 @@ class EventProcessor:
                         else None
                     )
                     user.profile.apply(ev, cfg, category)
-                    for hook in self.hooks:
+                    for hook in hooks:
                         changes = hook.on_event(user, ev)
                         if changes:
-                            batch.memberships += changes
+                            memberships += changes
                 except Exception as e:  # a bug or a bad catalogue: dead-letter, not loop
                     raise _PoisonEntryError(
                         d.entry_id, f"processing failed: {type(e).__name__}: {e}"
                     ) from e
                 written[uid] = None
-                if ev.ts_us > last_seen.get(uid, 0):
-                    last_seen[uid] = ev.ts_us
+                if ts > last_seen.get(uid, 0):
+                    last_seen[uid] = ts
             if _ANALYTICS in granted:
                 # The text as received: it passed validation, so it holds
                 # schema fields only; re-serializing would cost a third of the
                 # per-event time.
-                batch.events.append((uid, d.payload))
+                events.append((uid, d.payload))
             elif _PERSONAL not in granted:
                 attempt.skipped += 1
-            batch.applied_ids.append(ev.event_id)
-            attempt.applied += 1
-            if ev.ts_us > attempt.max_ts:
-                attempt.max_ts = ev.ts_us
+            applied_ids.append(ev.event_id)
+            if ts > max_ts:
+                max_ts = ts
             if record:
                 attempt.published.append(d.published_us)
                 attempt.evaluated.append(time.time_ns() // 1000)
-        dumps = json.dumps
+        attempt.applied = len(applied_ids)
+        attempt.max_ts = max_ts
+        encode = encode_doc
+        profiles = batch.profiles
         for uid in written:
-            user = self.cache[uid]
-            batch.profiles.append(
-                ProfileWrite(uid, user.version, dumps(user.profile.to_doc(), separators=(",", ":")))
-            )
+            user = cache[uid]
+            profiles.append(ProfileWrite(uid, user.version, encode(user.profile.to_doc())))
         attempt.written = list(written)
         return attempt
 
     # -- sweep -----------------------------------------------------------------------
-    def sweep(self, now_us: int, chunk: int = 500) -> list[MembershipChange]:
+    def sweep(
+        self,
+        now_us: int,
+        chunk: int = 500,
+        owns: Callable[[str], bool] | None = None,
+    ) -> list[MembershipChange]:
         """Re-evaluates hooks for time-based changes (segment exits) at ``now_us``.
+
+        Args:
+            now_us: the sweep's clock.
+            chunk: users per commit.
+            owns: keeps the users this processor is responsible for (a
+                consumer of some stream partitions sweeps their users only).
 
         Returns:
             The committed membership changes.
@@ -380,7 +428,7 @@ class EventProcessor:
         candidates: set[str] = set()
         for hook in self.hooks:
             candidates |= hook.sweep_candidates(self.store, now_us)
-        ordered = sorted(candidates)
+        ordered = sorted(u for u in candidates if owns is None or owns(u))
         committed: list[MembershipChange] = []
         for i in range(0, len(ordered), chunk):
             part = ordered[i : i + chunk]
@@ -400,7 +448,7 @@ class EventProcessor:
                                 ProfileWrite(
                                     uid,
                                     user.version,
-                                    json.dumps(user.profile.to_doc(), separators=(",", ":")),
+                                    encode_doc(user.profile.to_doc()),
                                 )
                             )
                     conflicts = self.store.commit(batch) if not batch.is_empty() else []

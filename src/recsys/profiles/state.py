@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsys.events.schema import Event, EventType, ItemId
+from recsys.events.schema import EMPTY_CONTEXT, Event, EventType, ItemId
 from recsys.profiles.config import ProfileConfig, WindowSpec
 
 HOUR_US = 3_600_000_000
@@ -87,8 +87,11 @@ class UserProfile:
         self.n_events = 0
         self.type_totals: dict[str, int] = {}
         self.buckets: dict[int, dict[str, dict[int, int]]] = {}
-        self.recent: list[list[Any]] = []  # [item_id, ts_us], oldest first
-        self.affinity: dict[str, list[float]] = {}  # category -> [score, reference us]
+        # Tuples rather than lists for pairs: the garbage collector stops
+        # tracking tuples of plain values, and a consumer caches hundreds of
+        # thousands of profiles.
+        self.recent: list[tuple[ItemId, int]] = []  # (item_id, ts_us), oldest first
+        self.affinity: dict[str, tuple[float, int]] = {}  # category -> (score, reference us)
         self.categories: dict[str, list[str]] = {}  # event type -> categories, newest last
         self.session_id: str | None = None
         self.session_start_us = 0
@@ -110,7 +113,7 @@ class UserProfile:
         self.segments: dict[str, int] = {}  # segment -> entry time
         # Derived, not stored: (resolution, type) -> [sum, lowest, highest bucket],
         # so a window that covers every kept bucket is counted without a scan.
-        self._spans: dict[tuple[int, str], list[int]] = {}
+        self._spans: dict[tuple[int, str], tuple[int, int, int]] = {}
 
     # -- updates ------------------------------------------------------------------
     def apply(self, event: Event, config: ProfileConfig, category: str | None = None) -> None:
@@ -123,25 +126,26 @@ class UserProfile:
                 (from a catalogue); the payload's ``category`` wins.
         """
         ts = event.ts_us
-        t = event.type.value
-        newest = self.n_events == 0 or ts >= self.last_us
-        if self.n_events == 0:
+        t, recent_type, weight = config.type_plan[event.type]
+        n = self.n_events
+        newest = n == 0 or ts >= self.last_us
+        if n == 0:
             self.first_us = self.last_us = ts
         elif newest:
             self.last_us = ts
         elif ts < self.first_us:
             self.first_us = ts
-        self.n_events += 1
-        self.type_totals[t] = self.type_totals.get(t, 0) + 1
+        self.n_events = n + 1
+        totals = self.type_totals
+        totals[t] = totals.get(t, 0) + 1
         self._count(t, ts, config)
 
         payload = event.payload
-        cat = payload.get("category") or category
+        cat = (payload.get("category") if payload else None) or category
         item = event.item_id
-        if item is not None and event.type in config.recent_types:
+        if item is not None and recent_type:
             self._remember_item(item, ts, config.recent_items)
         if cat:
-            weight = config.affinity_weights.get(event.type)
             if weight:
                 self._add_affinity(cat, weight, ts, config)
             history = self.categories.setdefault(t, [])
@@ -153,16 +157,20 @@ class UserProfile:
 
         self._session(event.session_id, ts, config.recent_sessions)
         ctx = event.context
-        if ctx.device_type is not None:
-            self.devices[ctx.device_type] = self.devices.get(ctx.device_type, 0) + 1
-        local = event.local_us
-        self.hour_hist[local_hour(local)] += 1
-        self.weekday_hist[local_weekday(local)] += 1
-        if newest:
-            for key in ("device_type", "utc_offset_minutes", "country", "region"):
-                value = getattr(ctx, key)
-                if value is not None:
-                    self.last_context[key] = value
+        offset = ctx.utc_offset_minutes
+        local = ts if offset is None else ts + offset * 60_000_000
+        self.hour_hist[local // HOUR_US % 24] += 1
+        self.weekday_hist[(local // DAY_US + 3) % 7] += 1
+        if ctx is not EMPTY_CONTEXT:
+            device = ctx.device_type
+            if device is not None:
+                self.devices[device] = self.devices.get(device, 0) + 1
+            if newest:
+                last = self.last_context
+                for key in ("device_type", "utc_offset_minutes", "country", "region"):
+                    value = getattr(ctx, key)
+                    if value is not None:
+                        last[key] = value
         if event.type is EventType.PURCHASE:
             qty = int(payload.get("quantity", 1))
             amount = float(payload.get("price", 0.0)) * qty
@@ -174,40 +182,38 @@ class UserProfile:
             self.last_purchase_us = max(self.last_purchase_us, ts)
 
     def _count(self, t: str, ts: int, config: ProfileConfig) -> None:
-        for res_s, keep in config.retention_items:
-            res_us = res_s * 1_000_000
+        buckets = self.buckets
+        spans = self._spans
+        for res_s, res_us, keep in config.bucket_plan:
             b = ts // res_us
-            per_type = self.buckets.get(res_s)
+            per_type = buckets.get(res_s)
             if per_type is None:
-                per_type = self.buckets[res_s] = {}
+                per_type = buckets[res_s] = {}
             per = per_type.get(t)
             if per is None:
                 per = per_type[t] = {}
             per[b] = per.get(b, 0) + 1
-            span = self._spans.get((res_s, t))
+            span = spans.get((res_s, t))
             if span is not None:
-                span[0] += 1
-                if b < span[1]:
-                    span[1] = b
-                if b > span[2]:
-                    span[2] = b
+                total, lo, hi = span
+                spans[(res_s, t)] = (total + 1, b if b < lo else lo, b if b > hi else hi)
             if len(per) > keep + _PRUNE_SLACK:
                 # Buckets older than the longest window at the user's latest
                 # event can never be counted again; dropping them bounds memory.
                 cutoff = self.last_us // res_us - keep
                 for old in [k for k in per if k <= cutoff]:
                     del per[old]
-                self._spans.pop((res_s, t), None)
+                spans.pop((res_s, t), None)
 
     def _remember_item(self, item: ItemId, ts: int, keep: int) -> None:
         recent = self.recent
         if not recent or ts >= recent[-1][1]:
-            recent.append([item, ts])
+            recent.append((item, ts))
         else:  # late event: keep the list in time order
             i = len(recent)
             while i > 0 and recent[i - 1][1] > ts:
                 i -= 1
-            recent.insert(i, [item, ts])
+            recent.insert(i, (item, ts))
         if len(recent) > keep:
             del recent[: len(recent) - keep]
 
@@ -215,11 +221,11 @@ class UserProfile:
         half_life_us = config.affinity_half_life_s * 1e6
         cur = self.affinity.get(cat)
         if cur is None:
-            self.affinity[cat] = [weight, ts]
+            self.affinity[cat] = (weight, ts)
         elif ts >= cur[1]:
-            self.affinity[cat] = [cur[0] * 2.0 ** (-(ts - cur[1]) / half_life_us) + weight, ts]
+            self.affinity[cat] = (cur[0] * 2.0 ** (-(ts - cur[1]) / half_life_us) + weight, ts)
         else:
-            cur[0] += weight * 2.0 ** (-(cur[1] - ts) / half_life_us)
+            self.affinity[cat] = (cur[0] + weight * 2.0 ** (-(cur[1] - ts) / half_life_us), cur[1])
         if len(self.affinity) > config.max_categories:
             weakest = min(
                 self.affinity,
@@ -254,32 +260,34 @@ class UserProfile:
 
         Exact for the bucket-aligned window of :class:`WindowSpec`.
         """
-        res_us = window.resolution_s * 1_000_000
-        hi = now_us // res_us
-        lo = hi - window.buckets  # exclusive
-        per_type = self.buckets.get(window.resolution_s, {})
-        types = [event_type] if event_type is not None else list(per_type)
-        total = 0
-        for t in types:
-            per = per_type.get(t)
+        per_type = self.buckets.get(window.resolution_s)
+        if not per_type:
+            return 0
+        hi = now_us // window.resolution_us
+        if event_type is not None:
+            per = per_type.get(event_type)
             if not per:
-                continue
-            span = self._spans.get((window.resolution_s, t))
-            if span is None:
-                keys = per.keys()
-                span = self._spans[(window.resolution_s, t)] = [
-                    sum(per.values()),
-                    min(keys),
-                    max(keys),
-                ]
-            if lo < span[1] and span[2] <= hi:  # every kept bucket is in the window
-                total += span[0]
-            elif len(per) <= window.buckets:
-                total += sum(c for b, c in per.items() if lo < b <= hi)
-            else:
-                get = per.get
-                total += sum(get(b, 0) for b in range(lo + 1, hi + 1))
-        return total
+                return 0
+            span = self._spans.get((window.resolution_s, event_type))
+            if span is not None and hi - window.buckets < span[1] and span[2] <= hi:
+                return span[0]  # the common case, without a call
+            return self._window_sum(window, event_type, per, hi)
+        return sum(self._window_sum(window, t, per, hi) for t, per in per_type.items() if per)
+
+    def _window_sum(self, window: WindowSpec, t: str, per: dict[int, int], hi: int) -> int:
+        n = window.buckets
+        lo = hi - n  # exclusive
+        key = (window.resolution_s, t)
+        span = self._spans.get(key)
+        if span is None:
+            keys = per.keys()
+            span = self._spans[key] = (sum(per.values()), min(keys), max(keys))
+        if lo < span[1] and span[2] <= hi:  # every kept bucket is in the window
+            return span[0]
+        if len(per) <= n:
+            return sum(c for b, c in per.items() if lo < b <= hi)
+        get = per.get
+        return sum(get(b, 0) for b in range(lo + 1, hi + 1))
 
     def total(self, event_type: str | None = None) -> int:
         """Lifetime events of a type (None: all)."""
@@ -374,8 +382,8 @@ class UserProfile:
             }
             for res, by_type in doc["buckets"].items()
         }
-        p.recent = doc["recent"]
-        p.affinity = doc["affinity"]
+        p.recent = [(item, ts) for item, ts in doc["recent"]]
+        p.affinity = {c: (score, ref) for c, (score, ref) in doc["affinity"].items()}
         p.categories = doc["categories"]
         (
             p.session_id,

@@ -18,9 +18,9 @@ from typing import Any
 
 from recsys.events.schema import Event, EventType
 from recsys.profiles.attributes import AttributeSchema
-from recsys.profiles.config import ProfileConfig
+from recsys.profiles.config import ProfileConfig, WindowSpec
 from recsys.profiles.processor import CachedUser
-from recsys.profiles.state import UserProfile, local_hour, local_weekday
+from recsys.profiles.state import DAY_US, HOUR_US, local_hour, local_weekday
 
 ALL_EVENTS: frozenset[str] = frozenset(t.value for t in EventType)
 
@@ -40,17 +40,26 @@ class Env:
     def __init__(
         self, user: CachedUser, event: Event | None, now_us: int, config: ProfileConfig
     ) -> None:
-        self.profile: UserProfile = user.profile
+        profile = self.profile = user.profile
         self.attributes = user.attributes
         self.event = event
         self.now_us = now_us
         self.config = config
         self.counts: dict[tuple[str | None, str], int] = {}  # memo: rules share counts
         if event is not None:
-            self.local_us = event.local_us
+            offset = event.context.utc_offset_minutes
         else:
-            offset = self.profile.last_context.get("utc_offset_minutes") or 0
-            self.local_us = now_us + offset * 60_000_000
+            offset = profile.last_context.get("utc_offset_minutes")
+        self.local_us = (event.ts_us if event is not None else now_us) + (
+            offset * 60_000_000 if offset else 0
+        )
+
+    def count(self, event_type: str | None, window: WindowSpec, key: tuple[str | None, str]) -> int:
+        """``count(event_type, window)`` at :attr:`now_us`, computed once per evaluation."""
+        n = self.counts.get(key)
+        if n is None:
+            n = self.counts[key] = self.profile.count(event_type, window, self.now_us)
+        return n
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,9 @@ class Variable:
             context and per-event features, empty for static attributes).
         time_based: its value can change with time alone (sweep-relevant).
         description: for humans (docs, error hints).
+        expr: the same read as a Python expression over ``env``, which the
+            compiler inlines instead of calling ``getter`` (hot features).
+        nullable: whether the value can be missing (None).
     """
 
     name: str
@@ -73,6 +85,8 @@ class Variable:
     triggers: frozenset[str]
     time_based: bool
     description: str
+    expr: str | None = None
+    nullable: bool = True
 
 
 def _ctx(key: str) -> Callable[[Env], Any]:
@@ -145,7 +159,16 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 False,
                 "type of the triggering event",
             ),
-            v("hour", "num", lambda e: local_hour(e.local_us), ALL_EVENTS, True, "local hour"),
+            v(
+                "hour",
+                "num",
+                lambda e: local_hour(e.local_us),
+                ALL_EVENTS,
+                True,
+                "local hour",
+                f"env.local_us // {HOUR_US} % 24",
+                False,
+            ),
             v(
                 "weekday",
                 "num",
@@ -153,6 +176,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 ALL_EVENTS,
                 True,
                 "local weekday, Monday = 0",
+                f"(env.local_us // {DAY_US} + 3) % 7",
+                False,
             ),
             v(
                 "dominant_device",
@@ -161,6 +186,7 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 ALL_EVENTS,
                 False,
                 "most used device type",
+                "env.profile.dominant_device",
             ),
             v(
                 "events_total",
@@ -169,6 +195,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 ALL_EVENTS,
                 False,
                 "lifetime events",
+                "env.profile.n_events",
+                False,
             ),
             v(
                 "session_count",
@@ -177,6 +205,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 ALL_EVENTS,
                 False,
                 "sessions seen",
+                "env.profile.session_count",
+                False,
             ),
             v(
                 "session_events",
@@ -185,6 +215,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 ALL_EVENTS,
                 False,
                 "events in the current session",
+                "env.profile.session_events",
+                False,
             ),
             v(
                 "avg_session_events",
@@ -193,6 +225,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 ALL_EVENTS,
                 False,
                 "mean events per session",
+                "env.profile.avg_session_events()",
+                False,
             ),
             v(
                 "purchase_count",
@@ -201,6 +235,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 _PURCHASE,
                 False,
                 "lifetime purchases",
+                "env.profile.purchase_count",
+                False,
             ),
             v(
                 "purchase_total",
@@ -209,6 +245,8 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
                 _PURCHASE,
                 False,
                 "lifetime spend (price x quantity)",
+                "env.profile.purchase_total",
+                False,
             ),
             v(
                 "days_since_last_purchase",
@@ -242,6 +280,12 @@ def build_catalog(attributes: AttributeSchema) -> dict[str, Variable]:
         if spec.name in out:
             raise ValueError(f"attribute {spec.name!r} collides with a built-in rule feature")
         out[spec.name] = v(
-            spec.name, _KIND_TYPE[spec.kind], _attr(spec.name), _NONE, False, "static attribute"
+            spec.name,
+            _KIND_TYPE[spec.kind],
+            _attr(spec.name),
+            _NONE,
+            False,
+            "static attribute",
+            f"env.attributes.get({spec.name!r})",
         )
     return out

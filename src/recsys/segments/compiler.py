@@ -1,4 +1,4 @@
-"""Type-checking and compiling rules into Python closures.
+"""Type-checking and compiling rules into Python functions.
 
 Functions:
 
@@ -18,6 +18,15 @@ windows (``1h``, ``24h``, ``7d``, ``30d``). Errors (unknown feature, unknown
 event type or window, wrong argument, type mismatch) raise :class:`RuleError`
 at the offending offset.
 
+A checked rule becomes the source of one Python function over an
+:class:`~recsys.segments.catalog.Env`, compiled once: rules run on every event,
+and one flat expression costs a fraction of a tree of closures. Only names
+from the catalog, ``repr`` of literals and objects bound in the function's
+namespace reach the generated source, never rule text. A missing value
+(None) makes every comparison with it false, exactly as written in
+:func:`_between` and the cases below; the compiler tracks which expressions
+can be None and leaves the checks out where they cannot.
+
 Example:
     >>> from recsys.profiles.attributes import AttributeSchema
     >>> from recsys.profiles.config import ProfileConfig
@@ -30,7 +39,7 @@ Example:
 from __future__ import annotations
 
 import difflib
-import operator
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,11 +63,10 @@ from recsys.segments.syntax import (
     Unary,
 )
 
-Fn = Callable[[Env], Any]
 _EVENT_TYPES = {t.value for t in EventType}
 _FUNCTIONS = ("count", "ever", "ever_purchased", "affinity", "exists")
-_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_ORDER = ("<", "<=", ">", ">=")
+_ARITH = ("+", "-", "*")
 
 __all__ = ["CompiledRule", "build_catalog", "compile_rule"]
 
@@ -72,20 +80,42 @@ class CompiledRule:
         fn: ``Env -> bool``.
         triggers: event types whose arrival can change the result.
         time_based: the result can change with time alone (windows, hour ...).
+        source: the generated Python source of ``fn`` (for debugging).
     """
 
     text: str
     fn: Callable[[Env], bool]
     triggers: frozenset[str]
     time_based: bool
+    source: str = ""
 
     def __call__(self, env: Env) -> bool:
         return self.fn(env)
 
 
+@dataclass(frozen=True, slots=True)
+class _Code:
+    """A compiled sub-expression: Python source over ``env``, its rule type,
+    and whether it can evaluate to None (a missing value)."""
+
+    src: str
+    kind: str
+    nullable: bool
+
+
 def _suggest(name: str, options: list[str]) -> str:
     close = difflib.get_close_matches(name, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _between(v: Any, lo: Any, hi: Any) -> bool:
+    return v is not None and lo is not None and hi is not None and lo <= v <= hi
+
+
+def _div(a: Any, b: Any) -> Any:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
 
 
 class _Compiler:
@@ -94,7 +124,35 @@ class _Compiler:
         self.config = config
         self.triggers: set[str] = set()
         self.time_based = False
+        self.namespace: dict[str, Any] = {"_between": _between, "_div": _div}
+        self._names = 0
 
+    # -- source helpers --------------------------------------------------------------
+    def _fresh(self, stem: str) -> str:
+        self._names += 1
+        return f"_{stem}{self._names}"
+
+    def _bind(self, value: Any) -> str:
+        """Puts ``value`` in the function's namespace; returns its name."""
+        name = self._fresh("k")
+        self.namespace[name] = value
+        return name
+
+    def _const(self, value: Any) -> str:
+        """Source of a literal: its repr where that reads back exactly."""
+        if isinstance(value, bool | int | str) or (
+            isinstance(value, float) and math.isfinite(value)
+        ):
+            return repr(value)
+        return self._bind(value)
+
+    def _hold(self, code: _Code) -> tuple[str, str]:
+        """(first use, later uses) of a value that is tested for None and then
+        used: a walrus temporary, so the value is computed once."""
+        tmp = self._fresh("t")
+        return f"({tmp} := {code.src})", tmp
+
+    # -- nodes ----------------------------------------------------------------------
     def _event_type(self, node: Node) -> str | None:
         if not isinstance(node, Name):
             raise RuleError("expected an event type name such as page_view", node.pos)
@@ -118,14 +176,16 @@ class _Compiler:
             want = str(low) if low == high else f"{low} or {high}"
             raise RuleError(f"{node.func}() takes {want} arguments, got {n}", node.pos)
 
-    def call(self, node: Call) -> tuple[Fn, str]:
+    def call(self, node: Call) -> _Code:
         f = node.func
         if f == "count":
             self._arity(node, 1, 2)
             etype = self._event_type(node.args[0])
             self.triggers |= ALL_EVENTS if etype is None else {etype}
             if len(node.args) == 1:
-                return (lambda env: env.profile.total(etype)), "num"
+                if etype is None:
+                    return _Code("env.profile.n_events", "num", False)
+                return _Code(f"env.profile.type_totals.get({etype!r}, 0)", "num", False)
             w = node.args[1]
             if not isinstance(w, Duration):
                 raise RuleError("expected a window such as 24h", w.pos)
@@ -137,15 +197,10 @@ class _Compiler:
                     f"window {w.text!r} is not configured; use one of {names}", w.pos
                 ) from None
             self.time_based = True
-            key = (etype, window.name)
-
-            def windowed(env: Env) -> int:
-                n = env.counts.get(key)
-                if n is None:
-                    n = env.counts[key] = env.profile.count(etype, window, env.now_us)
-                return n
-
-            return windowed, "num"
+            # Rules of one evaluation share counts through env.counts.
+            key = self._bind((etype, window.name))
+            spec = self._bind(window)
+            return _Code(f"env.count({etype!r}, {spec}, {key})", "num", False)
         if f in ("ever", "ever_purchased"):
             if f == "ever":
                 self._arity(node, 1, 2)
@@ -158,26 +213,26 @@ class _Compiler:
                 raise RuleError(f"{f}() needs a specific event type, not 'any'", node.args[0].pos)
             cat = self._string_arg(cat_node, "a category") if cat_node is not None else None
             self.triggers.add(etype)
-            et: str = etype
-            return (lambda env: env.profile.ever(et, cat)), "bool"
+            return _Code(f"env.profile.ever({etype!r}, {self._const(cat)})", "bool", False)
         if f == "affinity":
             self._arity(node, 1, 1)
             cat = self._string_arg(node.args[0], "a category")
             half_life = self.config.affinity_half_life_s
             self.triggers |= {t.value for t in self.config.affinity_weights}
             self.time_based = True
-            return (lambda env: env.profile.affinity_at(cat, env.now_us, half_life)), "num"
+            args = f"{self._const(cat)}, env.now_us, {self._const(half_life)}"
+            return _Code(f"env.profile.affinity_at({args})", "num", False)
         if f == "exists":
             self._arity(node, 1, 1)
-            inner, _ = self.expr(node.args[0])
-            return (lambda env: inner(env) is not None), "bool"
+            inner = self.expr(node.args[0])
+            return _Code(f"({inner.src} is not None)", "bool", False)
         raise RuleError(f"unknown function {f}(){_suggest(f, list(_FUNCTIONS))}", node.pos)
 
-    def expr(self, node: Node) -> tuple[Fn, str]:
+    def expr(self, node: Node) -> _Code:
         if isinstance(node, Literal):
             value = node.value
             kind = "bool" if isinstance(value, bool) else "str" if isinstance(value, str) else "num"
-            return (lambda env: value), kind
+            return _Code(self._const(value), kind, False)
         if isinstance(node, Name):
             var = self.catalog.get(node.name)
             if var is None:
@@ -193,29 +248,34 @@ class _Compiler:
                 )
             self.triggers |= var.triggers
             self.time_based |= var.time_based
-            return var.getter, var.type
+            if var.expr is not None:
+                return _Code(f"({var.expr})", var.type, var.nullable)
+            return _Code(f"{self._bind(var.getter)}(env)", var.type, var.nullable)
         if isinstance(node, Duration):
             raise RuleError(f"a window ({node.text}) is only valid inside count()", node.pos)
         if isinstance(node, Call):
             return self.call(node)
         if isinstance(node, Unary):
-            inner, kind = self.expr(node.operand)
+            inner = self.expr(node.operand)
             if node.op == "not":
-                self._want(kind, "bool", node.operand, "'not' needs a condition")
-                return (lambda env: not inner(env)), "bool"
-            self._want(kind, "num", node.operand, "'-' needs a number")
-            return (lambda env: None if (x := inner(env)) is None else -x), "num"
+                self._want(inner.kind, "bool", node.operand, "'not' needs a condition")
+                return _Code(f"(not {inner.src})", "bool", False)
+            self._want(inner.kind, "num", node.operand, "'-' needs a number")
+            if not inner.nullable:
+                return _Code(f"(-{inner.src})", "num", False)
+            first, again = self._hold(inner)
+            return _Code(f"(None if {first} is None else -{again})", "num", True)
         if isinstance(node, Binary):
             return self.binary(node)
         if isinstance(node, InOp):
             return self.in_op(node)
         if isinstance(node, Between):
-            item, kind = self.expr(node.item)
-            lo, lo_kind = self.expr(node.lo)
-            hi, hi_kind = self.expr(node.hi)
-            for k, n in ((kind, node.item), (lo_kind, node.lo), (hi_kind, node.hi)):
+            item = self.expr(node.item)
+            lo = self.expr(node.lo)
+            hi = self.expr(node.hi)
+            for k, n in ((item.kind, node.item), (lo.kind, node.lo), (hi.kind, node.hi)):
                 self._want(k, "num", n, "'between' compares numbers")
-            return (lambda env: _between(item(env), lo(env), hi(env))), "bool"
+            return _Code(self._range_test(item.src, item.nullable, lo, hi), "bool", False)
         if isinstance(node, ListLit | RangeLit):
             raise RuleError("a list or range is only valid after 'in'", node.pos)
         raise RuleError("unsupported expression", node.pos)
@@ -224,59 +284,72 @@ class _Compiler:
         if kind != want:
             raise RuleError(f"type mismatch: {message}, got {kind}", node.pos)
 
-    def binary(self, node: Binary) -> tuple[Fn, str]:
-        left, lk = self.expr(node.left)
-        right, rk = self.expr(node.right)
+    def _guarded(self, parts: list[_Code], test: str) -> str:
+        """``test`` (a format string over the parts' values) under "every part
+        that can be None is not None"; evaluates each part once."""
+        guards: list[str] = []
+        values: list[str] = []
+        for code in parts:
+            if code.nullable:
+                first, again = self._hold(code)
+                guards.append(f"{first} is not None")
+                values.append(again)
+            else:
+                values.append(code.src)
+        body = test.format(*values)
+        return f"({' and '.join([*guards, body])})"
+
+    def _range_test(self, item_src: str, item_nullable: bool, lo: _Code, hi: _Code) -> str:
+        """``lo <= item <= hi`` with every part present (else False)."""
+        return self._guarded([_Code(item_src, "num", item_nullable), lo, hi], "{1} <= {0} <= {2}")
+
+    def binary(self, node: Binary) -> _Code:
+        left = self.expr(node.left)
+        right = self.expr(node.right)
+        lk, rk = left.kind, right.kind
         op = node.op
         if op in ("and", "or"):
             self._want(lk, "bool", node.left, f"'{op}' joins conditions")
             self._want(rk, "bool", node.right, f"'{op}' joins conditions")
-            if op == "and":
-                return (lambda env: bool(left(env)) and bool(right(env))), "bool"
-            return (lambda env: bool(left(env)) or bool(right(env))), "bool"
+            a = f"bool({left.src})" if left.nullable else left.src
+            b = f"bool({right.src})" if right.nullable else right.src
+            return _Code(f"({a} {op} {b})", "bool", False)
         if op in ("==", "!="):
             if lk != rk:
                 raise RuleError(f"type mismatch: cannot compare {lk} with {rk}", node.pos)
             if lk == "list":
                 raise RuleError("lists cannot be compared with ==; use 'in'", node.pos)
-            neg = op == "!="
-
-            def eq(env: Env) -> bool:
-                a, b = left(env), right(env)
-                if a is None or b is None:
-                    return False
-                return (a != b) if neg else (a == b)
-
-            return eq, "bool"
+            return _Code(self._guarded([left, right], f"{{0}} {op} {{1}}"), "bool", False)
         if op in _ORDER:
             if lk != "num" or rk != "num":
                 raise RuleError(
                     f"type mismatch: '{op}' compares numbers, got {lk} and {rk}", node.pos
                 )
-            cmp = _ORDER[op]
-
-            def order(env: Env) -> bool:
-                a, b = left(env), right(env)
-                return a is not None and b is not None and cmp(a, b)
-
-            return order, "bool"
+            return _Code(self._guarded([left, right], f"{{0}} {op} {{1}}"), "bool", False)
         if lk != "num" or rk != "num":
             raise RuleError(f"type mismatch: '{op}' needs numbers, got {lk} and {rk}", node.pos)
         if op == "/":
-            return (lambda env: _div(left(env), right(env))), "num"
-        arith = _ARITH[op]
+            return _Code(f"_div({left.src}, {right.src})", "num", True)
+        assert op in _ARITH, op
+        if not (left.nullable or right.nullable):
+            return _Code(f"({left.src} {op} {right.src})", "num", False)
+        tests: list[str] = []
+        values: list[str] = []
+        for code in (left, right):
+            if code.nullable:
+                first, again = self._hold(code)
+                tests.append(f"{first} is None")
+                values.append(again)
+            else:
+                values.append(code.src)
+        src = f"(None if {' or '.join(tests)} else {values[0]} {op} {values[1]})"
+        return _Code(src, "num", True)
 
-        def calc(env: Env) -> Any:
-            a, b = left(env), right(env)
-            return None if a is None or b is None else arith(a, b)
-
-        return calc, "num"
-
-    def in_op(self, node: InOp) -> tuple[Fn, str]:
-        item, kind = self.expr(node.item)
+    def in_op(self, node: InOp) -> _Code:
+        item = self.expr(node.item)
+        kind = item.kind
         coll = node.collection
         neg = node.negated
-        test: Fn
         if isinstance(coll, ListLit):
             values = []
             for x in coll.items:
@@ -292,48 +365,32 @@ class _Compiler:
                 if xk != kind:
                     raise RuleError(f"type mismatch: list item is {xk}, value is {kind}", x.pos)
                 values.append(x.value)
-            members = frozenset(values)
-
-            def test(env: Env) -> Any:
-                v = item(env)
-                return None if v is None else v in members
-
-        elif isinstance(coll, RangeLit):
-            lo, lo_k = self.expr(coll.lo)
-            hi, hi_k = self.expr(coll.hi)
-            for k, n in ((kind, node.item), (lo_k, coll.lo), (hi_k, coll.hi)):
+            members = self._bind(frozenset(values))
+            test = f"{{0}} {'not in' if neg else 'in'} {members}"
+            return _Code(self._guarded([item], test), "bool", False)
+        if isinstance(coll, RangeLit):
+            lo = self.expr(coll.lo)
+            hi = self.expr(coll.hi)
+            for k, n in ((kind, node.item), (lo.kind, coll.lo), (hi.kind, coll.hi)):
                 self._want(k, "num", n, "a range holds numbers")
-
-            def test(env: Env) -> Any:
-                v = item(env)
-                return None if v is None else _between(v, lo(env), hi(env))
-
-        else:
-            container, ck = self.expr(coll)
-            if ck != "list":
-                raise RuleError(
-                    f"type mismatch: 'in' needs a list, a range or a list feature, got {ck}",
-                    coll.pos,
-                )
-            self._want(kind, "str", node.item, "list features hold strings")
-
-            def test(env: Env) -> Any:
-                v, c = item(env), container(env)
-                return None if v is None or c is None else v in c
-
-        if neg:
-            return (lambda env: (r := test(env)) is not None and not r), "bool"
-        return (lambda env: bool(test(env))), "bool"
-
-
-def _between(v: Any, lo: Any, hi: Any) -> bool:
-    return v is not None and lo is not None and hi is not None and lo <= v <= hi
-
-
-def _div(a: Any, b: Any) -> Any:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
+            if not neg:
+                return _Code(self._range_test(item.src, item.nullable, lo, hi), "bool", False)
+            # not in: the value must be present; a missing bound makes the range empty.
+            if item.nullable:
+                first, again = self._hold(item)
+                inside = self._range_test(again, False, lo, hi)
+                return _Code(f"({first} is not None and not {inside})", "bool", False)
+            return _Code(f"(not {self._range_test(item.src, False, lo, hi)})", "bool", False)
+        container = self.expr(coll)
+        if container.kind != "list":
+            raise RuleError(
+                f"type mismatch: 'in' needs a list, a range or a list feature, got "
+                f"{container.kind}",
+                coll.pos,
+            )
+        self._want(kind, "str", node.item, "list features hold strings")
+        test = f"{{0}} {'not in' if neg else 'in'} {{1}}"
+        return _Code(self._guarded([item, container], test), "bool", False)
 
 
 def compile_rule(text: str, catalog: dict[str, Variable], config: ProfileConfig) -> CompiledRule:
@@ -352,9 +409,15 @@ def compile_rule(text: str, catalog: dict[str, Variable], config: ProfileConfig)
     """
     tree = parse(text)
     c = _Compiler(catalog, config)
-    fn, kind = c.expr(tree)
-    if kind != "bool":
-        raise RuleError(f"a rule must be a condition, this is a {kind}", tree.pos)
+    code = c.expr(tree)
+    if code.kind != "bool":
+        raise RuleError(f"a rule must be a condition, this is a {code.kind}", tree.pos)
+    body = f"bool({code.src})" if code.nullable else code.src
+    source = f"def _rule(env):\n    return {body}\n"
+    try:
+        exec(compile(source, "<segment rule>", "exec"), c.namespace)
+    except (SyntaxError, RecursionError, MemoryError):
+        raise RuleError("rule is nested too deeply", tree.pos) from None
     # A rule on static attributes only still needs some event to be evaluated.
     triggers = frozenset(c.triggers) or ALL_EVENTS
-    return CompiledRule(text, fn, triggers, c.time_based)
+    return CompiledRule(text, c.namespace["_rule"], triggers, c.time_based, source)

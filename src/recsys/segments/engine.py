@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recsys.events.schema import Event, EventType
@@ -32,6 +32,12 @@ from recsys.profiles.config import ProfileConfig
 from recsys.profiles.processor import CachedUser
 from recsys.segments.catalog import Env
 from recsys.segments.loader import SegmentDefinition, load_segments
+
+_Step = tuple[str, Callable[[Env], bool], Callable[[Env], bool] | None]
+
+
+def _step(seg: SegmentDefinition) -> _Step:
+    return (seg.name, seg.enter.fn, seg.exit.fn if seg.exit is not None else None)
 
 
 class SegmentEngine:
@@ -52,6 +58,11 @@ class SegmentEngine:
             for t in s.triggers:
                 self._by_type[t].append(s)
         self.time_based = [s for s in segments if s.time_based]
+        # Per event type, what each evaluation needs, resolved once:
+        # (name, enter, exit or None). Keyed by the enum member itself.
+        self._plan: dict[EventType, tuple[_Step, ...]] = {
+            t: tuple(_step(s) for s in self._by_type[t.value]) for t in EventType
+        }
 
     @classmethod
     def from_yaml(
@@ -65,43 +76,38 @@ class SegmentEngine:
         return cls(load_segments(paths, config, attributes), config)
 
     def _evaluate(
-        self,
-        user: CachedUser,
-        segments: Sequence[SegmentDefinition],
-        env: Env,
-        trigger: str,
+        self, user: CachedUser, steps: Sequence[_Step], env: Env, trigger: str
     ) -> list[MembershipChange]:
         changes: list[MembershipChange] = []
         members = user.profile.segments
-        for seg in segments:
-            if seg.name in members:
-                leave = seg.exit.fn(env) if seg.exit is not None else not seg.enter.fn(env)
-                if leave:
-                    del members[seg.name]
-                    changes.append(
-                        MembershipChange(user.user_id, seg.name, False, env.now_us, trigger)
-                    )
-            elif seg.enter.fn(env):
-                members[seg.name] = env.now_us
-                changes.append(MembershipChange(user.user_id, seg.name, True, env.now_us, trigger))
+        now = env.now_us
+        for name, enter, leave in steps:
+            if name in members:
+                if leave(env) if leave is not None else not enter(env):
+                    del members[name]
+                    changes.append(MembershipChange(user.user_id, name, False, now, trigger))
+            elif enter(env):
+                members[name] = now
+                changes.append(MembershipChange(user.user_id, name, True, now, trigger))
         return changes
 
     def on_event(self, user: CachedUser, event: Event) -> list[MembershipChange]:
         """Evaluates the segments ``event``'s type can affect, at the later of
         the event time and the user's latest event (late events do not move
         windows back)."""
-        segments = self._by_type[event.type.value]
-        if not segments:
+        steps = self._plan[event.type]
+        if not steps:
             return []
-        now = max(event.ts_us, user.profile.last_us)
-        return self._evaluate(user, segments, Env(user, event, now, self.config), event.event_id)
+        ts, last = event.ts_us, user.profile.last_us
+        env = Env(user, event, ts if ts > last else last, self.config)
+        return self._evaluate(user, steps, env, event.event_id)
 
     def on_sweep(self, user: CachedUser, now_us: int) -> list[MembershipChange]:
         """Re-evaluates the user's time-based memberships at ``now_us``."""
-        segments = [s for s in self.time_based if s.name in user.profile.segments]
-        if not segments:
+        steps = [_step(s) for s in self.time_based if s.name in user.profile.segments]
+        if not steps:
             return []
-        return self._evaluate(user, segments, Env(user, None, now_us, self.config), "sweep")
+        return self._evaluate(user, steps, Env(user, None, now_us, self.config), "sweep")
 
     def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
         """Members of time-based segments (the ones time alone can change)."""

@@ -743,6 +743,11 @@ def main(argv: list[str] | None = None) -> int:
         startup_timeout_s=args.startup_timeout,
         extra_args=tuple(extra),
     )
+    # A process started in the background by a non-interactive shell inherits
+    # SIGINT as ignored, and Python then installs no KeyboardInterrupt handler:
+    # install it (and treat SIGTERM alike) so Ctrl-C and `kill` stop the server.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = LocalTritonServer(config)
     try:
         server.start()
