@@ -1,0 +1,311 @@
+"""Command line of the serving layer, and :func:`serve_demo` for the main job.
+
+Commands (``python -m recsys.serving.cli <command> --help`` for every option)::
+
+    build-repo --artifacts artifacts/ml-100k --out artifacts/triton_repo
+        generate the Triton model repository from a training run
+    serve --repository artifacts/triton_repo [--grpc-port 8001]
+        serve it with the local tritonserver (explicit model control, all models loaded)
+    recommend --user-id 1 --k 10 [--url 127.0.0.1:8001]
+        one typed gRPC request to the ``recommend`` model
+    roll-in --repository artifacts/triton_repo --model ranker --source new/ranker/1
+        copy a new version into the repository and load it on the running server
+    demo --artifacts artifacts/ml-100k --users 1 2 3 --k 10
+        build, serve, query and stop: :func:`serve_demo`
+
+Example::
+
+    python -m recsys.serving.cli build-repo --artifacts artifacts/ml-100k --out /tmp/repo
+    python -m recsys.serving.cli serve --repository /tmp/repo &
+    python -m recsys.serving.cli recommend --user-id 1 --k 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.serving.client import ClientConfig
+from recsys.serving.errors import InferenceError, ServerStartError, ServingError
+from recsys.serving.recommend_client import Recommendation, RecommendClient
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoResult:
+    """What :func:`serve_demo` measured.
+
+    Attributes:
+        recommendations: one per requested user, in request order.
+        latencies_ms: client-side wall time of each request.
+        repository: the repository served.
+        build_seconds: time to generate the repository.
+        startup_seconds: time from starting the server to ready.
+    """
+
+    recommendations: list[Recommendation]
+    latencies_ms: list[float]
+    repository: Path
+    build_seconds: float
+    startup_seconds: float
+
+
+def serve_demo(
+    artifacts_dir: str | Path,
+    users: Sequence[int],
+    k: int,
+    *,
+    config: Mapping[str, Any] | None = None,
+    repository_dir: str | Path | None = None,
+    repeats: int = 1,
+    print_fn: Callable[[str], object] = print,
+) -> DemoResult:
+    """Builds the repository from a run, serves it, queries it over gRPC, stops it.
+
+    Prints each user's recommendations and the request latency.
+
+    Args:
+        artifacts_dir: the training run's artifacts (see
+            :func:`recsys.serving.repository.load_training_run`).
+        users: raw user ids to ask for (unknown ids get popular items).
+        k: items per user.
+        config: the run's resolved configuration (None: ``configs/main.yaml``).
+        repository_dir: where to write the repository (None: a temporary folder,
+            deleted at the end); an existing folder is replaced.
+        repeats: requests per user (latency is reported for every one).
+        print_fn: where the lines go.
+
+    Returns:
+        A :class:`DemoResult`.
+
+    Raises:
+        FileNotFoundError: an artifact of the run is missing.
+        ServerStartError: the server did not start (the message holds its log).
+        InferenceError: a request failed.
+
+    Example::
+
+        serve_demo("artifacts/ml-100k", users=[1, 2, 3], k=10)
+    """
+    from recsys.serving.repository import build_repository_from_run
+    from recsys.serving.server import LocalTritonServer, TritonServerConfig
+
+    with tempfile.TemporaryDirectory(prefix="recsys-repo-") as tmp:
+        root = Path(repository_dir) if repository_dir is not None else Path(tmp) / "repository"
+        t0 = time.perf_counter()
+        build_repository_from_run(artifacts_dir, root, config, overwrite=True)
+        build_s = time.perf_counter() - t0
+        print_fn(f"repository: {root} ({build_s:.1f} s)")
+        server_cfg = TritonServerConfig(
+            model_repository=root,
+            model_control_mode="explicit",
+            load_models=("*",),
+            startup_timeout_s=180.0,
+        )
+        t1 = time.perf_counter()
+        with LocalTritonServer(server_cfg) as server:
+            start_s = time.perf_counter() - t1
+            print_fn(f"tritonserver ready at {server.grpc_url} ({start_s:.1f} s)")
+            recs: list[Recommendation] = []
+            latencies: list[float] = []
+            with RecommendClient(ClientConfig(url=server.grpc_url)) as client:
+                client.recommend(int(users[0]), k)  # warm-up: first calls set up the channel
+                for user in users:
+                    for _ in range(max(repeats, 1)):
+                        start = time.perf_counter()
+                        rec = client.recommend(int(user), k)
+                        latencies.append((time.perf_counter() - start) * 1e3)
+                    recs.append(rec)
+                    print_fn(_format(rec, latencies[-1]))
+            lat = np.asarray(latencies)
+            print_fn(
+                f"latency over {len(lat)} requests: p50 {np.percentile(lat, 50):.2f} ms, "
+                f"p99 {np.percentile(lat, 99):.2f} ms, max {lat.max():.2f} ms"
+            )
+        return DemoResult(recs, latencies, root, build_s, start_s)
+
+
+def _format(rec: Recommendation, latency_ms: float) -> str:
+    items = " ".join(f"{i}({s:.3f})" for i, s in rec.pairs())
+    return f"user {rec.user_id}: {items}  [{latency_ms:.2f} ms]"
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def _cmd_build_repo(args: argparse.Namespace) -> int:
+    from recsys.serving.repository import (
+        RepositoryConfig,
+        build_repository_from_run,
+        compose_config,
+        describe,
+    )
+
+    config = compose_config(args.override) if args.override else None
+    repo_cfg = RepositoryConfig(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        max_k=args.max_k,
+    )
+    info = build_repository_from_run(
+        args.artifacts, args.out, config, repo_cfg, overwrite=args.overwrite
+    )
+    print(json.dumps(describe(info.root), indent=2))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from recsys.serving import server
+
+    argv = [
+        "--model-repository",
+        str(args.repository),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
+        "--grpc-port",
+        str(args.grpc_port),
+        "--http-port",
+        str(args.http_port),
+        "--metrics-port",
+        str(args.metrics_port),
+    ]
+    return server.main(argv)
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    config = ClientConfig(url=args.url, client_timeout_s=args.timeout)
+    with RecommendClient(config) as client:
+        start = time.perf_counter()
+        rec = client.recommend(args.user_id, args.k, model_version=args.model_version)
+        latency = (time.perf_counter() - start) * 1e3
+    if args.json:
+        print(json.dumps({"user_id": rec.user_id, "items": rec.pairs(), "latency_ms": latency}))
+    else:
+        print(_format(rec, latency))
+    return 0
+
+
+def _cmd_roll_in(args: argparse.Namespace) -> int:
+    import tritonclient.grpc as grpcclient
+
+    from recsys.serving.repository import add_model_version, model_versions
+
+    version = add_model_version(args.repository, args.model, args.source, args.version)
+    print(f"copied {args.source} to {args.repository}/{args.model}/{version}")
+    client = grpcclient.InferenceServerClient(url=args.url)
+    try:
+        client.load_model(args.model)
+        deadline = time.monotonic() + args.timeout
+        while not client.is_model_ready(args.model, str(version)):
+            if time.monotonic() > deadline:
+                print(f"version {version} not ready after {args.timeout:.0f} s", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+    finally:
+        client.close()
+    ready = model_versions(args.repository, args.model)
+    print(f"{args.model} version {version} is serving (versions on disk: {ready})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from recsys.serving.repository import compose_config
+
+    config = compose_config(args.override) if args.override else None
+    serve_demo(
+        args.artifacts,
+        args.users,
+        args.k,
+        config=config,
+        repository_dir=args.out,
+        repeats=args.repeats,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m recsys.serving.cli``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys.serving.cli",
+        description="Build, serve and query the Triton repository of the recommender.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build-repo", help="generate the Triton model repository")
+    build.add_argument("--artifacts", type=Path, default=Path("artifacts/ml-100k"))
+    build.add_argument("--out", type=Path, default=Path("artifacts/triton_repo"))
+    build.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    build.add_argument("--max-batch-size", type=int, default=64)
+    build.add_argument("--max-queue-delay-us", type=int, default=100)
+    build.add_argument("--max-k", type=int, default=10_000)
+    build.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="Hydra override of the run's configuration (repeatable), e.g. model.embedding_dim=32",
+    )
+    build.set_defaults(fn=_cmd_build_repo)
+
+    serve = sub.add_parser("serve", help="serve a repository with the local tritonserver")
+    serve.add_argument("--repository", type=Path, default=Path("artifacts/triton_repo"))
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--http-port", type=int, default=8000, help="-1 turns HTTP off")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="-1 turns metrics off")
+    serve.set_defaults(fn=_cmd_serve)
+
+    rec = sub.add_parser("recommend", help="ask the recommend model for one user")
+    rec.add_argument("--user-id", type=int, required=True)
+    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
+    rec.add_argument("--model-version", default="", help="'' = the newest version")
+    rec.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.set_defaults(fn=_cmd_recommend)
+
+    roll = sub.add_parser("roll-in", help="add a model version and load it (explicit mode)")
+    roll.add_argument("--repository", type=Path, required=True)
+    roll.add_argument("--model", required=True, help="e.g. ranker")
+    roll.add_argument("--source", type=Path, required=True, help="a version folder or model.onnx")
+    roll.add_argument("--version", type=int, default=None, help="default: newest + 1")
+    roll.add_argument("--url", default="127.0.0.1:8001")
+    roll.add_argument("--timeout", type=float, default=120.0)
+    roll.set_defaults(fn=_cmd_roll_in)
+
+    demo = sub.add_parser("demo", help="build, serve, query a few users, stop")
+    demo.add_argument("--artifacts", type=Path, default=Path("artifacts/ml-100k"))
+    demo.add_argument("--users", type=int, nargs="+", default=[1, 2, 3])
+    demo.add_argument("--k", type=int, default=10)
+    demo.add_argument("--repeats", type=int, default=1)
+    demo.add_argument("--out", type=Path, default=None, help="keep the repository here")
+    demo.add_argument("--override", action="append", default=[])
+    demo.set_defaults(fn=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit status (1 on a serving error, with its message)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args))
+    except (ServingError, FileNotFoundError, FileExistsError, ValueError) as error:
+        kind = "server error" if isinstance(error, ServerStartError | InferenceError) else "error"
+        print(f"{kind}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,508 @@
+"""The ranker's request-time features in numpy, for Triton's python backend.
+
+:mod:`recsys.recommend.ranker_data` builds the ranker's features offline from a
+``RankerContext`` (training-split statistics); it imports torch, torchrec and pandas,
+which NVIDIA's serving container does not have. This module computes the same
+features from plain arrays that :func:`recsys.serving.repository.build_repository`
+exports next to the ``recommend`` model (``ranker_features.npz``), with numpy only
+(Python 3.10 compatible):
+
+* dense features, in the ranker's column order: retrieval score, its z-score over the
+  user's candidate list, ``log(1 + rank)``; the user's training interactions in the
+  last ``d`` days before the request time and in total (log scale); the item's
+  training interactions in total and in the last ``d`` days before the user's request
+  time (log scale); the item's age in years at the request time; item-item affinities
+  to the user's training items (raw and z-scored over the list); then standardized
+  with the training examples' mean and standard deviation;
+* sparse ids ``[n, F, L]`` (``-1`` = padding) in the ranker's feature order: user-side
+  features from the user's row, item-side features from the item's row.
+
+Tests check both against ``RankerContext`` on MovieLens-100K.
+
+Example::
+
+    features = RankerFeatures.load("repo/recommend/1")
+    dense, ids = features.inputs(users, items, scores, ranks, list_ids)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SECONDS_PER_DAY = 86_400.0
+SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
+Z_SOURCES: tuple[str, ...] = ("retrieval_score", "affinity_knn", "affinity_ease")
+"""Raw features that also enter z-scored over each user's candidate list."""
+
+ARRAYS_FILE = "ranker_features.npz"
+META_FILE = "ranker_features.json"
+
+
+def count_in_window(
+    offsets: np.ndarray,
+    times: np.ndarray,
+    groups: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> np.ndarray:
+    """Events of group ``groups[j]`` with a time in ``(lo[j], hi[j]]``, vectorized.
+
+    Args:
+        offsets: ``[G + 1]`` start of each group's run in ``times``.
+        times: event times sorted by (group, time).
+        groups: group of each query.
+        lo: exclusive lower bound of each query.
+        hi: inclusive upper bound of each query.
+
+    Returns:
+        int64 counts (the same arithmetic as ``ranker_data._count_in_window``).
+    """
+    # Offsetting each group's times by a per-group constant makes one global
+    # searchsorted answer every query; the constant exceeds any time span.
+    span = (float(times.max() - times.min()) if times.size else 0.0) + 1.0
+    span = max(span, float(np.max(hi - lo, initial=0.0)) + 1.0) * 4.0
+    base = times.min() if times.size else 0.0
+    n_groups = len(offsets) - 1
+    group_of_event = np.repeat(np.arange(n_groups), np.diff(offsets))
+    keys = (times - base) + group_of_event * span
+    q_hi = (np.minimum(hi, base + span / 2) - base) + groups * span
+    q_lo = (np.maximum(lo, base - span / 4) - base) + groups * span
+    return (np.searchsorted(keys, q_hi, "right") - np.searchsorted(keys, q_lo, "right")).astype(
+        np.int64
+    )
+
+
+class WindowCounter:
+    """Counts events per group in time windows, with the sort keys built once.
+
+    Same counts as :func:`count_in_window` (times are whole seconds, so every key and
+    bound is an exact float64 integer and any separating span gives the same answer);
+    the per-call cost is two ``searchsorted`` over the queries only.
+
+    Args:
+        offsets: ``[G + 1]`` start of each group's run in ``times``.
+        times: event times sorted by (group, time).
+        max_window: the longest window that will be asked for (seconds).
+    """
+
+    def __init__(self, offsets: np.ndarray, times: np.ndarray, max_window: float) -> None:
+        self.base = float(times.min()) if times.size else 0.0
+        width = (float(times.max()) - self.base if times.size else 0.0) + 1.0
+        self.span = (max(width, max_window) + 1.0) * 4.0
+        groups = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        self.keys = (times - self.base) + groups * self.span
+
+    def count(self, groups: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Events of ``groups[j]`` with a time in ``(lo[j], hi[j]]`` (int64)."""
+        offset = groups * self.span - self.base
+        # bounds outside the data's time range are clipped into the group's own slot
+        top = self.span / 2 + self.base
+        bottom = self.base - self.span / 4
+        q_hi = np.minimum(hi, top) + offset
+        q_lo = np.maximum(lo, bottom) + offset
+        return (
+            np.searchsorted(self.keys, q_hi, "right") - np.searchsorted(self.keys, q_lo, "right")
+        ).astype(np.int64)
+
+
+def list_zscore(values: np.ndarray, list_ids: np.ndarray, n_lists: int) -> np.ndarray:
+    """``values`` standardized within each list (population std; 1 where it is ~0).
+
+    Args:
+        values: float64 ``[n]``.
+        list_ids: ``[n]`` list of each value, in ``0..n_lists-1``.
+        n_lists: number of lists.
+    """
+    count = np.bincount(list_ids, minlength=n_lists).astype(np.float64)
+    safe = np.maximum(count, 1.0)
+    mean = np.bincount(list_ids, weights=values, minlength=n_lists) / safe
+    var = np.bincount(list_ids, weights=(values - mean[list_ids]) ** 2, minlength=n_lists) / safe
+    std = np.sqrt(var)
+    std = np.where(std > 1e-9, std, 1.0)
+    return (values - mean[list_ids]) / std[list_ids]
+
+
+@dataclass
+class RankerFeatures:
+    """Arrays and settings that make the ranker's inputs at request time.
+
+    Index space: user ``u`` and item ``i`` are rows of the training run's user and item
+    tables (the same as the offline ``RankerContext``).
+
+    Attributes:
+        dense_names: the dense features, in the ranker's column order.
+        windows_days: windows of the activity and popularity counts.
+        affinity: item-item affinity kinds (``knn``, ``ease``) present.
+        scaler_mean: per dense column, the training examples' mean.
+        scaler_std: per dense column, their standard deviation.
+        request_time: ``[U]`` seconds since the epoch (last training interaction).
+        user_offsets: ``[U + 1]`` runs of ``user_times``.
+        user_times: training interaction times sorted by (user, time).
+        item_offsets: ``[I + 1]`` runs of ``item_times``.
+        item_times: training interaction times sorted by (item, time).
+        item_count: ``[I]`` training interactions per item.
+        release_time: ``[I]`` release time in seconds (NaN unknown).
+        seen_indptr: ``[U + 1]`` CSR rows of the users' training items.
+        seen_indices: item indices of those rows.
+        item_item: affinity kind -> ``[I, I]`` float32 matrix.
+        sparse_names: the ranker's sparse features (the ``F`` axis of ``ids``).
+        user_keys: the user-side ones among them.
+        seq_len: ``L`` of the ranker's ``ids`` input.
+        user_ids: ``[U, F, L]`` padded ids, user-side features filled, ``-1`` elsewhere.
+        item_ids: ``[I, F, L]`` padded ids, item-side features filled, ``-1`` elsewhere.
+        age_fill: item age used where the release time is unknown, or None to take the
+            median known age of each candidate list (the offline behaviour for a list).
+        extra: free-form facts kept in the JSON file.
+        affinity_cache_entries: precompute every user's affinity to every item when
+            ``n_users * n_items`` is at most this (4 bytes each per affinity kind).
+    """
+
+    dense_names: list[str]
+    windows_days: tuple[int, ...]
+    affinity: tuple[str, ...]
+    scaler_mean: np.ndarray
+    scaler_std: np.ndarray
+    request_time: np.ndarray
+    user_offsets: np.ndarray
+    user_times: np.ndarray
+    item_offsets: np.ndarray
+    item_times: np.ndarray
+    item_count: np.ndarray
+    release_time: np.ndarray
+    seen_indptr: np.ndarray
+    seen_indices: np.ndarray
+    item_item: dict[str, np.ndarray]
+    sparse_names: list[str]
+    user_keys: list[str]
+    seq_len: int
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    age_fill: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    affinity_cache_entries: int = 20_000_000
+
+    def __post_init__(self) -> None:
+        n_users, n_items = len(self.request_time), len(self.item_count)
+        checks = {
+            "user_offsets": (len(self.user_offsets), n_users + 1),
+            "item_offsets": (len(self.item_offsets), n_items + 1),
+            "release_time": (len(self.release_time), n_items),
+            "seen_indptr": (len(self.seen_indptr), n_users + 1),
+            "user_ids": (self.user_ids.shape[0], n_users),
+            "item_ids": (self.item_ids.shape[0], n_items),
+            "scaler_mean": (len(self.scaler_mean), len(self.dense_names)),
+            "scaler_std": (len(self.scaler_std), len(self.dense_names)),
+        }
+        bad = {name: got for name, (got, want) in checks.items() if got != want}
+        if bad:
+            raise ValueError(f"ranker feature arrays disagree in length: {bad}")
+        shape = (len(self.sparse_names), self.seq_len)
+        if self.user_ids.shape[1:] != shape or self.item_ids.shape[1:] != shape:
+            raise ValueError(
+                f"padded ids must be [*, {shape[0]}, {shape[1]}]; got users "
+                f"{self.user_ids.shape}, items {self.item_ids.shape}"
+            )
+        for name in self.affinity:
+            if self.item_item.get(name) is None or self.item_item[name].shape != (
+                n_items,
+                n_items,
+            ):
+                raise ValueError(f"affinity '{name}' needs an [{n_items}, {n_items}] matrix")
+        self._user_feature = np.array([n in self.user_keys for n in self.sparse_names])
+        # slots in use per feature: the rest of each [F, L] row is padding everywhere
+        used = np.asarray((self.user_ids >= 0).any(axis=0) | (self.item_ids >= 0).any(axis=0))
+        self._widths = [
+            int(np.flatnonzero(used[f]).max()) + 1 if used[f].any() else 0
+            for f in range(used.shape[0])
+        ]
+        longest = max(self.windows_days, default=0) * SECONDS_PER_DAY
+        self._item_counter = WindowCounter(self.item_offsets, self.item_times, longest)
+        # A user's window counts depend on the user only (the request time is the
+        # user's last training interaction): computed once for every user.
+        users = np.arange(self.n_users)
+        counter = WindowCounter(self.user_offsets, self.user_times, longest)
+        req = self.request_time
+        self._user_window_log = {
+            d: np.log1p(counter.count(users, req - d * SECONDS_PER_DAY, req))
+            for d in self.windows_days
+        }
+        self._user_log_count = np.log1p(np.diff(self.user_offsets).astype(np.float64))
+        self._item_log_count = np.log1p(self.item_count)
+        # Every user's affinity to every item, when [U, I] is small enough: a request
+        # then reads its candidates' values instead of summing item-item rows.
+        self._affinity_cache: dict[str, np.ndarray] = {}
+        if self.affinity and self.n_users * self.n_items <= self.affinity_cache_entries:
+            users = np.arange(self.n_users)
+            for name in self.affinity:
+                table = np.zeros((self.n_users, self.n_items), dtype=np.float32)
+                for user in users:
+                    seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
+                    seen = seen[seen >= 0]
+                    if len(seen):
+                        table[user] = self.item_item[name][seen].sum(axis=0, dtype=np.float32)
+                self._affinity_cache[name] = table
+
+    @property
+    def n_users(self) -> int:
+        return len(self.request_time)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_count)
+
+    # -- features ------------------------------------------------------------------
+
+    def affinity_scores(self, name: str, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Sum over each user's training items ``j`` of ``item_item[name][j, item]``.
+
+        Args:
+            name: ``knn`` or ``ease``.
+            users: user index per row.
+            items: item index per row.
+
+        Returns:
+            float32 ``[n]``.
+        """
+        cached = self._affinity_cache.get(name)
+        if cached is not None:
+            return cached[users, items]
+        matrix = self.item_item[name]
+        out = np.zeros(len(users), dtype=np.float32)
+        if len(users) == 0:
+            return out
+        # Rows are grouped by user (one candidate list each): gather the user's seen
+        # rows once and sum the candidate columns, instead of a dense [U, I] @ [I, I].
+        order = np.argsort(users, kind="stable")
+        sorted_users = users[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1], True])
+        for lo, hi in itertools.pairwise(bounds):
+            user = int(sorted_users[lo])
+            seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
+            seen = seen[seen >= 0]
+            rows = order[lo:hi]
+            if len(seen):
+                out[rows] = matrix[np.ix_(seen, items[rows])].sum(axis=0, dtype=np.float32)
+        return out
+
+    def raw_features(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        retrieval_score: np.ndarray,
+        retrieval_rank: np.ndarray,
+        list_ids: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every dense feature except the within-list z-scores, by name (float64).
+
+        Args:
+            users: user index per row.
+            items: item index per row.
+            retrieval_score: retrieval score per row.
+            retrieval_rank: 0-based rank in the user's retrieval list.
+            list_ids: candidate list of each row. An unknown item age is filled with
+                ``age_fill`` if set, else with the median known age of the row's list
+                (of all rows when ``list_ids`` is None, as the offline code does for
+                the rows of one call).
+        """
+        req = self.request_time[users]
+        out: dict[str, np.ndarray] = {
+            "retrieval_score": retrieval_score.astype(np.float64),
+            "retrieval_log_rank": np.log1p(retrieval_rank.astype(np.float64)),
+        }
+        for d in self.windows_days:
+            out[f"user_count_{d}d"] = self._user_window_log[d][users]
+        out["user_log_count"] = self._user_log_count[users]
+        out["item_log_count"] = self._item_log_count[items]
+        for d in self.windows_days:
+            n = self._item_counter.count(items, req - d * SECONDS_PER_DAY, req)
+            out[f"item_count_{d}d"] = np.log1p(n)
+        out["item_age_years"] = self._filled_age(users, items, list_ids)
+        for name in self.affinity:
+            out[f"affinity_{name}"] = self.affinity_scores(name, users, items).astype(np.float64)
+        return out
+
+    def _filled_age(
+        self, users: np.ndarray, items: np.ndarray, list_ids: np.ndarray | None
+    ) -> np.ndarray:
+        age = self.item_age_years(users, items)
+        known = np.isfinite(age)
+        if known.all():
+            return age
+        if self.age_fill is not None:
+            return np.where(known, age, float(self.age_fill))
+        if list_ids is None:
+            fill = float(np.median(age[known])) if known.any() else 0.0
+            return np.where(known, age, fill)
+        out = age.copy()
+        for group in np.unique(list_ids[~known]):
+            mine = list_ids == group
+            have = mine & known
+            out[mine & ~known] = float(np.median(age[have])) if have.any() else 0.0
+        return out
+
+    def item_age_years(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Years between each item's release and its user's request time (NaN unknown)."""
+        return (self.request_time[users] - self.release_time[items]) / SECONDS_PER_YEAR
+
+    def dense(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        retrieval_score: np.ndarray,
+        retrieval_rank: np.ndarray,
+        list_ids: np.ndarray,
+        n_lists: int,
+    ) -> np.ndarray:
+        """The ranker's scaled dense input ``[n, n_dense]`` float32.
+
+        Args:
+            users: user index per row.
+            items: item index per row.
+            retrieval_score: retrieval score per row.
+            retrieval_rank: 0-based rank in the user's retrieval list.
+            list_ids: candidate list of each row (z-scores are taken per list).
+            n_lists: number of lists.
+        """
+        raw = self.raw_features(users, items, retrieval_score, retrieval_rank, list_ids)
+        for name in Z_SOURCES:
+            if name in raw:
+                raw[f"{name}_z"] = list_zscore(raw[name], list_ids, n_lists)
+        unscaled = np.stack([raw[n] for n in self.dense_names], axis=1).astype(np.float32)
+        return ((unscaled - self.scaler_mean) / self.scaler_std).astype(np.float32)
+
+    def sparse(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The ranker's ``ids`` input ``[n, F, L]`` int64 (user rows + item rows)."""
+        out = np.full((len(users), len(self.sparse_names), self.seq_len), -1, dtype=np.int64)
+        # Only the slots a feature reads can hold ids: copy those, not whole [F, L] rows.
+        for f, width in enumerate(self._widths):
+            source, rows = (
+                (self.user_ids, users) if self._user_feature[f] else (self.item_ids, items)
+            )
+            out[:, f, :width] = source[rows, f, :width]
+        return out
+
+    def inputs(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        retrieval_score: np.ndarray,
+        retrieval_rank: np.ndarray,
+        list_ids: np.ndarray,
+        n_lists: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(dense, ids)``: both inputs of the ranker for the given rows."""
+        dense = self.dense(users, items, retrieval_score, retrieval_rank, list_ids, n_lists)
+        return dense, self.sparse(users, items)
+
+    # -- files ---------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Writes ``ranker_features.npz`` and ``ranker_features.json`` into ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            name: getattr(self, name)
+            for name in (
+                "scaler_mean",
+                "scaler_std",
+                "request_time",
+                "user_offsets",
+                "user_times",
+                "item_offsets",
+                "item_times",
+                "item_count",
+                "release_time",
+                "seen_indptr",
+                "seen_indices",
+                "user_ids",
+                "item_ids",
+            )
+        }
+        arrays.update({f"item_item_{k}": v for k, v in self.item_item.items()})
+        np.savez(out / ARRAYS_FILE, **arrays)
+        meta = {
+            "dense_names": list(self.dense_names),
+            "windows_days": list(self.windows_days),
+            "affinity": list(self.affinity),
+            "sparse_names": list(self.sparse_names),
+            "user_keys": list(self.user_keys),
+            "seq_len": int(self.seq_len),
+            "age_fill": self.age_fill,
+            "extra": self.extra,
+        }
+        (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return [out / ARRAYS_FILE, out / META_FILE]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RankerFeatures:
+        """Reads what :meth:`save` wrote."""
+        path = Path(folder)
+        meta = json.loads((path / META_FILE).read_text())
+        with np.load(path / ARRAYS_FILE, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        item_item = {
+            name: arrays.pop(f"item_item_{name}")
+            for name in meta["affinity"]
+            if f"item_item_{name}" in arrays
+        }
+        return cls(
+            dense_names=list(meta["dense_names"]),
+            windows_days=tuple(int(d) for d in meta["windows_days"]),
+            affinity=tuple(meta["affinity"]),
+            sparse_names=list(meta["sparse_names"]),
+            user_keys=list(meta["user_keys"]),
+            seq_len=int(meta["seq_len"]),
+            age_fill=meta.get("age_fill"),
+            extra=dict(meta.get("extra", {})),
+            item_item=item_item,
+            **arrays,
+        )
+
+
+def pad_rows(values: np.ndarray, offsets: np.ndarray, max_len: int, width: int) -> np.ndarray:
+    """Jagged rows as a left-aligned ``[n, width]`` int64 array, ``-1`` padded.
+
+    Each row keeps its LAST ``max_len`` ids (sequences are stored most recent last),
+    as :func:`recsys.features.batching.to_padded` does.
+
+    Args:
+        values: all ids.
+        offsets: ``[n + 1]`` row starts.
+        max_len: ids kept per row (``<= width``).
+        width: ``L`` of the output.
+    """
+    lengths = np.diff(offsets)
+    kept = np.minimum(lengths, max_len)
+    start = offsets[:-1] + (lengths - kept)
+    out = np.full((len(lengths), width), -1, dtype=np.int64)
+    pos = np.arange(width)[None, :]
+    mask = pos < kept[:, None]
+    src = (start[:, None] + pos)[mask]
+    out[mask] = values[src]
+    return out
+
+
+def stack_padded(
+    columns: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    feature_order: Sequence[str],
+    max_len: Mapping[str, int],
+    seq_len: int,
+    n_rows: int,
+) -> np.ndarray:
+    """``[n, F, L]`` padded ids from per-feature jagged ``(values, offsets)``.
+
+    Features missing from ``columns`` stay all ``-1`` (e.g. the other side's features).
+    """
+    out = np.full((n_rows, len(feature_order), seq_len), -1, dtype=np.int64)
+    for f, name in enumerate(feature_order):
+        if name in columns:
+            values, offsets = columns[name]
+            out[:, f, :] = pad_rows(values, offsets, int(max_len[name]), seq_len)
+    return out

@@ -1,0 +1,371 @@
+"""The two-stage recommender behind a real Triton server, over gRPC.
+
+A module fixture trains a small two-tower model (one epoch, 16-d) and a small DLRM
+ranker (one epoch) on the real MovieLens-100K data (Recommenders' 75/25 split by item;
+user 1's training interactions are dropped so that user 1 is a cold user), builds the
+Triton repository with ``build_repository`` and starts ``LocalTritonServer`` on it in
+explicit model-control mode. Every test talks to that server through the project's
+clients and compares with ``TwoStageRecommender.recommend`` on the same models.
+
+The version roll-in tests (marked ``slow``) run last: they replace the ranker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib.util
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+
+from recsys.data.movielens import load_ml100k
+from recsys.data.splits import stratified_split
+from recsys.export.onnx_export import export_ranker
+from recsys.features.build import build_features
+from recsys.features.schema import FeatureSchema
+from recsys.index import IndexConfig, ItemIndex
+from recsys.models.dlrm import RankerConfig
+from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+from recsys.recommend import (
+    AggregationConfig,
+    RankerContext,
+    RankerDataConfig,
+    TrainedRanker,
+    TwoStageRecommender,
+    build_ranker_examples,
+    retrieve_candidates,
+    train_two_stage_ranker,
+)
+from recsys.recommend.two_stage import RetrievalVectors
+from recsys.serving.client import ClientConfig, RecsysClient
+from recsys.serving.errors import InferenceError, ModelLoadError
+from recsys.serving.recommend_client import (
+    AsyncRecommendClient,
+    RecommendClient,
+    recommend_inputs,
+)
+from recsys.serving.repository import add_model_version, build_repository, roll_in
+from recsys.serving.server import LocalTritonServer, TritonServerConfig
+from recsys.training.ranker_trainer import RankerTrainerConfig
+from recsys.training.retrieval import RetrievalData, RetrievalTrainer, RetrievalTrainerConfig
+
+pytestmark = pytest.mark.triton
+
+REPO = Path(__file__).resolve().parents[2]
+COLD_USER = 1
+UNKNOWN_USER = 999_999
+N_CANDIDATES = 100
+AGG = AggregationConfig(
+    ranker_weight=1.0, retrieval_weight=0.5, freshness_weight=0.1, mmr_lambda=0.8
+)
+ITEMS = ["item_ids", "scores"]
+
+
+@dataclass
+class Served:
+    recommender: TwoStageRecommender
+    schema: FeatureSchema
+    root: Path
+    server: LocalTritonServer
+    url: str
+    workdir: Path
+
+
+def _train(ml100k_dir: Path) -> tuple[TwoStageRecommender, TwoTower, FeatureSchema, object]:
+    torch.manual_seed(0)
+    data = load_ml100k(ml100k_dir)
+    train, test = stratified_split(data.interactions, 0.75, "item", 42)
+    train = train[train["user_id"] != COLD_USER]
+    schema = FeatureSchema.from_yaml(REPO / "configs/schema/ml100k.yaml")
+    dataset = build_features(data, (train, test), schema)
+    assert dataset.vocabs is not None
+    tower_schema = schema.select([f.name for f in schema if f.name not in ("hour", "weekday")])
+    tower_cfg = TowerConfig((32, 16))
+    two_tower = TwoTower(
+        tower_schema,
+        dataset.vocabs.num_embeddings(),
+        TwoTowerConfig(embedding_dim=16, user_tower=tower_cfg, item_tower=tower_cfg),
+    )
+    retrieval_data = RetrievalData.build(dataset, two_tower.schema, two_tower.feature_names)
+    trainer = RetrievalTrainer(
+        two_tower, retrieval_data, RetrievalTrainerConfig(epochs=1, progress=False)
+    )
+    trainer.fit(None)
+    two_tower.eval()
+    queries, items = (t.numpy() for t in trainer.retrieval_vectors())
+    vectors = RetrievalVectors(queries, items, trainer.item_embeddings().numpy())
+
+    data_cfg = RankerDataConfig(num_candidates=N_CANDIDATES, hard_negatives=20)
+    context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
+    index = ItemIndex(IndexConfig(kind="flat", device="cpu")).build(
+        items, np.arange(context.n_items)
+    )
+    # Ranker examples from the held-out interactions of 300 users: a serving test
+    # needs a trained ranker, not an honest evaluation protocol.
+    held = test[test["user_id"].isin(pd.unique(test["user_id"])[:300])]
+    users = pd.Index(context.user_ids).get_indexer(pd.unique(held["user_id"]))
+    cands = retrieve_candidates(index, queries, users, N_CANDIDATES, exclude=context.seen)
+    examples = build_ranker_examples(held, context, cands, queries, items, data_cfg)
+    fit = train_two_stage_ranker(
+        context,
+        examples,
+        schema,
+        RankerConfig(
+            embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(16, 1)
+        ),
+        RankerTrainerConfig(epochs=1, sharding="local", progress=False),
+    )
+    recommender = TwoStageRecommender(
+        context, index, vectors, fit.ranker, AGG, num_candidates=N_CANDIDATES
+    )
+    return recommender, two_tower, schema, dataset
+
+
+@pytest.fixture(scope="module")
+def served(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("nvidia-pytriton (it ships the tritonserver binary) is not installed")
+    torch.set_num_threads(1)
+    recommender, two_tower, schema, dataset = _train(ml100k_dir)
+    workdir = tmp_path_factory.mktemp("e2e")
+    root = workdir / "repository"
+    build_repository(recommender, two_tower, schema, dataset, root)  # type: ignore[arg-type]
+    config = TritonServerConfig(
+        model_repository=root,
+        model_control_mode="explicit",
+        load_models=("*",),
+        startup_timeout_s=180,
+    )
+    with LocalTritonServer(config) as server:
+        yield Served(recommender, schema, root, server, server.grpc_url, workdir)
+
+
+def _offline(recommender: TwoStageRecommender, user: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    out = recommender.recommend(np.array([user]), k)
+    return out.item_ids[0][out.valid[0]], out.scores[0][out.valid[0]]
+
+
+def _assert_same(rec: object, recommender: TwoStageRecommender, user: int, k: int) -> None:
+    items, scores = _offline(recommender, user, k)
+    np.testing.assert_array_equal(rec.item_ids, items, err_msg=f"user {user}")  # type: ignore[attr-defined]
+    np.testing.assert_allclose(rec.scores, scores, atol=1e-4, err_msg=f"user {user}")  # type: ignore[attr-defined]
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+def test_served_lists_equal_offline_recommend(served: Served) -> None:
+    users = [*served.recommender.context.user_ids[1:21].tolist(), COLD_USER, UNKNOWN_USER]
+    with RecommendClient(served.url) as client:
+        for user in users:
+            rec = client.recommend(user, 10)
+            assert len(rec) == 10
+            _assert_same(rec, served.recommender, user, 10)
+
+
+def test_concurrent_requests_are_batched_and_equal_offline(served: Served) -> None:
+    users = served.recommender.context.user_ids[100:164].tolist()
+
+    async def ask() -> list[object]:
+        async with AsyncRecommendClient(served.url) as client:
+            return await client.recommend_many(users, 20)
+
+    recs = asyncio.run(ask())
+    for user, rec in zip(users, recs, strict=True):
+        _assert_same(rec, served.recommender, user, 20)
+    control = grpcclient.InferenceServerClient(url=served.url)
+    try:
+        model = control.get_inference_statistics("recommend").model_stats[0]
+    finally:
+        control.close()
+    # the dynamic batcher merged requests: fewer executions than requests
+    assert model.execution_count < model.inference_count
+
+
+def test_unknown_user_gets_popular_items_and_cold_user_is_served(served: Served) -> None:
+    ctx = served.recommender.context
+    popular = ctx.item_ids[np.lexsort((np.arange(ctx.n_items), -ctx.item_count))]
+    with RecommendClient(served.url) as client:
+        unknown = client.recommend(UNKNOWN_USER, 15)
+        cold = client.recommend(COLD_USER, 15)
+    np.testing.assert_array_equal(unknown.item_ids, popular[:15])
+    np.testing.assert_allclose(unknown.scores, np.log1p(np.sort(ctx.item_count)[::-1][:15]))
+    assert len(cold) == 15 and not np.array_equal(cold.item_ids, unknown.item_ids)
+
+
+def test_k_beyond_the_catalogue_returns_every_unseen_item(served: Served) -> None:
+    ctx = served.recommender.context
+    user = int(ctx.user_ids[7])
+    with RecommendClient(served.url) as client:
+        rec = client.recommend(user, 5000)
+    seen = ctx.item_ids[ctx.seen.rows(np.array([7])).indices]
+    assert len(rec) == ctx.n_items - len(seen)
+    assert sorted(rec.item_ids.tolist()) == sorted(np.setdiff1d(ctx.item_ids, seen).tolist())
+    assert np.isfinite(rec.scores).all() and -1 not in rec.item_ids
+    _assert_same(rec, served.recommender, user, 5000)
+
+
+# -- bad requests ---------------------------------------------------------------------------
+
+
+def _bad(client: RecsysClient, inputs: dict[str, np.ndarray], version: str = "") -> InferenceError:
+    with pytest.raises(InferenceError) as info:
+        client.infer("recommend", inputs, ITEMS, model_version=version)
+    # the server keeps serving: the next good request succeeds
+    good = client.infer("recommend", recommend_inputs(2, 3), ITEMS)
+    assert good["item_ids"].shape == (1, 3)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("inputs", "needle"),
+    [
+        (recommend_inputs(2, 0), "k must be >= 1"),
+        (recommend_inputs(2, -7), "k must be >= 1"),
+        (recommend_inputs(2, 2**31 - 1), "exceeds max_k"),
+        ({"user_id": np.array([[2]]), "k": np.array([[5]], np.int64)}, "data-type"),
+        ({"user_id": np.array([[2.0]]), "k": np.array([[5]], np.int32)}, "data-type"),
+        ({"user_id": np.array([[2, 3]]), "k": np.array([[5]], np.int32)}, "shape"),
+        ({"user_id": np.array([[2], [3]]), "k": np.array([[5], [5]], np.int32)}, "one user"),
+        ({"user_id": np.zeros((0, 1), np.int64), "k": np.zeros((0, 1), np.int32)}, "byte size"),
+        ({"user_id": np.array([[2]])}, "k"),
+    ],
+    ids=["k0", "k-neg", "k-huge", "k-int64", "user-float", "shape", "two-users", "empty", "no-k"],
+)
+def test_bad_requests_get_a_clear_error(
+    served: Served, inputs: dict[str, np.ndarray], needle: str
+) -> None:
+    with RecsysClient(ClientConfig(url=served.url, max_retries=0)) as client:
+        error = _bad(client, inputs)
+    assert error.status is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert needle in error.message
+
+
+def test_unknown_version_and_out_of_vocabulary_ids(served: Served) -> None:
+    with RecsysClient(ClientConfig(url=served.url, max_retries=0)) as client:
+        error = _bad(client, recommend_inputs(2, 5), version="7")
+        assert error.status is grpc.StatusCode.NOT_FOUND and "version 7" in error.message
+        ids = np.full((1, 5, 50), -1, dtype=np.int64)
+        ids[0, 0, 0] = 10**6  # a user id row far outside the user_id table
+        with pytest.raises(InferenceError) as info:
+            client.infer("user_tower", {"ids": ids}, ["embeddings"])
+        assert info.value.status is grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(InferenceError) as info:
+            client.infer(
+                "retrieval",
+                {"query": np.zeros((1, 16), np.float32), "top_n": np.array([[0]], np.int32)},
+                ["item_ids"],
+            )
+        assert info.value.status is grpc.StatusCode.INVALID_ARGUMENT
+        assert "top_n" in info.value.message
+        assert client.infer("recommend", recommend_inputs(2, 3), ITEMS)["item_ids"].shape == (1, 3)
+
+
+# -- rolling in a new version (last: these replace the ranker) -----------------------------
+
+
+class RequestLoop(threading.Thread):
+    """Sends recommend requests back to back until stopped; records every outcome."""
+
+    def __init__(self, url: str, user: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.user = url, user
+        self.ok = 0
+        self.errors: list[str] = []
+        self.answers: list[tuple[float, tuple[int, ...]]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        with RecommendClient(ClientConfig(url=self.url, max_retries=0)) as client:
+            while not self._stop_event.is_set():
+                try:
+                    rec = client.recommend(self.user, 10)
+                except InferenceError as error:
+                    self.errors.append(str(error))
+                    continue
+                self.ok += 1
+                self.answers.append((time.monotonic(), tuple(rec.item_ids.tolist())))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
+def _negated_ranker(ranker: TrainedRanker) -> TrainedRanker:
+    """The same ranker with its logits negated (the last layer's weights times -1)."""
+    model = copy.deepcopy(ranker.model)
+    last = [m for m in model.dlrm.over_arch.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.neg_()
+        last.bias.neg_()
+    return TrainedRanker(model.eval(), ranker.scaler, ranker.data_config)
+
+
+@pytest.mark.slow
+def test_roll_in_a_new_ranker_version_while_serving(served: Served) -> None:
+    user = int(served.recommender.context.user_ids[11])
+    new = _negated_ranker(served.recommender.ranker)  # type: ignore[arg-type]
+    staging = served.workdir / "staging"
+    export_ranker(new.model, served.schema, staging, model_version=2, triton_layout=True)
+    offline_new = copy.copy(served.recommender)
+    offline_new.ranker = new
+    before, _ = _offline(served.recommender, user, 10)
+    after, _ = _offline(offline_new, user, 10)
+    assert not np.array_equal(before, after)
+
+    loop = RequestLoop(served.url, user)
+    loop.start()
+    time.sleep(1.0)
+    assert add_model_version(served.root, "ranker", staging / "ranker" / "2") == 2
+    ready = roll_in(served.server, "ranker")
+    switched = time.monotonic()
+    time.sleep(1.5)
+    loop.stop()
+
+    assert ready == [2]  # version 1 was unloaded once version 2 served
+    assert not loop.errors, loop.errors[:3]
+    assert loop.ok > 10
+    answers = {items for _, items in loop.answers}
+    assert answers <= {tuple(before), tuple(after)}
+    assert tuple(before) in {a for t, a in loop.answers if t < switched}
+    assert {a for t, a in loop.answers if t > switched + 0.5} == {tuple(after)}
+    with RecommendClient(served.url) as client:
+        _assert_same(client.recommend(user, 10), offline_new, user, 10)
+    # rolling back: remove the new folder and load again
+    shutil.rmtree(served.root / "ranker" / "2")
+    assert roll_in(served.server, "ranker") == [1]
+    with RecommendClient(served.url) as client:
+        _assert_same(client.recommend(user, 10), served.recommender, user, 10)
+
+
+@pytest.mark.slow
+def test_a_version_that_fails_to_load_is_reported_and_the_old_one_keeps_serving(
+    served: Served,
+) -> None:
+    broken = served.workdir / "broken.onnx"
+    broken.write_bytes(b"this is not an ONNX model")
+    version = add_model_version(served.root, "ranker", broken)
+    loop = RequestLoop(served.url, int(served.recommender.context.user_ids[3]))
+    loop.start()
+    try:
+        with pytest.raises(ModelLoadError) as info:
+            roll_in(served.server, "ranker")
+        assert f"version {version}" in info.value.message or "model.onnx" in info.value.message
+        time.sleep(0.5)
+    finally:
+        loop.stop()
+        shutil.rmtree(served.root / "ranker" / str(version))
+    assert not loop.errors, loop.errors[:3]
+    assert loop.ok > 0
+    assert served.server.is_model_ready("ranker", str(version - 1))

@@ -1,0 +1,443 @@
+"""Generating the Triton repository, and its numpy serving path, without a server.
+
+The repository is built from a two-stage recommender over the real MovieLens-100K
+data (Recommenders' 75/25 item-stratified split; user 1's training interactions are
+dropped, so user 1 is a *cold* user: known demographics, no history). The models are
+freshly initialized, not trained: layout, configs and the equality of the served
+computation with ``TwoStageRecommender.recommend`` do not depend on the weights (the
+Triton tests in ``test_recommend_e2e.py`` use trained ones).
+
+The served computation runs here in-process: ``RecommendEngine`` with the exported
+ONNX files in onnxruntime and the saved FAISS index, exactly the objects the
+``recommend``/``retrieval`` models load inside Triton.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from recsys.data.movielens import load_ml100k
+from recsys.data.splits import stratified_split
+from recsys.features.build import build_features
+from recsys.features.schema import FeatureSchema
+from recsys.features.store import ProcessedDataset
+from recsys.index import IndexConfig, ItemIndex
+from recsys.models.dlrm import RankerConfig
+from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+from recsys.recommend import aggregation as offline_agg
+from recsys.recommend.aggregation import AggregationConfig
+from recsys.recommend.ranker_data import (
+    DenseScaler,
+    RankerContext,
+    RankerDataConfig,
+    dense_matrix,
+)
+from recsys.recommend.two_stage import (
+    RetrievalVectors,
+    TrainedRanker,
+    TwoStageRecommender,
+    build_bag_ranker,
+)
+from recsys.serving import ranking
+from recsys.serving.engine import RecommendEngine, RecommendTables, RequestValueError
+from recsys.serving.faiss_search import MISSING_ID, FaissSearcher
+from recsys.serving.ranker_features import RankerFeatures, count_in_window
+from recsys.serving.repository import (
+    MODEL_NAMES,
+    TEMPLATES_DIR,
+    RepositoryConfig,
+    RepositoryInfo,
+    add_model_version,
+    build_repository,
+    describe,
+    model_versions,
+    tensor_block,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+COLD_USER = 1
+UNKNOWN_USER = 999_999
+N_CANDIDATES = 60
+AGG = AggregationConfig(
+    ranker_weight=1.0, retrieval_weight=0.5, freshness_weight=0.2, mmr_lambda=0.7
+)
+PURE_MODULES = ("python_backend", "engine", "ranking", "ranker_features", "faiss_search")
+
+
+@dataclass
+class Built:
+    recommender: TwoStageRecommender
+    dataset: ProcessedDataset
+    info: RepositoryInfo
+    engine: RecommendEngine
+
+
+def _engine(root: Path) -> RecommendEngine:
+    folder = root / "recommend" / "1"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    tower = ort.InferenceSession(str(root / "user_tower/1/model.onnx"), options)
+    ranker = ort.InferenceSession(str(root / "ranker/1/model.onnx"), options)
+    searcher = FaissSearcher.load(root / "retrieval" / "1")
+    return RecommendEngine(
+        RecommendTables.load(folder),
+        RankerFeatures.load(folder),
+        user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
+        retrieval=searcher.search,
+        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
+        max_k=5000,
+    )
+
+
+@pytest.fixture(scope="module")
+def built(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    torch.set_num_threads(1)
+    data = load_ml100k(ml100k_dir)
+    train, test = stratified_split(data.interactions, 0.75, "item", 42)
+    train = train[train["user_id"] != COLD_USER]
+    schema = FeatureSchema.from_yaml(REPO / "configs/schema/ml100k.yaml")
+    dataset = build_features(data, (train, test), schema)
+    assert dataset.vocabs is not None
+    tower_schema = schema.select([f.name for f in schema if f.name not in ("hour", "weekday")])
+    two_tower = TwoTower(
+        tower_schema,
+        dataset.vocabs.num_embeddings(),
+        TwoTowerConfig(
+            embedding_dim=8,
+            user_tower=TowerConfig((16, 8)),
+            item_tower=TowerConfig((16, 8)),
+            item_bias=True,  # queries get a constant 1 slot, item vectors the bias
+        ),
+    ).eval()
+    assert two_tower.item_tower.bias is not None
+    torch.nn.init.normal_(two_tower.item_tower.bias.weight)
+    from recsys.features.batching import encode_features
+    from recsys.features.schema import Role
+
+    keys = two_tower.feature_names
+    user_specs = [f for f in tower_schema.by_role(Role.USER) if f.name in keys]
+    item_specs = [f for f in tower_schema.by_role(Role.ITEM) if f.name in keys]
+    users = encode_features(dataset.users, user_specs, dataset.vocabs, key_order=keys,
+                            empty_features=[f.name for f in item_specs])  # fmt: skip
+    items = encode_features(dataset.items, item_specs, dataset.vocabs, key_order=keys,
+                            empty_features=[f.name for f in user_specs])  # fmt: skip
+    with torch.no_grad():
+        user_emb = two_tower.encode_users(users.batch(slice(None)).sparse)
+        item_emb, bias = two_tower.encode_items_with_bias(items.batch(slice(None)).sparse)
+        vectors = RetrievalVectors(
+            two_tower.query_vectors(user_emb).numpy(),
+            two_tower.item_vectors(item_emb, bias).numpy(),
+            item_emb.numpy(),
+        )
+    data_cfg = RankerDataConfig(num_candidates=N_CANDIDATES)
+    context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
+    model = build_bag_ranker(
+        RankerConfig(embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(8, 1)),
+        schema,
+        context.sparse_names,
+        context.num_embeddings,
+        len(context.dense_names),
+    ).eval()
+    rng = np.random.default_rng(0)
+    names = context.dense_names
+    scaler = DenseScaler(names, rng.normal(size=len(names)), rng.uniform(0.5, 2, len(names)))
+    recommender = TwoStageRecommender.build(
+        context,
+        vectors,
+        TrainedRanker(model, scaler, data_cfg),
+        AGG.with_updates(exclude_genres=("Documentary",)),
+        index_config=IndexConfig(kind="flat", device="cpu"),
+        items=dataset.items,
+        num_candidates=N_CANDIDATES,
+    )
+    root = tmp_path_factory.mktemp("serving-repo") / "repository"
+    info = build_repository(
+        recommender, two_tower, schema, dataset, root, RepositoryConfig(max_queue_delay_us=150)
+    )
+    return Built(recommender, dataset, info, _engine(root))
+
+
+# -- layout and configs ------------------------------------------------------------------
+
+
+def test_every_model_has_a_config_and_a_version_folder(built: Built) -> None:
+    root = built.info.root
+    assert sorted(p.name for p in root.iterdir()) == sorted(MODEL_NAMES)
+    for name in MODEL_NAMES:
+        text = (root / name / "config.pbtxt").read_text()
+        config = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+        assert f'name: "{name}"' in config
+        assert "dynamic_batching" in config and "max_queue_delay_microseconds: 150" in config
+        assert "instance_group" not in config  # GPU when present, CPU otherwise
+        assert "${" not in config  # every template field was filled
+        assert model_versions(root, name) == [1]
+    for name in ("user_tower", "ranker"):
+        assert 'platform: "onnxruntime_onnx"' in (root / name / "config.pbtxt").read_text()
+        assert (root / name / "1" / "model.onnx").is_file()
+    for name in ("retrieval", "recommend"):
+        assert 'backend: "python"' in (root / name / "config.pbtxt").read_text()
+        assert (root / name / "1" / "model.py").read_text() == (
+            TEMPLATES_DIR / name / "model.py"
+        ).read_text()
+    for f in ("index.faiss", "item_ids.npy", "config.json", "metadata.json"):
+        assert (root / "retrieval" / "1" / f).is_file()
+    summary = describe(root)
+    assert summary["recommend"]["num_candidates"] == N_CANDIDATES
+    assert summary["recommend"]["settings"]["mmr_lambda"] == pytest.approx(0.7)
+
+
+def test_onnx_configs_carry_the_manifest_shapes(built: Built) -> None:
+    manifest = built.info.manifest
+    user = manifest["user_tower"]
+    config = (built.info.root / "user_tower" / "config.pbtxt").read_text()
+    assert f"dims: [ {len(user.feature_order)}, {user.seq_len} ]" in config
+    ranker = manifest["ranker"]
+    config = (built.info.root / "ranker" / "config.pbtxt").read_text()
+    assert f"dims: [ {len(ranker.feature_order)}, {ranker.seq_len} ]" in config
+    # the [B] logits of the graph are [B, 1] to Triton
+    assert 'name: "logits" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] }' in config
+
+
+def test_tensor_block_refuses_a_missing_batch_axis() -> None:
+    from recsys.export.manifest import TensorSpec
+
+    with pytest.raises(ValueError, match="batch"):
+        tensor_block("input", [TensorSpec("x", "float32", (3, 4))])
+
+
+def test_a_second_build_into_the_same_folder_needs_overwrite(built: Built) -> None:
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build_repository(
+            built.recommender,
+            None,
+            None,
+            built.dataset,
+            built.info.root,  # type: ignore[arg-type]
+        )
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_repository(
+    built: Built, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing"):
+        build_repository(
+            built.recommender,
+            None,
+            None,
+            built.dataset,
+            tmp_path,
+            overwrite=True,  # type: ignore[arg-type]
+        )
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_add_model_version_copies_next_to_the_old_one(built: Built, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "ranker" / "1").mkdir(parents=True)
+    onnx_file = built.info.root / "ranker" / "1" / "model.onnx"
+    assert add_model_version(root, "ranker", onnx_file) == 2
+    assert (root / "ranker" / "2" / "model.onnx").read_bytes() == onnx_file.read_bytes()
+    assert add_model_version(root, "ranker", root / "ranker" / "2", version=7) == 7
+    assert model_versions(root, "ranker") == [1, 2, 7]
+    assert not list((root / "ranker").glob(".*partial"))
+    with pytest.raises(FileExistsError):
+        add_model_version(root, "ranker", onnx_file, version=2)
+
+
+# -- the served computation equals the offline recommender ------------------------------
+
+
+def _offline(recommender: TwoStageRecommender, user: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    out = recommender.recommend(np.array([user]), k)
+    return out.item_ids[0][out.valid[0]], out.scores[0][out.valid[0]]
+
+
+@pytest.mark.parametrize("k", [10, 100])
+def test_engine_equals_offline_recommend(built: Built, k: int) -> None:
+    users = [*built.recommender.context.user_ids[:25].tolist(), COLD_USER, UNKNOWN_USER, -4]
+    answers = built.engine.recommend(np.array(users), np.full(len(users), k))
+    for user, answer in zip(users, answers, strict=True):
+        items, scores = _offline(built.recommender, user, k)
+        np.testing.assert_array_equal(answer.item_ids, items, err_msg=f"user {user}")
+        np.testing.assert_allclose(answer.scores, scores, atol=1e-4, err_msg=f"user {user}")
+    fallbacks = [a.fallback for a in answers]
+    assert fallbacks[-2:] == [True, True] and not any(fallbacks[:-2])
+
+
+def test_cold_user_is_ranked_from_demographics_and_unknown_user_gets_popular(
+    built: Built,
+) -> None:
+    tables = built.engine.tables
+    cold_row = int(tables.user_rows(np.array([COLD_USER]))[0])
+    assert cold_row >= 0 and len(tables.seen(cold_row)) == 0
+    unknown = built.engine.recommend(np.array([UNKNOWN_USER]), np.array([10]))[0]
+    popular = tables.item_ids[tables.popular_order]
+    allowed = popular[~np.isin(popular, tables.item_ids[tables.blocked])]
+    np.testing.assert_array_equal(unknown.item_ids, allowed[:10])
+    assert np.all(np.diff(unknown.scores) <= 0)
+
+
+def test_k_beyond_the_catalogue_returns_every_unseen_allowed_item(built: Built) -> None:
+    tables = built.engine.tables
+    user = int(built.recommender.context.user_ids[3])
+    row = int(tables.user_rows(np.array([user]))[0])
+    answer = built.engine.recommend(np.array([user]), np.array([5000]))[0]
+    expected = np.setdiff1d(np.arange(tables.n_items), tables.excluded(row))
+    assert sorted(answer.item_ids.tolist()) == sorted(tables.item_ids[expected].tolist())
+    assert MISSING_ID not in answer.item_ids and -1 not in answer.item_ids
+    items, _ = _offline(built.recommender, user, 5000)
+    np.testing.assert_array_equal(answer.item_ids, items)
+
+
+def test_blocked_genre_never_appears(built: Built) -> None:
+    tables = built.engine.tables
+    assert len(tables.blocked) > 0
+    users = built.recommender.context.user_ids[:20]
+    for answer in built.engine.recommend(users, np.full(len(users), 300)):
+        assert not np.isin(answer.item_ids, tables.item_ids[tables.blocked]).any()
+
+
+@pytest.mark.parametrize("k", [0, -3, 5001])
+def test_engine_refuses_k_out_of_range(built: Built, k: int) -> None:
+    with pytest.raises(RequestValueError, match="k"):
+        built.engine.recommend(np.array([2]), np.array([k]))
+
+
+def test_ranker_features_equal_the_offline_context(built: Built) -> None:
+    ctx = built.recommender.context
+    features = built.engine.features
+    assert features is not None
+    rng = np.random.default_rng(1)
+    user = 5
+    items = rng.choice(ctx.n_items, 80, replace=False)
+    # include the item without a release date: its age is filled from the list
+    items[0] = int(np.flatnonzero(np.isnan(ctx.release_time))[0])
+    users = np.full(len(items), user)
+    score = rng.normal(size=len(items)).astype(np.float32)
+    rank = np.arange(len(items))
+    offline = built.recommender.ranker.scaler.transform(  # type: ignore[union-attr]
+        dense_matrix(ctx, users, items, score, rank)
+    )
+    served = features.dense(users, items, score, rank, np.zeros(len(items), np.int64), 1)
+    # affinities sum float32 weights in another order than the offline matmul: ~1e-7 relative
+    np.testing.assert_allclose(served, offline, rtol=1e-5, atol=1e-5)
+    kjt = ctx.sparse_batch(users, items)
+    ids = features.sparse(users, items)
+    for f, name in enumerate(ctx.sparse_names):
+        bags = kjt[name].to_padded_dense(desired_length=features.seq_len, padding_value=-1)
+        np.testing.assert_array_equal(ids[:, f, :], bags.numpy(), err_msg=name)
+
+
+def test_window_counter_matches_the_reference_count() -> None:
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 30, 2000)
+    times = rng.integers(8.7e8, 8.9e8, 2000).astype(np.float64)
+    order = np.lexsort((times, groups))
+    offsets = np.r_[0, np.cumsum(np.bincount(groups, minlength=30))]
+    times = times[order]
+    from recsys.serving.ranker_features import WindowCounter
+
+    q = rng.integers(0, 30, 500)
+    hi = rng.integers(8.6e8, 9.0e8, 500).astype(np.float64)
+    for days in (1, 7, 30, 365):
+        lo = hi - days * 86_400.0
+        expected = count_in_window(offsets, times, q, lo, hi)
+        got = WindowCounter(offsets, times, 365 * 86_400.0).count(q, lo, hi)
+        np.testing.assert_array_equal(got, expected)
+        runs = [times[offsets[g] : offsets[g + 1]] for g in q]
+        brute = [int(((r > a) & (r <= b)).sum()) for r, a, b in zip(runs, lo, hi, strict=True)]
+        np.testing.assert_array_equal(got, brute)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.6, 0.0])
+def test_ranking_equals_recommend_aggregation(lam: float) -> None:
+    rng = np.random.default_rng(3)
+    valid = rng.random((6, 40)) < 0.8
+    valid[2] = False  # a row without candidates
+    ranker, retrieval = rng.normal(size=(6, 40)), rng.normal(size=(6, 40))
+    age = np.where(rng.random((6, 40)) < 0.1, np.nan, rng.uniform(0, 40, (6, 40)))
+    cfg = AggregationConfig(
+        ranker_weight=1.0, retrieval_weight=0.3, freshness_weight=0.5, mmr_lambda=lam
+    )
+    settings = ranking.AggregationSettings.from_dict(cfg.__dict__)
+    rel = ranking.relevance(valid, settings, ranker, retrieval, age)
+    np.testing.assert_array_equal(rel, offline_agg.relevance(valid, cfg, ranker, retrieval, age))
+    vectors = rng.normal(size=(6, 40, 5))
+    np.testing.assert_array_equal(
+        ranking.mmr_rerank(rel, vectors, valid, 12, lam),
+        offline_agg.mmr_rerank(rel, vectors, valid, 12, lam),
+    )
+
+
+# -- FAISS search as the retrieval model runs it -----------------------------------------
+
+
+def test_faiss_searcher_never_returns_padding(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(300, 8)).astype(np.float32)
+    ids = np.arange(1000, 1300)
+    flat = ItemIndex(IndexConfig(kind="flat", device="cpu")).build(emb, ids)
+    flat.save(tmp_path / "flat")
+    searcher = FaissSearcher.load(tmp_path / "flat")
+    got_ids, got_scores, counts = searcher.search(emb[:3], np.array([5, 10, 400]))
+    expected = flat.search(emb[:3], 10)
+    np.testing.assert_array_equal(got_ids[:2, :5], expected.item_ids[:2, :5])
+    np.testing.assert_allclose(got_scores[1, :10], expected.scores[1], rtol=1e-6)
+    assert counts.tolist() == [5, 10, 300]
+    assert got_ids.shape == (3, 300) and got_ids[0, 5] == MISSING_ID
+    # IVF with one probed list: FAISS pads with -1, which must never become an item
+    ivf = ItemIndex(IndexConfig(kind="ivf_flat", nlist=16, nprobe=1, device="cpu"))
+    ivf.build(emb, ids).save(tmp_path / "ivf")
+    got_ids, got_scores, counts = FaissSearcher.load(tmp_path / "ivf").search(
+        emb[:4], np.array([200, 200, 200, 200])
+    )
+    assert (counts < 200).all()
+    for row, count in zip(got_ids, counts, strict=True):
+        assert np.isin(row[:count], ids).all() and (row[count:] == MISSING_ID).all()
+    assert np.isneginf(got_scores[got_ids == MISSING_ID]).all()
+
+
+# -- what runs inside Triton's python backend --------------------------------------------
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), feature_version=(3, 10))  # NVIDIA's container: 3.10
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_python_backend_code_imports_only_numpy_faiss_and_pure_modules() -> None:
+    allowed_recsys = {f"recsys.serving.{m}" for m in PURE_MODULES}
+    stdlib = {"__future__", "collections.abc", "ctypes", "dataclasses", "itertools", "json",
+              "os", "pathlib", "typing"}  # fmt: skip
+    files = [TEMPLATES_DIR / n / "model.py" for n in ("retrieval", "recommend")]
+    files += [REPO / "src/recsys/serving" / f"{m}.py" for m in PURE_MODULES]
+    for path in files:
+        extra = _imports(path) - stdlib - allowed_recsys
+        assert extra <= {"numpy", "faiss", "triton_python_backend_utils"}, (path, extra)
+
+
+def test_pure_modules_load_without_torch_or_tritonclient() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import recsys.serving.{m}\n" for m in PURE_MODULES)
+        + "heavy = [m for m in ('torch', 'tritonclient', 'grpc', 'pandas', 'tqdm') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
