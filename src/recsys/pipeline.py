@@ -335,6 +335,10 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         np.save(emb_dir / "query_vectors.npy", queries.numpy())  # inner product = score
         np.save(emb_dir / "item_vectors.npy", item_vectors.numpy())
         torch.save(trainer.model.state_dict(), emb_dir / "two_tower.pt")
+    if "two_stage" in stages:
+        if "retrieval" not in stages:
+            raise ValueError("stage 'two_stage' needs the 'retrieval' stage in the same run")
+        results.update(run_two_stage(cfg, prep, trainer, run_dir, tracker))
 
     if "index" in stages:
         if "retrieval" not in stages:
@@ -400,3 +404,151 @@ def _sparse_scores(items: np.ndarray, scores: np.ndarray, n_items: int) -> np.nd
     keep = items.ravel() >= 0
     out[rows[keep], items.ravel()[keep]] = scores.ravel()[keep]
     return out
+
+
+def run_two_stage(
+    cfg: dict[str, Any],
+    prep: Prepared,
+    retrieval_trainer: RetrievalTrainer,
+    run_dir: Path,
+    tracker: Tracker,
+) -> dict[str, tuple[EvalResult, float]]:
+    """Two-stage recommendation: FAISS retrieval, DLRM ranker, score aggregation.
+
+    The ranker never sees the test split: a two-tower trained on the selection
+    split's train part (as many epochs as the final one) retrieves candidates
+    for the selection users, whose held-out training interactions label them;
+    early stopping and weight tuning use a share of those users. At test time
+    the final two-tower's candidates are ranked with features of the main
+    training split. Config groups ``ranker`` and ``recommend`` (loaded from
+    ``configs/ranker/dlrm.yaml`` / ``configs/recommend/default.yaml`` when the
+    run's config lacks them).
+
+    Writes ``two_stage.json`` (ranker metrics, tuning, example counts) in
+    ``run_dir`` and the ranker (``ranker.pt``, ``ranker.json``) under
+    ``<artifacts>/ranker``; returns the evaluated variants.
+    """
+    from omegaconf import OmegaConf
+
+    from recsys.features.store import config_hash
+    from recsys.recommend.evaluate import run_two_stage_experiment
+    from recsys.recommend.two_stage import RetrievalVectors, TwoStageSettings
+
+    def group(name: str, default: str) -> dict[str, Any]:
+        if cfg.get(name) is not None:
+            return dict(cfg[name])
+        path = REPO_ROOT / "configs" / name / f"{default}.yaml"
+        log.info("config has no %r group: using %s", name, path)
+        loaded: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[assignment]
+        return loaded
+
+    def vectors(trainer: RetrievalTrainer) -> RetrievalVectors:
+        queries, items = trainer.retrieval_vectors()
+        return RetrievalVectors(queries.numpy(), items.numpy(), trainer.item_embeddings().numpy())
+
+    t0 = time.perf_counter()
+    seed = int(cfg["seed"])
+    recommend_raw = group("recommend", "default")
+    if recommend_raw.get("index") is None and cfg.get("index") is not None:
+        recommend_raw["index"] = dict(cfg["index"])  # the run's index group
+    ranker_raw = group("ranker", "dlrm")
+    settings = TwoStageSettings.from_config(ranker_raw, recommend_raw, seed, cfg.get("num_threads"))
+    # the selection two-tower: same settings and epochs as the final one; its
+    # vectors are cached (keyed by the configs that shape it) for ranker reruns
+    trainer_raw = {**dict(cfg["trainer"]), **dict(cfg.get("optimizer") or {})}
+    refit = bool(trainer_raw.pop("refit_full", True))
+    epochs = retrieval_trainer.config.epochs
+    no_key = {"checkpoint_dir", "resume", "progress", "num_threads"}  # do not shape the model
+    cache = repo_path(cfg["artifacts_dir"]) / "two_stage" / "selection_vectors.npz"
+    key = config_hash(
+        {
+            "model": cfg["model"],
+            "trainer": {k: v for k, v in trainer_raw.items() if k not in no_key},
+            "epochs": epochs,
+            "data": prep.selection.manifest.get("config_hash"),
+            "source": prep.selection.manifest.get("source_sha256"),
+        }
+    )
+    use_cache = bool(ranker_raw.get("cache_retrieval", True))
+    if not refit:
+        sel_vectors = vectors(retrieval_trainer)  # without a refit it is the selection model
+    elif use_cache and cache.is_file() and str(np.load(cache)["key"]) == key:
+        saved = np.load(cache)
+        sel_vectors = RetrievalVectors(saved["queries"], saved["items"], saved["embeddings"])
+        log.info("selection two-tower vectors reused from %s", cache)
+    else:
+        sel_model = build_two_tower(cfg, prep, prep.selection)
+        sel_data = RetrievalData.build(prep.selection, sel_model.schema, sel_model.feature_names)
+        sel_cfg = dataclass_from(
+            RetrievalTrainerConfig,
+            trainer_raw,
+            epochs=epochs,
+            checkpoint_dir=str(run_dir / "checkpoints" / "two_stage_selection"),
+            resume=False,
+        )
+        selector = RetrievalTrainer(
+            sel_model,
+            sel_data,
+            sel_cfg,
+            log_fn=lambda m, s: tracker.log(prefixed({**m, "epoch": s}, "two_stage/retrieval")),
+        )
+        selector.fit(None)
+        sel_vectors = vectors(selector)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            cache,
+            key=key,
+            epochs=epochs,
+            queries=sel_vectors.queries,
+            items=sel_vectors.items,
+            embeddings=sel_vectors.embeddings
+            if sel_vectors.embeddings is not None
+            else sel_vectors.items,
+        )
+    ckpt = run_dir / "checkpoints" / "ranker"
+    ckpt.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float], module: torch.nn.Module) -> None:
+        tracker.log(prefixed(metrics, "two_stage/ranker"))
+        torch.save({"epoch": epoch, "model": module.state_dict()}, ckpt / "last.pt")
+
+    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    before = time.perf_counter() - t0  # selection two-tower (or its cache)
+    out = run_two_stage_experiment(
+        prep.selection,
+        sel_vectors,
+        prep.main,
+        vectors(retrieval_trainer),
+        prep.schema,
+        settings,
+        eval_cfg,
+        on_epoch_end=on_epoch_end,
+    )
+    if out.recommender.ranker is not None:
+        out.recommender.ranker.save(repo_path(cfg["artifacts_dir"]) / "ranker")
+    report = {
+        "ranker": out.ranker_metrics,
+        "examples": out.examples,
+        "aggregation": dict(vars(out.aggregation)),
+        "tuning": out.tuning,
+        "setup_seconds": out.setup_seconds,
+        "stage_seconds": time.perf_counter() - t0,
+    }
+    (run_dir / "two_stage.json").write_text(
+        json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    tracker.summary(
+        {
+            f"two_stage/ranker/{part}/{k}": v
+            for part, d in out.ranker_metrics.items()
+            for k, v in d.items()
+        }
+    )
+    for part, d in out.ranker_metrics.items():
+        print(
+            f"ranker ({part}): AUC {d.get('auc', float('nan')):.4f}  GAUC "
+            f"{d.get('gauc', float('nan')):.4f}  logloss {d.get('logloss', float('nan')):.4f}  "
+            f"NE {d.get('ne', float('nan')):.4f}"
+        )
+    # each variant's seconds: everything it needs, the selection two-tower included
+    return {name: (r, secs + before) for name, (r, secs) in out.results.items()}

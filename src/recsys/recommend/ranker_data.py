@@ -1,0 +1,954 @@
+"""Training examples and features of the ranker in the two-stage recommender.
+
+The ranker re-scores the top-N candidates of the retrieval stage. Everything it
+sees about a (user, item) pair comes from one :class:`RankerContext`: the
+statistics of a *training* split only (the interactions a deployed system would
+have logged up to the request). The same code builds the features of training
+examples and of serving requests, so the two cannot drift apart.
+
+Request time. A held-out interaction's own timestamp is unknown when it has to
+be predicted, so no feature reads it: each user's *request time* is the time of
+their last training interaction (the end of the training log for a user without
+one). Window counts, item age and the context features (hour, weekday) are taken
+at that time, for training examples and test requests alike.
+
+Features (:func:`dense_feature_names`, in this order):
+
+* retrieval: the two-tower score (the inner product the index searches by:
+  temperature-scaled cosine, plus the item bias when the model has one)
+  standardized over the user's candidate list (two-tower models trained on
+  different data score on different scales; the within-list z-score transfers
+  from the model-selection run to the final one), ``log(1 + rank)`` in the
+  retrieval list, and optionally the raw score;
+* user activity: training interactions in the last ``d`` days before the
+  request time for each window ``d``, and in total (log scale);
+* item popularity: training interactions in total and in the last ``d`` days
+  before the user's request time (log scale), and the item's age in years at
+  the request time (from its release date, else its year);
+* item-item affinity to the user's history (``affinity`` in the config): the sum
+  of cosine co-occurrence similarities (``knn``) or of the closed-form
+  item-item regression weights of EASE (Steck, 2019; ``ease``) between the item
+  and the user's training items, raw and standardized over the candidate list.
+* sparse features: every sparse feature of the schema (user id, demographics,
+  hour, weekday, the user's recent items as a bag, item id, genres, year and
+  popularity buckets), encoded with the ranker's own vocabularies.
+
+Examples (:func:`build_ranker_examples`): for each user with held-out
+interactions, every retrieval candidate (or a sample of the non-positive ones:
+the *hard* negatives), the held-out items themselves (positives, also when the
+retrieval missed them), and *easy* negatives drawn uniformly from the rest of
+the catalogue (neither seen, held out nor retrieved). Labels are ``implicit``
+(any held-out interaction is positive) or ``rating`` (held-out ratings at or
+above a threshold are positive, the others negative).
+
+Example:
+    >>> ctx = RankerContext.from_processed(selection, schema, selection.vocabs,
+    ...                                    RankerDataConfig())  # doctest: +SKIP
+    >>> cands = retrieve_candidates(index, queries, np.arange(ctx.n_users), 200,
+    ...                             exclude=ctx.seen)  # doctest: +SKIP
+    >>> ex = build_ranker_examples(selection.test, ctx, cands, queries, item_vecs,
+    ...                            RankerDataConfig())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+from torchrec import KeyedJaggedTensor
+from torchrec.datasets.utils import Batch
+
+from recsys.data.frame import ITEM, RATING, TIMESTAMP, USER
+from recsys.eval.metrics import UserItemCSR
+from recsys.features.batching import EncodedFeatures, encode_features, kjt_from_parts
+from recsys.features.schema import FeatureSchema, FeatureSpec, Role
+from recsys.features.store import ProcessedDataset
+from recsys.features.vocab import VocabularySet
+from recsys.index import ItemIndex
+
+SECONDS_PER_DAY = 86_400.0
+SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
+AFFINITIES: tuple[str, ...] = ("knn", "ease")
+
+# example kinds
+CANDIDATE = 0
+MISSED_POSITIVE = 1
+EASY_NEGATIVE = 2
+IN_SAMPLE_POSITIVE = 3
+
+LabelMode = Literal["implicit", "rating"]
+
+
+@dataclass
+class RankerDataConfig:
+    """How ranker examples and features are made (config key ``ranker.data``).
+
+    Attributes:
+        num_candidates: retrieval candidates per user (N).
+        hard_negatives: non-positive candidates kept per user (-1: all of them,
+            which matches what the ranker scores at serving time).
+        easy_negatives_per_positive: catalogue negatives per positive, drawn
+            uniformly from items the user neither saw, holds out nor was offered.
+        include_missed_positives: keep held-out items the retrieval missed.
+        in_sample_per_user: also use up to this many of each user's *training*
+            interactions as positives (their features are computed with the
+            interaction itself in the statistics; 0 disables; see
+            ``docs/two_stage.md`` for what this does to accuracy).
+        label: ``implicit`` or ``rating`` (see the module docstring).
+        rating_threshold: ``rating`` labels: smallest positive rating.
+        raw_retrieval_score: also feed the unstandardized retrieval score. Off
+            by default: the model-selection two-tower and the final one score on
+            different scales (ML-100K: top-200 scores around 12.8 vs 9.8), so a
+            ranker trained on one misreads the other.
+        windows_days: windows of the activity and popularity counts.
+        affinity: item-item affinity features, a subset of ``("knn", "ease")``.
+        ease_lambda: L2 penalty of the EASE item-item regression.
+        max_affinity_items: catalogues larger than this refuse the affinity
+            features (their dense ``[n_items, n_items]`` matrices).
+        valid_user_fraction: share of users whose examples are held out for
+            early stopping and for tuning the score weights.
+        sparse_features: schema features fed to the ranker (None: every sparse one).
+        seed: seed of negative sampling and the user split.
+    """
+
+    num_candidates: int = 200
+    hard_negatives: int = -1
+    easy_negatives_per_positive: float = 1.0
+    include_missed_positives: bool = True
+    in_sample_per_user: int = 0
+    label: LabelMode = "implicit"
+    rating_threshold: float = 4.0
+    raw_retrieval_score: bool = False
+    windows_days: tuple[int, ...] = (1, 7, 30)
+    affinity: tuple[str, ...] = AFFINITIES
+    ease_lambda: float = 300.0
+    max_affinity_items: int = 20_000
+    valid_user_fraction: float = 0.2
+    sparse_features: tuple[str, ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.windows_days = tuple(int(d) for d in self.windows_days)
+        self.affinity = tuple(self.affinity)
+        if self.sparse_features is not None:
+            self.sparse_features = tuple(self.sparse_features)
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if self.hard_negatives < -1:
+            raise ValueError(f"hard_negatives must be -1 (all) or >= 0, got {self.hard_negatives}")
+        if self.in_sample_per_user < 0:
+            raise ValueError("in_sample_per_user must be >= 0")
+        if self.easy_negatives_per_positive < 0:
+            raise ValueError("easy_negatives_per_positive must be >= 0")
+        if self.label not in ("implicit", "rating"):
+            raise ValueError(f"label must be 'implicit' or 'rating', got {self.label!r}")
+        unknown = sorted(set(self.affinity) - set(AFFINITIES))
+        if unknown:
+            raise ValueError(f"unknown affinity features {unknown}; known: {list(AFFINITIES)}")
+        if any(d <= 0 for d in self.windows_days):
+            raise ValueError(f"windows_days must be positive, got {self.windows_days}")
+        if not 0.0 <= self.valid_user_fraction < 1.0:
+            raise ValueError(
+                f"valid_user_fraction must be in [0, 1), got {self.valid_user_fraction}"
+            )
+        if self.ease_lambda <= 0:
+            raise ValueError(f"ease_lambda must be positive, got {self.ease_lambda}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> RankerDataConfig:
+        """From a config mapping; unknown keys are an error."""
+        raw = dict(raw or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown ranker data keys {unknown}; known: {sorted(known)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["windows_days"] = list(self.windows_days)
+        out["affinity"] = list(self.affinity)
+        if self.sparse_features is not None:
+            out["sparse_features"] = list(self.sparse_features)
+        return out
+
+
+def dense_feature_names(config: RankerDataConfig) -> list[str]:
+    """The ranker's dense features, in column order."""
+    names = ["retrieval_score"] if config.raw_retrieval_score else []
+    names += ["retrieval_score_z", "retrieval_log_rank"]
+    names += [f"user_count_{d}d" for d in config.windows_days] + ["user_log_count"]
+    names += ["item_log_count"] + [f"item_count_{d}d" for d in config.windows_days]
+    names += ["item_age_years"]
+    for name in config.affinity:
+        names += [f"affinity_{name}", f"affinity_{name}_z"]
+    return names
+
+
+# -- train-split statistics --------------------------------------------------------
+
+
+def _seconds(ts: pd.Series) -> npt.NDArray[np.float64]:
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(
+        ts.dtype
+    ):
+        raise TypeError(f"column {TIMESTAMP!r} must be datetime64, got {ts.dtype}")
+    values = ts.dt.tz_localize("UTC") if getattr(ts.dt, "tz", None) is None else ts
+    ns = values.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return ns.astype(np.float64) / 1e9
+
+
+def _release_seconds(items: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Release time of each item: ``release_date``, else the middle of ``year``; NaN if neither."""
+    out = np.full(len(items), np.nan)
+    if "year" in items.columns:
+        years = pd.to_numeric(items["year"], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+        out = (years - 1970.0 + 0.5) * SECONDS_PER_YEAR
+    if "release_date" in items.columns:
+        dates = pd.to_datetime(items["release_date"], errors="coerce")
+        known = dates.notna().to_numpy()
+        if known.any():
+            out[known] = _seconds(dates[known])
+    return out
+
+
+def _sorted_groups(
+    groups: npt.NDArray[np.int64], times: npt.NDArray[np.float64], n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """``(offsets [n+1], times sorted by (group, time))``."""
+    order = np.lexsort((times, groups))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(groups, minlength=n), out=offsets[1:])
+    return offsets, times[order]
+
+
+def _count_in_window(
+    offsets: npt.NDArray[np.int64],
+    times: npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    lo: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int64]:
+    """Events of each ``groups[j]`` with time in ``(lo[j], hi[j]]`` (vectorized)."""
+    # Offsetting each group's times by a per-group constant makes one global
+    # searchsorted answer every query; the constant exceeds any time span.
+    span = (float(times.max() - times.min()) if times.size else 0.0) + 1.0
+    span = max(span, float(np.max(hi - lo, initial=0.0)) + 1.0) * 4.0
+    base = times.min() if times.size else 0.0
+    n_groups = len(offsets) - 1
+    group_of_event = np.repeat(np.arange(n_groups), np.diff(offsets))
+    keys = (times - base) + group_of_event * span
+    q_hi = (np.minimum(hi, base + span / 2) - base) + groups * span
+    q_lo = (np.maximum(lo, base - span / 4) - base) + groups * span
+    return (np.searchsorted(keys, q_hi, "right") - np.searchsorted(keys, q_lo, "right")).astype(
+        np.int64
+    )
+
+
+def cosine_item_similarity(seen: UserItemCSR, chunk: int = 2048) -> npt.NDArray[np.float32]:
+    """Cosine similarity of items' binary user vectors, zero diagonal ``[I, I]``."""
+    co = _cooccurrence(seen, chunk)
+    norms = np.sqrt(np.diag(co)).astype(np.float32) + 1e-9
+    sim = co / norms[:, None] / norms[None, :]
+    np.fill_diagonal(sim, 0.0)
+    return sim.astype(np.float32)
+
+
+def ease_item_weights(seen: UserItemCSR, lam: float, chunk: int = 2048) -> npt.NDArray[np.float32]:
+    """EASE item-item weights: ``B = argmin ||X - XB||^2 + lam ||B||^2, diag(B) = 0``.
+
+    Closed form (Steck, 2019): ``P = (X^T X + lam I)^-1``, ``B_ij = -P_ij / P_jj``.
+    """
+    gram = _cooccurrence(seen, chunk).astype(np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    inv = np.linalg.inv(gram)
+    weights = -inv / np.diag(inv)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
+def _cooccurrence(seen: UserItemCSR, chunk: int) -> npt.NDArray[np.float32]:
+    n_items = seen.n_items
+    co = np.zeros((n_items, n_items), dtype=np.float32)
+    for lo in range(0, seen.n_users, chunk):
+        block = _dense_rows(seen, np.arange(lo, min(lo + chunk, seen.n_users)))
+        co += block.T @ block
+    return co
+
+
+def _dense_rows(seen: UserItemCSR, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    out = np.zeros((len(users), seen.n_items), dtype=np.float32)
+    row, col = seen.gather(users)
+    keep = col >= 0
+    out[row[keep], col[keep]] = 1.0
+    return out
+
+
+@dataclass
+class RankerContext:
+    """What the ranker may know about users and items: one training split.
+
+    Build it with :meth:`from_processed`. Index space: user ``u`` is row ``u`` of
+    ``dataset.users``, item ``i`` row ``i`` of ``dataset.items``.
+
+    Attributes:
+        user_ids: original id per user index.
+        item_ids: original id per item index.
+        seen: each user's training items.
+        request_time: seconds since the epoch per user (last training interaction).
+        user_offsets: per-user runs of ``user_times``.
+        user_times: training interaction times sorted by (user, time).
+        item_offsets: per-item runs of ``item_times``.
+        item_times: training interaction times sorted by (item, time).
+        item_count: training interactions per item.
+        release_time: release time per item in seconds (NaN unknown).
+        item_item: per affinity feature its ``[I, I]`` matrix.
+        users_encoded: sparse user-side features of every user.
+        items_encoded: sparse item-side features of every item.
+        sparse_names: the ranker's sparse features, KJT key order.
+        user_keys: the user-side ones among them.
+        num_embeddings: table rows per sparse feature (the vocabularies').
+        config: the data config.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seen: UserItemCSR
+    request_time: npt.NDArray[np.float64]
+    user_offsets: npt.NDArray[np.int64]
+    user_times: npt.NDArray[np.float64]
+    item_offsets: npt.NDArray[np.int64]
+    item_times: npt.NDArray[np.float64]
+    item_count: npt.NDArray[np.float64]
+    release_time: npt.NDArray[np.float64]
+    item_item: dict[str, npt.NDArray[np.float32]]
+    users_encoded: EncodedFeatures
+    items_encoded: EncodedFeatures
+    sparse_names: list[str]
+    user_keys: list[str]
+    num_embeddings: dict[str, int]
+    config: RankerDataConfig = field(default_factory=RankerDataConfig)
+
+    @classmethod
+    def from_processed(
+        cls,
+        dataset: ProcessedDataset,
+        schema: FeatureSchema,
+        vocabs: VocabularySet,
+        config: RankerDataConfig,
+    ) -> RankerContext:
+        """Statistics of ``dataset.train`` (its test and valid rows are never read).
+
+        Args:
+            dataset: a processed split.
+            schema: the feature schema (sparse features and their sources).
+            vocabs: the ranker's vocabularies (those of the data it is trained
+                on: the ids must mean the same rows at training and serving time).
+            config: feature settings.
+
+        Returns:
+            The context.
+        """
+        train = dataset.train
+        users, items = dataset.users, dataset.items
+        user_index = pd.Index(users[USER].to_numpy())
+        item_index = pd.Index(items[ITEM].to_numpy())
+        u = user_index.get_indexer(train[USER].to_numpy())
+        i = item_index.get_indexer(train[ITEM].to_numpy())
+        if (u < 0).any() or (i < 0).any():
+            raise ValueError(
+                f"{int((u < 0).sum())} training rows name unknown users and "
+                f"{int((i < 0).sum())} unknown items (the tables must cover train)"
+            )
+        n_users, n_items = len(user_index), len(item_index)
+        t = _seconds(train[TIMESTAMP])
+        end = float(t.max()) if t.size else 0.0
+        request = np.full(n_users, end)
+        if t.size:
+            last = pd.Series(t).groupby(u).max()
+            request[last.index.to_numpy()] = last.to_numpy()
+        u_off, u_times = _sorted_groups(u.astype(np.int64), t, n_users)
+        i_off, i_times = _sorted_groups(i.astype(np.int64), t, n_items)
+        seen = UserItemCSR.from_pairs(u, i, n_users=n_users, n_items=n_items)
+
+        item_item: dict[str, npt.NDArray[np.float32]] = {}
+        if config.affinity and n_items > config.max_affinity_items:
+            raise ValueError(
+                f"affinity features need dense [{n_items}, {n_items}] matrices; the catalogue "
+                f"exceeds max_affinity_items={config.max_affinity_items} (set affinity: [])"
+            )
+        if "knn" in config.affinity:
+            item_item["knn"] = cosine_item_similarity(seen)
+        if "ease" in config.affinity:
+            item_item["ease"] = ease_item_weights(seen, config.ease_lambda)
+
+        specs = ranker_sparse_specs(schema, config)
+        names = [f.name for f in specs]
+        user_specs = [f for f in specs if f.role in (Role.USER, Role.CONTEXT)]
+        item_specs = [f for f in specs if f.role is Role.ITEM]
+        user_keys = [f.name for f in user_specs]
+        item_keys = [f.name for f in item_specs]
+        users_encoded = encode_features(
+            users, user_specs, vocabs, empty_features=item_keys, key_order=names
+        )
+        items_encoded = encode_features(
+            items, item_specs, vocabs, empty_features=user_keys, key_order=names
+        )
+        sizes = vocabs.num_embeddings()
+        return cls(
+            user_ids=user_index.to_numpy(),
+            item_ids=item_index.to_numpy(),
+            seen=seen,
+            request_time=request,
+            user_offsets=u_off,
+            user_times=u_times,
+            item_offsets=i_off,
+            item_times=i_times,
+            item_count=np.bincount(i, minlength=n_items).astype(np.float64),
+            release_time=_release_seconds(items),
+            item_item=item_item,
+            users_encoded=users_encoded,
+            items_encoded=items_encoded,
+            sparse_names=names,
+            user_keys=user_keys,
+            num_embeddings={name: int(sizes[name]) for name in names},
+            config=config,
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def dense_names(self) -> list[str]:
+        return dense_feature_names(self.config)
+
+    def item_age_years(
+        self, items: npt.NDArray[np.int64], users: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """Years between each item's release and the user's request time (NaN unknown)."""
+        return (self.request_time[users] - self.release_time[items]) / SECONDS_PER_YEAR
+
+    def affinity(
+        self, name: str, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """Sum over the user's training items ``j`` of ``item_item[name][j, item]``."""
+        matrix = self.item_item[name]
+        out = np.zeros(len(users), dtype=np.float32)
+        if len(users) == 0:
+            return out
+        uniq, inverse = np.unique(users, return_inverse=True)
+        chunk = 256
+        for lo in range(0, len(uniq), chunk):
+            block = uniq[lo : lo + chunk]
+            scores = _dense_rows(self.seen, block) @ matrix  # [b, I]
+            mine = (inverse >= lo) & (inverse < lo + len(block))
+            out[mine] = scores[inverse[mine] - lo, items[mine]]
+        return out
+
+    def raw_features(
+        self,
+        users: npt.NDArray[np.int64],
+        items: npt.NDArray[np.int64],
+        retrieval_score: npt.NDArray[np.float32],
+        retrieval_rank: npt.NDArray[np.int64],
+    ) -> dict[str, npt.NDArray[np.float64]]:
+        """Every dense feature except the within-list z-scores, by name."""
+        cfg = self.config
+        req = self.request_time[users]
+        out: dict[str, npt.NDArray[np.float64]] = {
+            "retrieval_score": retrieval_score.astype(np.float64),
+            "retrieval_log_rank": np.log1p(retrieval_rank.astype(np.float64)),
+        }
+        u_count = np.diff(self.user_offsets).astype(np.float64)
+        for d in cfg.windows_days:
+            n = _count_in_window(
+                self.user_offsets, self.user_times, users, req - d * SECONDS_PER_DAY, req
+            )
+            out[f"user_count_{d}d"] = np.log1p(n)
+        out["user_log_count"] = np.log1p(u_count[users])
+        out["item_log_count"] = np.log1p(self.item_count[items])
+        for d in cfg.windows_days:
+            n = _count_in_window(
+                self.item_offsets, self.item_times, items, req - d * SECONDS_PER_DAY, req
+            )
+            out[f"item_count_{d}d"] = np.log1p(n)
+        age = self.item_age_years(items, users)
+        known = np.isfinite(age)
+        # unknown release: the median age of the catalogue at that time (a neutral value)
+        fill = float(np.median(age[known])) if known.any() else 0.0
+        out["item_age_years"] = np.where(known, age, fill)
+        for name in cfg.affinity:
+            out[f"affinity_{name}"] = self.affinity(name, users, items).astype(np.float64)
+        return out
+
+    def sparse_batch(
+        self, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
+    ) -> KeyedJaggedTensor:
+        """The KJT of the ranker's sparse features for (user, item) pairs."""
+        parts = []
+        for key in self.sparse_names:
+            table = self.users_encoded if key in self.user_keys else self.items_encoded
+            rows = users if key in self.user_keys else items
+            parts.append(table.sparse[key].rows(rows))
+        return kjt_from_parts(self.sparse_names, parts, len(users))
+
+
+def ranker_sparse_specs(schema: FeatureSchema, config: RankerDataConfig) -> list[FeatureSpec]:
+    """The sparse schema features the ranker uses, in schema order."""
+    sparse = schema.sparse()
+    if config.sparse_features is None:
+        return sparse
+    unknown = sorted(set(config.sparse_features) - {f.name for f in sparse})
+    if unknown:
+        raise ValueError(f"sparse_features names {unknown}, not sparse features of the schema")
+    return [f for f in sparse if f.name in config.sparse_features]
+
+
+# -- candidates --------------------------------------------------------------------
+
+
+@dataclass
+class Candidates:
+    """Top-N retrieval results per user, in the context's index space.
+
+    Attributes:
+        users: ``[U]`` user indices.
+        items: ``[U, N]`` item indices, best first; ``-1`` pads short rows.
+        scores: ``[U, N]`` retrieval scores; ``-inf`` in padding.
+    """
+
+    users: npt.NDArray[np.int64]
+    items: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+
+    @property
+    def valid(self) -> npt.NDArray[np.bool_]:
+        return self.items >= 0
+
+    def pairs(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]
+    ]:
+        """Flat ``(users, items, scores, ranks)`` of the valid slots."""
+        valid = self.valid
+        rows, ranks = np.nonzero(valid)
+        return self.users[rows], self.items[valid], self.scores[valid], ranks.astype(np.int64)
+
+
+def retrieve_candidates(
+    index: ItemIndex,
+    query_vectors: npt.NDArray[np.float32],
+    users: npt.NDArray[np.int64],
+    n: int,
+    exclude: UserItemCSR | None = None,
+    blocked: npt.NDArray[np.int64] | None = None,
+) -> Candidates:
+    """Top-``n`` items per user from an :class:`ItemIndex` built over item indices.
+
+    Args:
+        index: built with ``item_ids = arange(n_items)`` (ids are item indices).
+        query_vectors: ``[n_users, D]`` query vectors by user index.
+        users: which users.
+        n: candidates per user (clamped to the catalogue by the index).
+        exclude: per-user items never returned (seen items).
+        blocked: items never returned to anyone (business filters).
+
+    Returns:
+        :class:`Candidates` of shape ``[len(users), min(n, n_items)]``; FAISS's
+        padding becomes ``-1`` with score ``-inf``, never an item.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    extra = np.asarray(blocked if blocked is not None else [], dtype=np.int64)
+    excl: list[npt.NDArray[np.int64] | None] | None = None
+    if exclude is not None or extra.size:
+        excl = []
+        for j in range(len(users)):
+            own = (
+                exclude.indices[exclude.indptr[users[j]] : exclude.indptr[users[j] + 1]]
+                if exclude is not None
+                else np.empty(0, dtype=np.int64)
+            )
+            own = own[own >= 0]
+            excl.append(np.concatenate([own, extra]) if extra.size else own)
+    result = index.search(query_vectors[users], n, exclude=excl)
+    items = np.where(result.valid, result.item_ids, -1).astype(np.int64)
+    scores = np.where(result.valid, result.scores, -np.inf).astype(np.float32)
+    return Candidates(users=users, items=items, scores=scores)
+
+
+# -- examples ----------------------------------------------------------------------
+
+
+@dataclass
+class RankerExamples:
+    """Labelled (user, item) pairs with their retrieval score and rank.
+
+    Attributes:
+        users: user index per example.
+        items: item index per example.
+        labels: 0/1 float32.
+        retrieval_score: the retrieval model's score.
+        retrieval_rank: 0-based rank in the user's candidate list (N when the
+            item was not retrieved).
+        kind: :data:`CANDIDATE`, :data:`MISSED_POSITIVE`, :data:`EASY_NEGATIVE` or
+            :data:`IN_SAMPLE_POSITIVE`.
+    """
+
+    users: npt.NDArray[np.int64]
+    items: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.float32]
+    retrieval_score: npt.NDArray[np.float32]
+    retrieval_rank: npt.NDArray[np.int64]
+    kind: npt.NDArray[np.int8]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.int64]) -> RankerExamples:
+        return RankerExamples(
+            users=self.users[mask],
+            items=self.items[mask],
+            labels=self.labels[mask],
+            retrieval_score=self.retrieval_score[mask],
+            retrieval_rank=self.retrieval_rank[mask],
+            kind=self.kind[mask],
+        )
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "rows": float(len(self)),
+            "users": float(len(np.unique(self.users))),
+            "positives": float(self.labels.sum()),
+            "candidates": float((self.kind == CANDIDATE).sum()),
+            "missed_positives": float((self.kind == MISSED_POSITIVE).sum()),
+            "easy_negatives": float((self.kind == EASY_NEGATIVE).sum()),
+            "in_sample_positives": float((self.kind == IN_SAMPLE_POSITIVE).sum()),
+        }
+
+
+def held_out_pairs(
+    held_out: pd.DataFrame, context: RankerContext, config: RankerDataConfig
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Held-out interactions as ``(users, items, labels)`` in the context's index space.
+
+    Rows of users or items outside the context are dropped (the ranker cannot
+    score them); duplicates keep their last rating.
+    """
+    u = pd.Index(context.user_ids).get_indexer(held_out[USER].to_numpy())
+    i = pd.Index(context.item_ids).get_indexer(held_out[ITEM].to_numpy())
+    keep = (u >= 0) & (i >= 0)
+    if config.label == "rating":
+        if RATING not in held_out.columns:
+            raise ValueError("label='rating' needs a rating column in the held-out rows")
+        ratings = held_out[RATING].to_numpy(dtype=np.float64)
+        labels = (ratings >= config.rating_threshold).astype(np.float32)
+    else:
+        labels = np.ones(len(held_out), dtype=np.float32)
+    frame = pd.DataFrame({"u": u[keep], "i": i[keep], "y": labels[keep]})
+    frame = frame.drop_duplicates(["u", "i"], keep="last")
+    return (
+        frame["u"].to_numpy(np.int64),
+        frame["i"].to_numpy(np.int64),
+        frame["y"].to_numpy(np.float32),
+    )
+
+
+def build_ranker_examples(
+    held_out: pd.DataFrame,
+    context: RankerContext,
+    candidates: Candidates,
+    query_vectors: npt.NDArray[np.float32],
+    item_vectors: npt.NDArray[np.float32],
+    config: RankerDataConfig,
+) -> RankerExamples:
+    """Ranker examples of the users with held-out interactions.
+
+    Args:
+        held_out: the interactions to predict (never used for features).
+        context: training-split statistics (its ``seen`` items are never labels).
+        candidates: the retrieval's top-N of (at least) the held-out users.
+        query_vectors: ``[n_users, D]`` retrieval query vectors, to score the
+            held-out items the retrieval missed, the easy negatives and the
+            in-sample positives (score = inner product, as in the index).
+        item_vectors: ``[n_items, D]`` retrieval item vectors.
+        config: negatives, labels.
+
+    Returns:
+        The examples; a negative is never a held-out or training item of its user.
+    """
+    rng = np.random.default_rng(config.seed)
+    n_items = context.n_items
+    hu, hi, hy = held_out_pairs(held_out, context, config)
+    seen_keys = context.seen.keys()
+    held_key = hu * n_items + hi
+    if np.isin(held_key, seen_keys).any():
+        raise ValueError(
+            f"{int(np.isin(held_key, seen_keys).sum())} held-out pairs are also training "
+            "interactions of the context: the ranker would learn from its own features"
+        )
+    label_of = pd.Series(hy, index=held_key)
+    wanted = np.isin(candidates.users, np.unique(hu))
+    cu, ci, cs, cr = Candidates(
+        candidates.users[wanted], candidates.items[wanted], candidates.scores[wanted]
+    ).pairs()
+    c_key = cu * n_items + ci
+    c_label = label_of.reindex(c_key).fillna(0.0).to_numpy(np.float32)
+    # a held-out item with a negative (low-rating) label is an explicit negative, kept
+    is_held = np.isin(c_key, held_key)
+    keep = np.ones(len(cu), dtype=bool)
+    if config.hard_negatives >= 0:
+        keep = is_held.copy()
+        order = rng.permutation(len(cu))
+        ranked = order[np.argsort(cu[order], kind="stable")]
+        pool = ranked[~is_held[ranked]]
+        pool_users = cu[pool]
+        starts = np.searchsorted(pool_users, pool_users, "left")
+        within = np.arange(len(pool)) - starts
+        keep[pool[within < config.hard_negatives]] = True
+    parts = [
+        (cu[keep], ci[keep], c_label[keep], cs[keep], cr[keep], CANDIDATE),
+    ]
+
+    missed = ~np.isin(held_key, c_key)
+    if config.include_missed_positives and missed.any():
+        mu, mi = hu[missed], hi[missed]
+        score = np.einsum("ij,ij->i", query_vectors[mu], item_vectors[mi]).astype(np.float32)
+        rank = np.full(len(mu), candidates.items.shape[1], dtype=np.int64)
+        parts.append((mu, mi, hy[missed], score, rank, MISSED_POSITIVE))
+
+    if config.in_sample_per_user > 0:
+        users = np.unique(hu)
+        row, item = context.seen.gather(users)
+        owner = users[row]
+        order = rng.permutation(len(owner))
+        order = order[np.argsort(owner[order], kind="stable")]
+        starts = np.searchsorted(owner[order], owner[order], "left")
+        pick = order[(np.arange(len(order)) - starts) < config.in_sample_per_user]
+        iu, ii = owner[pick], item[pick]
+        score = np.einsum("ij,ij->i", query_vectors[iu], item_vectors[ii]).astype(np.float32)
+        rank = np.full(len(iu), candidates.items.shape[1], dtype=np.int64)
+        parts.append((iu, ii, np.ones(len(iu), np.float32), score, rank, IN_SAMPLE_POSITIVE))
+
+    n_pos = np.bincount(hu[hy > 0], minlength=context.n_users)
+    n_easy = np.floor(n_pos * config.easy_negatives_per_positive + rng.random(len(n_pos)))
+    n_easy = n_easy.astype(np.int64)
+    if n_easy.sum() > 0:
+        eu = np.repeat(np.arange(context.n_users, dtype=np.int64), n_easy)
+        # oversample, then drop forbidden draws (seen, held out, retrieved)
+        draw_u = np.repeat(eu, 3)
+        draw_i = rng.integers(0, n_items, len(draw_u))
+        key = draw_u * n_items + draw_i
+        forbidden = np.isin(key, seen_keys) | np.isin(key, held_key) | np.isin(key, c_key)
+        draw_u, draw_i = draw_u[~forbidden], draw_i[~forbidden]
+        _, first = np.unique(draw_u * n_items + draw_i, return_index=True)
+        first = np.sort(first)
+        draw_u, draw_i = draw_u[first], draw_i[first]
+        starts = np.searchsorted(draw_u, draw_u, "left")
+        take = (np.arange(len(draw_u)) - starts) < n_easy[draw_u]
+        eu, ei = draw_u[take], draw_i[take]
+        score = np.einsum("ij,ij->i", query_vectors[eu], item_vectors[ei]).astype(np.float32)
+        rank = np.full(len(eu), candidates.items.shape[1], dtype=np.int64)
+        parts.append((eu, ei, np.zeros(len(eu), np.float32), score, rank, EASY_NEGATIVE))
+
+    return RankerExamples(
+        users=np.concatenate([p[0] for p in parts]).astype(np.int64),
+        items=np.concatenate([p[1] for p in parts]).astype(np.int64),
+        labels=np.concatenate([p[2] for p in parts]).astype(np.float32),
+        retrieval_score=np.concatenate([p[3] for p in parts]).astype(np.float32),
+        retrieval_rank=np.concatenate([p[4] for p in parts]).astype(np.int64),
+        kind=np.concatenate([np.full(len(p[0]), p[5], dtype=np.int8) for p in parts]),
+    )
+
+
+def split_users(
+    users: npt.NDArray[np.int64], fraction: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(train_users, valid_users)``: a seeded random share ``fraction`` of the distinct users."""
+    uniq = np.unique(users)
+    rng = np.random.default_rng(seed)
+    valid = rng.random(len(uniq)) < fraction
+    return uniq[~valid], uniq[valid]
+
+
+# -- dense features ----------------------------------------------------------------
+
+
+@dataclass
+class ListStats:
+    """Per-user mean and standard deviation of features over the candidate list.
+
+    Attributes:
+        mean: feature name -> ``[n_users]`` mean (0 where a user has no list).
+        std: feature name -> ``[n_users]`` standard deviation (1 where undefined).
+    """
+
+    mean: dict[str, npt.NDArray[np.float64]]
+    std: dict[str, npt.NDArray[np.float64]]
+
+    @classmethod
+    def from_rows(
+        cls, users: npt.NDArray[np.int64], values: dict[str, npt.NDArray[np.float64]], n_users: int
+    ) -> ListStats:
+        count = np.bincount(users, minlength=n_users).astype(np.float64)
+        safe = np.maximum(count, 1.0)
+        mean, std = {}, {}
+        for name, v in values.items():
+            m = np.bincount(users, weights=v, minlength=n_users) / safe
+            var = np.bincount(users, weights=(v - m[users]) ** 2, minlength=n_users) / safe
+            s = np.sqrt(var)
+            mean[name] = m
+            std[name] = np.where(s > 1e-9, s, 1.0)
+        return cls(mean, std)
+
+
+_Z_SOURCES: tuple[str, ...] = ("retrieval_score", *(f"affinity_{a}" for a in AFFINITIES))
+
+
+def dense_matrix(
+    context: RankerContext,
+    users: npt.NDArray[np.int64],
+    items: npt.NDArray[np.int64],
+    retrieval_score: npt.NDArray[np.float32],
+    retrieval_rank: npt.NDArray[np.int64],
+    list_mask: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.float32]:
+    """The dense features ``[n, F]`` (unscaled) in :func:`dense_feature_names` order.
+
+    Args:
+        context: train-split statistics.
+        users: user index per row.
+        items: item index per row.
+        retrieval_score: retrieval score per row.
+        retrieval_rank: 0-based retrieval rank per row.
+        list_mask: rows that make up the users' candidate lists, over which the
+            z-scores are computed (default: all rows).
+
+    Returns:
+        float32 features.
+    """
+    raw = context.raw_features(users, items, retrieval_score, retrieval_rank)
+    mask = np.ones(len(users), dtype=bool) if list_mask is None else list_mask
+    sources = {k: raw[k][mask] for k in _Z_SOURCES if k in raw}
+    stats = ListStats.from_rows(users[mask], sources, context.n_users)
+    for name in sources:
+        raw[f"{name}_z"] = (raw[name] - stats.mean[name][users]) / stats.std[name][users]
+    names = context.dense_names
+    return np.stack([raw[n] for n in names], axis=1).astype(np.float32)
+
+
+@dataclass
+class DenseScaler:
+    """Standardizes dense features with statistics of the training examples only.
+
+    Attributes:
+        names: feature names (column order).
+        mean: per-column mean.
+        std: per-column standard deviation (1 for constant columns).
+    """
+
+    names: list[str]
+    mean: npt.NDArray[np.float64]
+    std: npt.NDArray[np.float64]
+
+    @classmethod
+    def fit(cls, x: npt.NDArray[np.float32], names: Sequence[str]) -> DenseScaler:
+        if x.ndim != 2 or x.shape[1] != len(names) or x.shape[0] == 0:
+            raise ValueError(f"need a non-empty [n, {len(names)}] matrix, got {x.shape}")
+        mean = x.mean(axis=0, dtype=np.float64)
+        std = x.std(axis=0, dtype=np.float64)
+        return cls(list(names), mean, np.where(std > 1e-9, std, 1.0))
+
+    def transform(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if x.ndim != 2 or x.shape[1] != len(self.names):
+            raise ValueError(f"expected [n, {len(self.names)}] features, got {x.shape}")
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DenseScaler:
+        return cls(list(raw["names"]), np.asarray(raw["mean"]), np.asarray(raw["std"]))
+
+
+# -- batches -----------------------------------------------------------------------
+
+
+class RankerBatches:
+    """Re-iterable :class:`~torchrec.datasets.utils.Batch` es of ranker examples.
+
+    Args:
+        context: supplies the sparse features.
+        users: user index per row.
+        items: item index per row.
+        dense: scaled dense features ``[n, F]``.
+        labels: ``[n]`` 0/1 (zeros when scoring unlabelled pairs).
+        batch_size: rows per batch.
+        shuffle: new seeded order on every pass.
+        seed: shuffling seed.
+
+    Example:
+        >>> batches = RankerBatches(ctx, ex.users, ex.items, x, ex.labels, 1024)  # doctest: +SKIP
+        >>> next(iter(batches)).dense_features.shape  # doctest: +SKIP
+        torch.Size([1024, 16])
+    """
+
+    def __init__(
+        self,
+        context: RankerContext,
+        users: npt.NDArray[np.int64],
+        items: npt.NDArray[np.int64],
+        dense: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.float32] | None,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        n = len(users)
+        if len(items) != n or dense.shape[0] != n or (labels is not None and len(labels) != n):
+            raise ValueError("users, items, dense and labels must have the same rows")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.context = context
+        self.users = users
+        self.items = items
+        self.dense = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
+        self.labels = torch.from_numpy(
+            np.ascontiguousarray(labels if labels is not None else np.zeros(n), dtype=np.float32)
+        )
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self._passes = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.users)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self._passes]).permutation(n)
+        else:
+            order = np.arange(n)
+        self._passes += 1
+        for lo in range(0, n, self.batch_size):
+            rows = order[lo : lo + self.batch_size]
+            t_rows = torch.from_numpy(rows)
+            yield Batch(
+                dense_features=self.dense[t_rows],
+                sparse_features=self.context.sparse_batch(self.users[rows], self.items[rows]),
+                labels=self.labels[t_rows],
+            )
