@@ -7,39 +7,37 @@
 * :mod:`recsys.recommend.two_stage` -- the ranker model and its training, and
   :class:`TwoStageRecommender` (``recommend(users, k)``).
 * :mod:`recsys.recommend.evaluate` -- the variants scored in the common harness.
+
+Submodules load on first use, so importing the numpy-only ``aggregation`` (as the
+Triton-side serving code does) does not pull in torch.
 """
 
-from recsys.recommend.aggregation import AggregationConfig, mmr_rerank
-from recsys.recommend.ranker_data import (
-    Candidates,
-    RankerContext,
-    RankerDataConfig,
-    RankerExamples,
-    build_ranker_examples,
-    retrieve_candidates,
-)
-from recsys.recommend.two_stage import (
-    Recommendations,
-    RetrievalVectors,
-    TrainedRanker,
-    TwoStageRecommender,
-    build_bag_ranker,
-    train_two_stage_ranker,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AggregationConfig",
-    "Candidates",
-    "RankerContext",
-    "RankerDataConfig",
-    "RankerExamples",
-    "Recommendations",
-    "RetrievalVectors",
-    "TrainedRanker",
-    "TwoStageRecommender",
-    "build_bag_ranker",
-    "build_ranker_examples",
-    "mmr_rerank",
-    "retrieve_candidates",
-    "train_two_stage_ranker",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AggregationConfig": "recsys.recommend.aggregation",
+    "Candidates": "recsys.recommend.ranker_data",
+    "RankerContext": "recsys.recommend.ranker_data",
+    "RankerDataConfig": "recsys.recommend.ranker_data",
+    "RankerExamples": "recsys.recommend.ranker_data",
+    "Recommendations": "recsys.recommend.two_stage",
+    "RetrievalVectors": "recsys.recommend.two_stage",
+    "TrainedRanker": "recsys.recommend.two_stage",
+    "TwoStageRecommender": "recsys.recommend.two_stage",
+    "build_bag_ranker": "recsys.recommend.two_stage",
+    "build_ranker_examples": "recsys.recommend.ranker_data",
+    "mmr_rerank": "recsys.recommend.aggregation",
+    "retrieve_candidates": "recsys.recommend.ranker_data",
+    "train_two_stage_ranker": "recsys.recommend.two_stage",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recsys.recommend' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,20 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
+
+
+class ScoreWeights(Protocol):
+    """The weights :func:`relevance` reads (``AggregationConfig`` and the serving
+    side's settings both provide them)."""
+
+    @property
+    def ranker_weight(self) -> float: ...
+    @property
+    def retrieval_weight(self) -> float: ...
+    @property
+    def freshness_weight(self) -> float: ...
+    @property
+    def freshness_half_life_years(self) -> float: ...
 
 
 @dataclass
@@ -123,7 +137,7 @@ def freshness_decay(age_years: FloatArray, half_life_years: float) -> FloatArray
 
 def relevance(
     valid: BoolArray,
-    config: AggregationConfig,
+    config: ScoreWeights,
     ranker_scores: FloatArray | None = None,
     retrieval_scores: FloatArray | None = None,
     age_years: FloatArray | None = None,
