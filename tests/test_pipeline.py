@@ -75,3 +75,41 @@ def test_two_tower_and_its_exact_index_agree(
         assert indexed[key] == pytest.approx(exact[key], abs=1e-6), key
     assert (tmp_path / "run" / "training_curve.png").stat().st_size > 0
     assert (tmp_path / "art" / "index" / "index.faiss").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+def test_main_job_ends_by_serving_the_two_stage_recommender_over_grpc(
+    data_dir: Path, ml100k_dir: Path, tmp_path: Path
+) -> None:
+    cfg = _config(
+        data_dir,
+        tmp_path / "art",
+        [
+            "stages=[data,retrieval,two_stage,serve]",
+            "trainer.epochs=1",
+            "trainer.progress=false",
+            "ranker.trainer.epochs=1",
+            "ranker.trainer.progress=false",
+            "recommend.tune.retrieval_weight=[0.0,0.5]",
+            "recommend.tune.freshness_weight=[0.0]",
+            "serve.users=[1,196,999999]",
+            "serve.repeats=2",
+        ],
+    )
+    run(cfg, tmp_path / "run")
+
+    tuned = json.loads((tmp_path / "run" / "two_stage.json").read_text())["aggregation"]
+    served_cfg = json.loads((tmp_path / "art" / "ranker" / "two_stage.json").read_text())
+    assert served_cfg["aggregation"] == tuned  # the server reads the tuned weights
+    report = json.loads((tmp_path / "run" / "serve.json").read_text())
+    assert report["serve/requests"] == 6
+    assert 0 < report["serve/latency_p50_ms"] <= report["serve/latency_p99_ms"]
+    lists = report["recommendations"]
+    assert set(lists) == {"1", "196", "999999"}
+    assert all(len(items) == 10 for items in lists.values())
+    # Known users: the served list is the offline two-stage (MMR) list of the same run.
+    offline = pd.read_parquet(tmp_path / "run" / "topk" / "two_stage_mmr.parquet")
+    for user in (1, 196):
+        want = offline[offline.user == user].sort_values("rank")["item"].tolist()
+        assert [item for item, _ in lists[str(user)]] == want

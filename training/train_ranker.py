@@ -1,9 +1,9 @@
 """Ranker training of the two-stage recommender: a Hydra app over ``configs/main.yaml``.
 
     python training/train_ranker.py                                   # DLRM ranker
-    python training/train_ranker.py +ranker=dlrm_dcn +recommend=default
-    python training/train_ranker.py +ranker=dlrm ranker.data.label=rating
-    python training/train_ranker.py +reuse_retrieval=true +ranker=dlrm \\
+    python training/train_ranker.py ranker=dlrm_dcn recommend=default
+    python training/train_ranker.py ranker=dlrm ranker.data.label=rating
+    python training/train_ranker.py +reuse_retrieval=true ranker=dlrm \\
         ranker.data.affinity=[]                                       # ranker only
 
 By default it runs the main job's ``data``, ``retrieval`` and ``two_stage``
@@ -11,9 +11,9 @@ stages (:func:`recsys.pipeline.run_two_stage`): the two-tower is selected and
 refit as in the main job, a second two-tower trained on the model-selection
 split supplies the ranker's training candidates, the DLRM ranker trains on them
 (never on test) and the two-stage variants are scored on test. An explicit
-``stages=[...]`` override is respected. Without ``+ranker=...`` /
-``+recommend=...`` the defaults ``configs/ranker/dlrm.yaml`` and
-``configs/recommend/default.yaml`` apply.
+``stages=[...]`` override is respected. ``ranker=...`` / ``recommend=...``
+choose the config groups (defaults ``configs/ranker/dlrm.yaml`` and
+``configs/recommend/default.yaml``, listed in ``configs/main.yaml``).
 
 ``+reuse_retrieval=true`` trains the ranker only: the final two-tower comes
 from ``<artifacts_dir>/retrieval/two_tower.pt`` and the selection two-tower's

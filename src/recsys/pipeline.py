@@ -1,4 +1,6 @@
-"""The end-to-end job behind ``scripts/run.sh``: data -> baselines -> retrieval.
+"""The end-to-end job behind ``scripts/run.sh``.
+
+Stages, in order: data -> baselines -> retrieval -> two_stage -> index -> serve.
 
 Each stage is a function of the resolved Hydra config and the previous stages'
 outputs, so a researcher can run any subset (``stages=[data,baselines]``) and
@@ -358,8 +360,55 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         print(table)
         tracker.log_table("results", pd.DataFrame(metrics).T.reset_index(names="model"))
         tracker.summary({f"{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
+    if "serve" in stages:
+        tracker.summary(run_serve(cfg, artifacts, run_dir))
     tracker.finish()
     return metrics
+
+
+def run_serve(cfg: dict[str, Any], artifacts: Path, run_dir: Path) -> dict[str, float]:
+    """The serve stage: Triton serves the run's models; a few users are asked over gRPC.
+
+    Builds the Triton model repository from ``artifacts`` (the retrieval and
+    two_stage stages' outputs, of this run or an earlier one with the same
+    configs), starts the local ``tritonserver``, sends ``serve.repeats`` gRPC
+    ``recommend`` requests for each of ``serve.users``, prints their lists and
+    the latency, and stops the server. Writes ``serve.json`` into ``run_dir``.
+
+    Returns:
+        Latency summary (``serve/latency_p50_ms``, ``serve/latency_p99_ms``, ...).
+    """
+    from recsys.serving.cli import serve_demo
+
+    serve_cfg = dict(cfg.get("serve") or {})
+    users = [int(u) for u in serve_cfg.get("users", [1, 2, 3])]
+    k = int(serve_cfg.get("k", 10))
+    print(f"serve: Triton over gRPC, users {users}, k={k}")
+    result = serve_demo(
+        artifacts,
+        users,
+        k,
+        config=cfg,
+        repository_dir=serve_cfg.get("repository_dir"),
+        repeats=int(serve_cfg.get("repeats", 1)),
+    )
+    lat = np.asarray(result.latencies_ms)
+    summary = {
+        "serve/requests": float(len(lat)),
+        "serve/latency_p50_ms": float(np.percentile(lat, 50)),
+        "serve/latency_p99_ms": float(np.percentile(lat, 99)),
+        "serve/build_seconds": result.build_seconds,
+        "serve/startup_seconds": result.startup_seconds,
+    }
+    report = {
+        **summary,
+        "recommendations": {
+            str(r.user_id): [[int(i), float(sc)] for i, sc in r.pairs()]
+            for r in result.recommendations
+        },
+    }
+    (run_dir / "serve.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return summary
 
 
 def run_index(
@@ -534,9 +583,13 @@ def run_two_stage(
         "setup_seconds": out.setup_seconds,
         "stage_seconds": time.perf_counter() - t0,
     }
-    (run_dir / "two_stage.json").write_text(
-        json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8"
-    )
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    (run_dir / "two_stage.json").write_text(text, encoding="utf-8")
+    if out.recommender.ranker is not None:
+        # The serving repository reads the (tuned) aggregation weights from here.
+        (repo_path(cfg["artifacts_dir"]) / "ranker" / "two_stage.json").write_text(
+            text, encoding="utf-8"
+        )
     tracker.summary(
         {
             f"two_stage/ranker/{part}/{k}": v
