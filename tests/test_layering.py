@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
         "export",
         "serving",
         "profiles",
+        "events",  # the profile store the recommend entry point reads
         "recommend",
     },
     "events": {"data", "features", "events"},

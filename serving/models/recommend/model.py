@@ -16,13 +16,28 @@ freshness and MMR in numpy (:class:`recsys.serving.engine.RecommendEngine`, the 
 steps as ``TwoStageRecommender.recommend``). Unknown users, and users without a
 candidate left, get the most popular allowed items.
 
+Real-time user state: when the config parameter ``profile_store`` names a store
+(``redis://host:port/db[?prefix=P]`` with the ``RedisStore`` key layout, or
+``sqlite:///path``), ``initialize`` opens a
+:class:`~recsys.serving.user_state.ProfileStoreReader` on it once, and each batch reads
+the profiles of its users in one store call. A profile's recent items are removed from
+the user's list (consumed in real time) and extend the history feature of the user tower
+and the ranker (training history, then the profile's items, last ``max_len`` kept); a
+user the training run does not know but whose profile has a history is served through
+both stages from the profile instead of the popularity fallback. A store that cannot be
+read never fails a request: the batch is answered from the training tables, a warning
+is logged, and the failure is counted (reads then skip the store for one second).
+Empty ``profile_store`` (the default): the training tables alone.
+
 Errors: a bad request (batch of more than one user, empty batch, ``k`` out of range)
 gets INVALID_ARGUMENT and the rest of the batch is still answered; a failing stage
 model fails the requests of that batch with its message. The model keeps serving.
 
 The version folder holds the tables ``RecommendTables`` and ``RankerFeatures`` saved
-(``tables.*``, ``ranker_features.*``). Imports numpy and pure-numpy recsys modules only,
-so the same file runs in NVIDIA's container (Python 3.10, no torch).
+(``tables.*``, ``ranker_features.*``) and the feature schema profiles are read with
+(``feature_schema.json``). Imports numpy and pure-numpy recsys modules only (plus, with
+a profile store, ``recsys.profiles`` and the ``redis`` client), so the same file runs in
+NVIDIA's container (Python 3.10, no torch).
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from recsys.serving.python_backend import (
     string_parameter,
 )
 from recsys.serving.ranker_features import RankerFeatures
+from recsys.serving.user_state import ProfileStoreReader
 
 
 class TritonPythonModel:
@@ -59,6 +75,9 @@ class TritonPythonModel:
         self.ranker_chunk = int(string_parameter(config, "ranker_max_batch_size", "16384"))
         tables = RecommendTables.load(folder)
         features = RankerFeatures.load(folder)
+        store_url = string_parameter(config, "profile_store", "")
+        # Opened once; a store that is down now is retried by the reads themselves.
+        self.reader = ProfileStoreReader.from_folder(store_url, folder) if store_url else None
         self.engine = RecommendEngine(
             tables,
             features,
@@ -66,11 +85,23 @@ class TritonPythonModel:
             retrieval=self._retrieval,
             ranker=self._ranker,
             max_k=int(string_parameter(config, "max_k", "10000")),
+            user_state=self.reader,
+            warn=pb_utils.Logger.log_warn,
         )
         pb_utils.Logger.log_info(
             f"recommend: {tables.n_users} users, {tables.n_items} items, "
-            f"N={tables.num_candidates}, settings {tables.settings}, from {folder}"
+            f"N={tables.num_candidates}, settings {tables.settings}, "
+            f"profile store {store_url or 'off'}, from {folder}"
         )
+
+    def finalize(self) -> None:
+        """Logs the profile reads and closes the store."""
+        if self.reader is not None:
+            pb_utils.Logger.log_info(
+                f"recommend: profile store {self.reader.url}: {self.reader.stats}, "
+                f"engine {self.engine.user_state_stats}"
+            )
+            self.reader.close()
 
     # -- stage models through BLS --------------------------------------------------
 

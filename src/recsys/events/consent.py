@@ -31,7 +31,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+
+from recsys.data.compat import StrEnum
 
 
 class Purpose(StrEnum):

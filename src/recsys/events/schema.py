@@ -17,9 +17,10 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import Any
+
+from recsys.data.compat import UTC, StrEnum
 
 ItemId = int | str
 

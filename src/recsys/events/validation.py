@@ -26,9 +26,10 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from recsys.data.compat import UTC
 from recsys.events.schema import (
     CONTEXT_FIELDS,
     EMPTY_CONTEXT,

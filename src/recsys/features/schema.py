@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from recsys.data.compat import StrEnum
 
 SCHEMA_VERSION = 1
 

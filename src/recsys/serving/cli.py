@@ -157,6 +157,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
         max_k=args.max_k,
+        profile_store=args.profile_store,
     )
     info = build_repository_from_run(
         args.artifacts, args.out, config, repo_cfg, overwrite=args.overwrite
@@ -251,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-batch-size", type=int, default=64)
     build.add_argument("--max-queue-delay-us", type=int, default=100)
     build.add_argument("--max-k", type=int, default=10_000)
+    build.add_argument(
+        "--profile-store",
+        default="",
+        help="real-time profile store recommend reads users from: "
+        "redis://host:port/db[?prefix=P] or sqlite:///path (default: off)",
+    )
     build.add_argument(
         "--override",
         action="append",

@@ -18,6 +18,15 @@ steps, in the same order, as ``recsys.recommend.TwoStageRecommender.recommend``:
    items (training counts, ties to the smaller item index; seen items removed for
    known users), scored ``log(1 + count)``.
 
+With a user-state source (:mod:`recsys.serving.user_state`: the real-time profiles of
+the Redis or SQLite store), each request first reads the user's profile. A profile's
+recent items join the user's seen items (never recommended again), and the user tower's
+and the ranker's history feature become the training history followed by those items
+(last ``max_len`` kept). A user the training run does not know but whose profile has a
+history goes through both stages from the profile's history and demographics instead of
+the popularity fallback. Without a profile, or when the store cannot be read (counted
+and logged), the answer is the one from the training tables alone.
+
 The three models are plain callables, so the same engine runs inside Triton's python
 backend (BLS calls to ``user_tower``, ``retrieval`` and ``ranker``) and in-process (in
 tests, with onnxruntime and FAISS). The module imports numpy only (Python 3.10
@@ -32,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +51,15 @@ import numpy as np
 
 from recsys.serving.ranker_features import SECONDS_PER_YEAR, RankerFeatures
 from recsys.serving.ranking import AggregationSettings, mmr_rerank, relevance
+from recsys.serving.user_state import (
+    ProfileEncoding,
+    ProfileRow,
+    UserStateSource,
+    item_key,
+    recent_items,
+)
+
+LOGGER = logging.getLogger(__name__)
 
 ARRAYS_FILE = "tables.npz"
 META_FILE = "tables.json"
@@ -87,6 +106,8 @@ class RecommendTables:
         query_append_one: append a constant 1 to each query (models with an item
             bias: the index's item vectors end in the bias).
         extra: provenance (schema, versions, build time), kept in the JSON file.
+        profile: how real-time profile values become user-tower ids (history feature,
+            item vocabulary, demographic maps); None: profiles cannot feed the tower.
     """
 
     user_ids: np.ndarray
@@ -106,6 +127,7 @@ class RecommendTables:
     query_scale: float = 1.0
     query_append_one: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    profile: ProfileEncoding | None = None
 
     def __post_init__(self) -> None:
         self.user_ids = np.asarray(self.user_ids, dtype=np.int64)
@@ -148,6 +170,17 @@ class RecommendTables:
             raise ValueError("user_ids must be unique")
         # popularity order: training count, ties to the smaller item index
         self.popular_order = np.lexsort((np.arange(n_items), -self.item_count)).astype(np.int64)
+        if self.profile is not None:
+            if len(self.profile.item_vocab) != n_items:
+                raise ValueError(
+                    f"the profile item vocabulary covers {len(self.profile.item_vocab)} items, "
+                    f"the tables {n_items}"
+                )
+            if self.profile.features != self.user_tower_features:
+                raise ValueError("the profile encoding's features are not the user tower's")
+        item_order = np.argsort(self.item_ids, kind="stable")
+        self._sorted_items = self.item_ids[item_order]
+        self._sorted_item_rows = item_order.astype(np.int64)
 
     @property
     def n_users(self) -> int:
@@ -174,28 +207,62 @@ class RecommendTables:
         found = self._sorted_users[clipped] == raw
         return np.where(found, self._sorted_rows[clipped], -1).astype(np.int64)
 
+    def item_rows(self, raw_item_ids: Sequence[Any]) -> np.ndarray:
+        """Row of each raw item id (see :func:`~recsys.serving.user_state.item_key`),
+        ``-1`` for ids outside the catalogue."""
+        keys = [item_key(v) for v in raw_item_ids]
+        out = np.full(len(keys), -1, dtype=np.int64)
+        known = np.array([k is not None for k in keys], dtype=bool)
+        if self.n_items == 0 or not known.any():
+            return out
+        raw = np.array([k for k in keys if k is not None], dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_items, raw), self.n_items - 1)
+        found = self._sorted_items[pos] == raw
+        out[known] = np.where(found, self._sorted_item_rows[pos], -1)
+        return out
+
+    @property
+    def new_user_request_time(self) -> float:
+        """Request time of a user without training interactions: the end of training
+        (what the offline context gives a cold user)."""
+        return float(self.request_time.max()) if len(self.request_time) else 0.0
+
     def seen(self, row: int) -> np.ndarray:
         """Item indices user ``row`` interacted with in training."""
         items = self.seen_indices[self.seen_indptr[row] : self.seen_indptr[row + 1]]
         return items[items >= 0]
 
-    def excluded(self, row: int) -> np.ndarray:
-        """Sorted unique item indices never recommended to user ``row``."""
+    def excluded(self, row: int, also_seen: np.ndarray | None = None) -> np.ndarray:
+        """Sorted unique item indices never recommended to user ``row``.
+
+        Args:
+            row: the user's row (``-1``: a user without training items).
+            also_seen: further item indices the user has seen (real-time profile).
+        """
         if not self.settings.exclude_seen:
             return self.blocked
-        return np.union1d(self.seen(row), self.blocked).astype(np.int64)
+        seen = self.seen(row) if row >= 0 else np.zeros(0, dtype=np.int64)
+        if also_seen is not None and len(also_seen):
+            seen = np.concatenate([seen, also_seen])
+        return np.union1d(seen, self.blocked).astype(np.int64)
 
-    def popular(self, k: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+    def popular(
+        self, k: int, row: int, also_seen: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most popular allowed items (indices) and their ``log(1 + count)``.
 
         Args:
             k: list length.
             row: the user's row (``-1``: unknown user, only blocked items removed).
+            also_seen: further item indices the user has seen (real-time profile).
         """
         drop = np.zeros(self.n_items, dtype=bool)
         drop[self.blocked] = True
-        if row >= 0 and self.settings.exclude_seen:
-            drop[self.seen(row)] = True
+        if self.settings.exclude_seen:
+            if row >= 0:
+                drop[self.seen(row)] = True
+            if also_seen is not None:
+                drop[also_seen] = True
         order = self.popular_order[~drop[self.popular_order]][:k]
         return order, np.log1p(self.item_count[order]).astype(np.float32)
 
@@ -220,8 +287,11 @@ class RecommendTables:
                 "blocked",
             )
         }
+        if self.profile is not None:
+            arrays["profile_item_vocab"] = self.profile.item_vocab
         np.savez(out / ARRAYS_FILE, **arrays)
         meta = {
+            "profile": None if self.profile is None else self.profile.to_json(),
             "user_tower_features": self.user_tower_features,
             "user_tower_num_embeddings": self.user_tower_num_embeddings,
             "settings": self.settings.to_dict(),
@@ -240,7 +310,12 @@ class RecommendTables:
         meta = json.loads((path / META_FILE).read_text())
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
+        vocab = arrays.pop("profile_item_vocab", None)
+        profile = None
+        if meta.get("profile") is not None and vocab is not None:
+            profile = ProfileEncoding.from_json(meta["profile"], vocab)
         return cls(
+            profile=profile,
             user_tower_features=list(meta["user_tower_features"]),
             user_tower_num_embeddings={
                 k: int(v) for k, v in meta["user_tower_num_embeddings"].items()
@@ -256,11 +331,52 @@ class RecommendTables:
 
 @dataclass
 class RankedList:
-    """One answer: raw item ids best first, their scores, and how it was made."""
+    """One answer: raw item ids best first, their scores, and how it was made.
+
+    Attributes:
+        item_ids: raw item ids, best first.
+        scores: their scores.
+        fallback: the popularity fallback answered (no two-stage list).
+        profile: the user's real-time profile shaped the list (history or seen items).
+    """
 
     item_ids: np.ndarray
     scores: np.ndarray
     fallback: bool
+    profile: bool = False
+
+
+@dataclass
+class ServedUsers:
+    """The users of one batch that go through the two stages, with their inputs.
+
+    Attributes:
+        rows: ``[W]`` training row of each user, ``-1`` for a user known only from the
+            real-time profile.
+        tower_ids: ``[W, F, L]`` user-tower input.
+        excluded: per user, sorted item indices never recommended (seen + blocked).
+        request_time: ``[W]`` request time (seconds; freshness).
+        ranker_ids: ``[W, F', L']`` the ranker's user-side ids, or None to take the
+            training rows' (no profile in the batch).
+        profile: per user, whether a profile changed its inputs.
+    """
+
+    rows: np.ndarray
+    tower_ids: np.ndarray
+    excluded: list[np.ndarray]
+    request_time: np.ndarray
+    ranker_ids: np.ndarray | None = None
+    profile: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class UserStateStats:
+    """Profile reads of an engine: requests, profiles used, store failures."""
+
+    requests: int = 0
+    profiles: int = 0
+    new_users: int = 0
+    failures: int = 0
 
 
 class RecommendEngine:
@@ -275,6 +391,11 @@ class RecommendEngine:
             per-row counts of real results.
         ranker: ``(dense, ids)`` -> logits (None: no ranker).
         max_k: the largest ``k`` accepted.
+        user_state: real-time profiles (e.g. a
+            :class:`~recsys.serving.user_state.ProfileStoreReader`); None: the
+            training tables alone.
+        warn: called with a message when the user state cannot be read (default: the
+            module's logger); the request is then answered from the tables.
     """
 
     def __init__(
@@ -285,6 +406,8 @@ class RecommendEngine:
         retrieval: RetrievalFn,
         ranker: RankerFn | None,
         max_k: int = DEFAULT_MAX_K,
+        user_state: UserStateSource | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if tables.settings.ranker_weight > 0 and (features is None or ranker is None):
             raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
@@ -303,6 +426,9 @@ class RecommendEngine:
         self.retrieval = retrieval
         self.ranker = ranker
         self.max_k = int(max_k)
+        self.user_state = user_state
+        self.warn = warn or LOGGER.warning
+        self.user_state_stats = UserStateStats()
 
     def check_k(self, k: int) -> None:
         """Raises :class:`RequestValueError` unless ``1 <= k <= max_k``."""
@@ -314,11 +440,19 @@ class RecommendEngine:
                 "items; any k above that already returns every item the user has not seen)"
             )
 
+    @property
+    def serves_new_users(self) -> bool:
+        """Whether a profile-only user can go through the towers (tables support it)."""
+        return self.tables.profile is not None and (
+            self.features is None or self.features.profile is not None
+        )
+
     def recommend(self, user_ids: np.ndarray, ks: Sequence[int] | np.ndarray) -> list[RankedList]:
         """The top-``k`` list of each request.
 
         Args:
-            user_ids: ``[R]`` raw user ids (unknown ones get popular items).
+            user_ids: ``[R]`` raw user ids (unknown ones get popular items, unless
+                their real-time profile has a history).
             ks: ``[R]`` list lengths, each in ``1..max_k``.
 
         Returns:
@@ -335,24 +469,136 @@ class RecommendEngine:
         for k in ks_arr:
             self.check_k(int(k))
         rows = self.tables.user_rows(raw)
+        profiles = self._read_profiles(raw)
         out: list[RankedList | None] = [None] * len(raw)
-        warm = np.flatnonzero(rows >= 0)
-        if len(warm):
-            answers = self._two_stage(rows[warm], ks_arr[warm])
+        also_seen: list[np.ndarray | None] = [None] * len(raw)
+        if profiles is None or all(p is None for p in profiles):
+            warm = np.flatnonzero(rows >= 0)
+            served = self._from_tables(rows[warm]) if len(warm) else None
+        else:
+            warm, served, also_seen = self._from_profiles(rows, profiles)
+        if served is not None and len(warm):
+            answers = self._two_stage(served, ks_arr[warm])
             for position, answer in zip(warm.tolist(), answers, strict=True):
                 out[position] = answer
         for position in range(len(raw)):
             if out[position] is None:
-                items, scores = self.tables.popular(int(ks_arr[position]), int(rows[position]))
-                out[position] = RankedList(self.tables.item_ids[items], scores, fallback=True)
+                extra = also_seen[position]
+                items, scores = self.tables.popular(
+                    int(ks_arr[position]), int(rows[position]), extra
+                )
+                out[position] = RankedList(
+                    self.tables.item_ids[items],
+                    scores,
+                    fallback=True,
+                    profile=extra is not None and len(extra) > 0,
+                )
         return [r for r in out if r is not None]
+
+    # -- user state ------------------------------------------------------------------
+
+    def _read_profiles(self, raw: np.ndarray) -> list[ProfileRow | None] | None:
+        """Each user's profile, or None for the whole batch (no source, or it failed)."""
+        if self.user_state is None or len(raw) == 0:
+            return None
+        self.user_state_stats.requests += len(raw)
+        try:
+            rows = list(self.user_state.read([int(u) for u in raw]))
+        except Exception as error:
+            # A store that cannot be read must not fail the request: the training
+            # tables still answer it.
+            self.user_state_stats.failures += 1
+            self.warn(
+                f"recommend: real-time profiles unavailable, serving {len(raw)} request(s) "
+                f"from the training tables ({self.user_state_stats.failures} failed reads "
+                f"so far): {error}"
+            )
+            return None
+        if len(rows) != len(raw):
+            raise RuntimeError(f"the user state returned {len(rows)} rows for {len(raw)} users")
+        return rows
+
+    def _from_tables(self, rows: np.ndarray) -> ServedUsers:
+        t = self.tables
+        return ServedUsers(
+            rows=rows,
+            tower_ids=t.user_tower_ids[rows],
+            excluded=[t.excluded(int(r)) for r in rows],
+            request_time=t.request_time[rows],
+        )
+
+    def _from_profiles(
+        self, rows: np.ndarray, profiles: Sequence[ProfileRow | None]
+    ) -> tuple[np.ndarray, ServedUsers | None, list[np.ndarray | None]]:
+        """Served users of a batch whose profiles were read, and their seen items."""
+        t, features = self.tables, self.features
+        tower_history = t.profile.recent_items if t.profile is not None else None
+        also: list[np.ndarray | None] = [None] * len(rows)
+        item_rows: list[np.ndarray] = []
+        warm: list[int] = []
+        for position, (row, prof) in enumerate(zip(rows.tolist(), profiles, strict=True)):
+            items = np.zeros(0, dtype=np.int64)
+            if prof is not None:
+                self.user_state_stats.profiles += 1
+                history = recent_items(prof, tower_history or "user_recent_items")
+                items = t.item_rows(history) if history else items
+                also[position] = items[items >= 0]
+            if row >= 0 or (len(items) and self.serves_new_users):
+                warm.append(position)
+                item_rows.append(items)
+        if not warm:
+            return np.zeros(0, dtype=np.int64), None, also
+        served_rows = rows[warm]
+        tower = t.user_tower_ids[np.maximum(served_rows, 0)].copy()
+        ranker_ids = None
+        if features is not None:
+            ranker_ids = features.user_ids[np.maximum(served_rows, 0)].copy()
+        excluded, times, changed = [], np.empty(len(warm)), []
+        for w, (position, row, items) in enumerate(
+            zip(warm, served_rows.tolist(), item_rows, strict=True)
+        ):
+            prof = profiles[position]
+            seen_now = also[position]
+            if row >= 0:
+                if len(items) and t.profile is not None:
+                    tower[w] = t.profile.with_history(tower[w], items)
+                if (
+                    len(items)
+                    and ranker_ids is not None
+                    and features is not None
+                    and (features.profile is not None)
+                ):
+                    ranker_ids[w] = features.profile.with_history(ranker_ids[w], items)
+                times[w] = t.request_time[row]
+            else:
+                assert prof is not None and t.profile is not None
+                self.user_state_stats.new_users += 1
+                tower[w] = t.profile.new_user(prof.values, items)
+                if ranker_ids is not None and features is not None:
+                    assert features.profile is not None
+                    ranker_ids[w] = features.profile.new_user(prof.values, items)
+                times[w] = t.new_user_request_time
+            excluded.append(t.excluded(row, seen_now))
+            changed.append(bool(len(items)))
+        return (
+            np.asarray(warm, dtype=np.int64),
+            ServedUsers(
+                rows=served_rows,
+                tower_ids=tower,
+                excluded=excluded,
+                request_time=times,
+                ranker_ids=ranker_ids,
+                profile=changed,
+            ),
+            also,
+        )
 
     # -- stages ----------------------------------------------------------------------
 
     def candidates(
-        self, rows: np.ndarray, ks: np.ndarray
+        self, users: ServedUsers, ks: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Retrieval candidates of known users, seen and blocked items removed.
+        """Retrieval candidates of the served users, seen and blocked items removed.
 
         Returns:
             ``(items [W, N], scores [W, N], valid [W, N])`` in the index space; row
@@ -360,18 +606,20 @@ class RecommendEngine:
             slots, first, in retrieval order.
         """
         t = self.tables
-        embeddings = np.asarray(self.user_tower(t.user_tower_ids[rows]), dtype=np.float32)
-        if embeddings.shape[0] != len(rows):
-            raise RuntimeError(f"user tower returned {embeddings.shape[0]} rows for {len(rows)}")
+        embeddings = np.asarray(self.user_tower(users.tower_ids), dtype=np.float32)
+        if embeddings.shape[0] != len(users.rows):
+            raise RuntimeError(
+                f"user tower returned {embeddings.shape[0]} rows for {len(users.rows)}"
+            )
         queries = t.query_vectors(embeddings)
         wanted = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
-        excluded = [t.excluded(int(r)) for r in rows]
+        excluded = users.excluded
         top_n = np.minimum(wanted + np.array([len(e) for e in excluded]), t.n_items)
         ids, scores, counts = self.retrieval(queries, top_n)
         width = int(wanted.max())
-        items = np.full((len(rows), width), -1, dtype=np.int64)
-        cand_scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
-        for w in range(len(rows)):
+        items = np.full((len(users.rows), width), -1, dtype=np.int64)
+        cand_scores = np.full((len(users.rows), width), -np.inf, dtype=np.float32)
+        for w in range(len(users.rows)):
             real = ids[w, : int(counts[w])]
             keep = (real >= 0) & (real < t.n_items) & ~np.isin(real, excluded[w])
             take = np.flatnonzero(keep)[: int(wanted[w])]
@@ -380,14 +628,20 @@ class RecommendEngine:
         return items, cand_scores, items >= 0
 
     def _ranker_scores(
-        self, rows: np.ndarray, items: np.ndarray, scores: np.ndarray, valid: np.ndarray
+        self, users: ServedUsers, items: np.ndarray, scores: np.ndarray, valid: np.ndarray
     ) -> np.ndarray:
         assert self.features is not None and self.ranker is not None
         lists, ranks = np.nonzero(valid)
-        pair_users = rows[lists]
+        pair_users = users.rows[lists]
         pair_items = items[valid]
         dense, ids = self.features.inputs(
-            pair_users, pair_items, scores[valid], ranks.astype(np.int64), lists, len(rows)
+            pair_users,
+            pair_items,
+            scores[valid],
+            ranks.astype(np.int64),
+            lists,
+            len(users.rows),
+            user_ids=None if users.ranker_ids is None else users.ranker_ids[lists],
         )
         logits = np.asarray(self.ranker(dense, ids), dtype=np.float32).reshape(-1)
         if len(logits) != len(pair_users):
@@ -396,17 +650,17 @@ class RecommendEngine:
         out[valid] = logits
         return out
 
-    def _two_stage(self, rows: np.ndarray, ks: np.ndarray) -> list[RankedList | None]:
+    def _two_stage(self, users: ServedUsers, ks: np.ndarray) -> list[RankedList | None]:
         t = self.tables
         settings = t.settings
-        items, scores, valid = self.candidates(rows, ks)
+        items, scores, valid = self.candidates(users, ks)
         ranker_scores = None
         if settings.ranker_weight > 0 and valid.any():
-            ranker_scores = self._ranker_scores(rows, items, scores, valid)
+            ranker_scores = self._ranker_scores(users, items, scores, valid)
         age = None
         if settings.freshness_weight > 0:
             safe = np.maximum(items, 0)
-            age = (t.request_time[rows][:, None] - t.release_time[safe]) / SECONDS_PER_YEAR
+            age = (users.request_time[:, None] - t.release_time[safe]) / SECONDS_PER_YEAR
         rel = relevance(valid, settings, ranker_scores, scores.astype(np.float64), age)
         widths = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
         kk = np.minimum(ks, widths)
@@ -414,7 +668,7 @@ class RecommendEngine:
         vectors = t.item_embeddings[np.maximum(items, 0)]
         positions = mmr_rerank(rel, vectors, valid, int(kk.max()), settings.mmr_lambda)
         out: list[RankedList | None] = []
-        for w in range(len(rows)):
+        for w in range(len(users.rows)):
             pos = positions[w, : int(kk[w])]
             pos = pos[pos >= 0]
             if len(pos) == 0:
@@ -422,6 +676,11 @@ class RecommendEngine:
                 continue
             chosen = items[w, pos]
             out.append(
-                RankedList(t.item_ids[chosen], rel[w, pos].astype(np.float32), fallback=False)
+                RankedList(
+                    t.item_ids[chosen],
+                    rel[w, pos].astype(np.float32),
+                    fallback=False,
+                    profile=bool(users.profile[w]) if users.profile else False,
+                )
             )
         return out

@@ -15,7 +15,13 @@ exports next to the ``recommend`` model (``ranker_features.npz``), with numpy on
   to the user's training items (raw and z-scored over the list); then standardized
   with the training examples' mean and standard deviation;
 * sparse ids ``[n, F, L]`` (``-1`` = padding) in the ranker's feature order: user-side
-  features from the user's row, item-side features from the item's row.
+  features from the user's row (or from per-pair rows the caller built from a real-time
+  profile, :class:`~recsys.serving.user_state.ProfileEncoding`), item-side features
+  from the item's row.
+
+User index ``-1`` stands for a user without training interactions (a user known only
+from the real-time profile): no activity, no affinities, request time = the end of
+training, as the offline context treats a cold user.
 
 Tests check both against ``RankerContext`` on MovieLens-100K.
 
@@ -35,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recsys.serving.user_state import ProfileEncoding
 
 SECONDS_PER_DAY = 86_400.0
 SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
@@ -162,6 +170,8 @@ class RankerFeatures:
         extra: free-form facts kept in the JSON file.
         affinity_cache_entries: precompute every user's affinity to every item when
             ``n_users * n_items`` is at most this (4 bytes each per affinity kind).
+        profile: how real-time profile values become the ranker's user-side ids (None:
+            profiles cannot feed the ranker).
     """
 
     dense_names: list[str]
@@ -187,6 +197,7 @@ class RankerFeatures:
     age_fill: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     affinity_cache_entries: int = 20_000_000
+    profile: ProfileEncoding | None = None
 
     def __post_init__(self) -> None:
         n_users, n_items = len(self.request_time), len(self.item_count)
@@ -234,6 +245,16 @@ class RankerFeatures:
             for d in self.windows_days
         }
         self._user_log_count = np.log1p(np.diff(self.user_offsets).astype(np.float64))
+        # One more row at index n_users: a user without training interactions (-1).
+        cold_time = float(self.request_time.max()) if self.n_users else 0.0
+        self._request_time = np.r_[np.asarray(self.request_time, dtype=np.float64), cold_time]
+        self._user_window_log = {d: np.r_[v, 0.0] for d, v in self._user_window_log.items()}
+        self._user_log_count = np.r_[self._user_log_count, 0.0]
+        if self.profile is not None and len(self.profile.item_vocab) != n_items:
+            raise ValueError(
+                f"the profile item vocabulary covers {len(self.profile.item_vocab)} items, "
+                f"the ranker features {n_items}"
+            )
         self._item_log_count = np.log1p(self.item_count)
         # Every user's affinity to every item, when [U, I] is small enough: a request
         # then reads its candidates' values instead of summing item-item rows.
@@ -264,15 +285,20 @@ class RankerFeatures:
 
         Args:
             name: ``knn`` or ``ease``.
-            users: user index per row.
+            users: user index per row (``-1``: no training items, affinity 0).
             items: item index per row.
 
         Returns:
             float32 ``[n]``.
         """
         cached = self._affinity_cache.get(name)
+        known = users >= 0
         if cached is not None:
-            return cached[users, items]
+            if known.all():
+                return cached[users, items]
+            out = np.zeros(len(users), dtype=np.float32)
+            out[known] = cached[users[known], items[known]]
+            return out
         matrix = self.item_item[name]
         out = np.zeros(len(users), dtype=np.float32)
         if len(users) == 0:
@@ -284,6 +310,8 @@ class RankerFeatures:
         bounds = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1], True])
         for lo, hi in itertools.pairwise(bounds):
             user = int(sorted_users[lo])
+            if user < 0:
+                continue  # no training items: affinity 0
             seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
             seen = seen[seen >= 0]
             rows = order[lo:hi]
@@ -311,14 +339,15 @@ class RankerFeatures:
                 (of all rows when ``list_ids`` is None, as the offline code does for
                 the rows of one call).
         """
-        req = self.request_time[users]
+        ext = np.where(users < 0, self.n_users, users)
+        req = self._request_time[ext]
         out: dict[str, np.ndarray] = {
             "retrieval_score": retrieval_score.astype(np.float64),
             "retrieval_log_rank": np.log1p(retrieval_rank.astype(np.float64)),
         }
         for d in self.windows_days:
-            out[f"user_count_{d}d"] = self._user_window_log[d][users]
-        out["user_log_count"] = self._user_log_count[users]
+            out[f"user_count_{d}d"] = self._user_window_log[d][ext]
+        out["user_log_count"] = self._user_log_count[ext]
         out["item_log_count"] = self._item_log_count[items]
         for d in self.windows_days:
             n = self._item_counter.count(items, req - d * SECONDS_PER_DAY, req)
@@ -349,7 +378,8 @@ class RankerFeatures:
 
     def item_age_years(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Years between each item's release and its user's request time (NaN unknown)."""
-        return (self.request_time[users] - self.release_time[items]) / SECONDS_PER_YEAR
+        ext = np.where(users < 0, self.n_users, users)
+        return (self._request_time[ext] - self.release_time[items]) / SECONDS_PER_YEAR
 
     def dense(
         self,
@@ -377,11 +407,26 @@ class RankerFeatures:
         unscaled = np.stack([raw[n] for n in self.dense_names], axis=1).astype(np.float32)
         return ((unscaled - self.scaler_mean) / self.scaler_std).astype(np.float32)
 
-    def sparse(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The ranker's ``ids`` input ``[n, F, L]`` int64 (user rows + item rows)."""
+    def sparse(
+        self, users: np.ndarray, items: np.ndarray, user_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The ranker's ``ids`` input ``[n, F, L]`` int64 (user rows + item rows).
+
+        Args:
+            users: user index per row.
+            items: item index per row.
+            user_ids: ``[n, F, L]`` user-side ids per row to use instead of the user
+                table's (rows built from a real-time profile); item-side slots ignored.
+        """
         out = np.full((len(users), len(self.sparse_names), self.seq_len), -1, dtype=np.int64)
+        if user_ids is None and (np.asarray(users) < 0).any():
+            raise ValueError("users without a row (-1) need their user_ids")
         # Only the slots a feature reads can hold ids: copy those, not whole [F, L] rows.
         for f, width in enumerate(self._widths):
+            if self._user_feature[f] and user_ids is not None:
+                # a profile's history may run past the widest training row
+                out[:, f, :] = user_ids[:, f, :]
+                continue
             source, rows = (
                 (self.user_ids, users) if self._user_feature[f] else (self.item_ids, items)
             )
@@ -396,10 +441,15 @@ class RankerFeatures:
         retrieval_rank: np.ndarray,
         list_ids: np.ndarray,
         n_lists: int,
+        user_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(dense, ids)``: both inputs of the ranker for the given rows."""
+        """``(dense, ids)``: both inputs of the ranker for the given rows.
+
+        ``user_ids`` (optional, ``[n, F, L]``) replaces the user table's sparse ids (see
+        :meth:`sparse`).
+        """
         dense = self.dense(users, items, retrieval_score, retrieval_rank, list_ids, n_lists)
-        return dense, self.sparse(users, items)
+        return dense, self.sparse(users, items, user_ids)
 
     # -- files ---------------------------------------------------------------------
 
@@ -426,8 +476,11 @@ class RankerFeatures:
             )
         }
         arrays.update({f"item_item_{k}": v for k, v in self.item_item.items()})
+        if self.profile is not None:
+            arrays["profile_item_vocab"] = self.profile.item_vocab
         np.savez(out / ARRAYS_FILE, **arrays)
         meta = {
+            "profile": None if self.profile is None else self.profile.to_json(),
             "dense_names": list(self.dense_names),
             "windows_days": list(self.windows_days),
             "affinity": list(self.affinity),
@@ -452,7 +505,12 @@ class RankerFeatures:
             for name in meta["affinity"]
             if f"item_item_{name}" in arrays
         }
+        vocab = arrays.pop("profile_item_vocab", None)
+        profile = None
+        if meta.get("profile") is not None and vocab is not None:
+            profile = ProfileEncoding.from_json(meta["profile"], vocab)
         return cls(
+            profile=profile,
             dense_names=list(meta["dense_names"]),
             windows_days=tuple(int(d) for d in meta["windows_days"]),
             affinity=tuple(meta["affinity"]),

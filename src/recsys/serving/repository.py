@@ -12,6 +12,11 @@ artifacts; CLI ``python -m recsys.serving.cli build-repo``) writes::
                                 1/tables.npz, tables.json          users, items, settings
                                 1/ranker_features.npz, .json       ranker inputs
                                 1/export_manifest.json             ONNX export manifest
+                                1/feature_schema.json              schema profiles are read with
+
+``recommend`` reads the users' real-time profiles when its config parameter
+``profile_store`` names a store (``RepositoryConfig.profile_store``); the tables carry the
+mappings from a profile's raw values to the models' ids (``ProfileEncoding``).
 
 Every model has dynamic batching (a short ``max_queue_delay_microseconds``), a version
 folder, ``version_policy: latest 1`` and NO ``instance_group``: Triton then puts one
@@ -47,7 +52,7 @@ import numpy as np
 from recsys.export.manifest import MANIFEST_FILE, ExportManifest, ModelManifest, TensorSpec
 from recsys.export.onnx_export import export_ranker, export_two_tower
 from recsys.features.batching import encode_features
-from recsys.features.schema import FeatureSchema, Role
+from recsys.features.schema import FeatureSchema, FeatureSpec, Kind, Role, VocabPolicy
 from recsys.features.store import ProcessedDataset
 from recsys.models.two_tower import TwoTower
 from recsys.recommend.aggregation import blocked_items
@@ -55,6 +60,13 @@ from recsys.recommend.two_stage import TwoStageRecommender
 from recsys.serving.engine import DEFAULT_MAX_K, RecommendTables
 from recsys.serving.ranker_features import RankerFeatures, stack_padded
 from recsys.serving.ranking import AggregationSettings
+from recsys.serving.user_state import (
+    RECENT_ITEMS_SOURCE,
+    SCHEMA_FILE,
+    ProfileEncoding,
+    parse_store_url,
+    value_key,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +95,9 @@ class RepositoryConfig:
         faiss_threads: OpenMP threads of FAISS in each retrieval instance.
         max_k: the largest ``k`` a ``recommend`` request may ask for.
         version: the version folder to write (1 for a new repository).
+        profile_store: the real-time profile store ``recommend`` reads users from
+            (``redis://host:port/db[?prefix=P]`` or ``sqlite:///path``); empty: off,
+            the training tables alone answer.
 
     Example:
         >>> RepositoryConfig(max_queue_delay_us=300).max_batch_size
@@ -96,6 +111,7 @@ class RepositoryConfig:
     faiss_threads: int = 1
     max_k: int = DEFAULT_MAX_K
     version: int = 1
+    profile_store: str = ""
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "ranker_max_batch_size", "intra_op_threads"):
@@ -106,6 +122,10 @@ class RepositoryConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue_delay_us < 0:
             raise ValueError("max_queue_delay_us must be >= 0")
+        if self.profile_store:
+            parse_store_url(self.profile_store)  # refuses other schemes now, not at load
+        if '"' in self.profile_store or "\\" in self.profile_store:
+            raise ValueError("profile_store must not hold quotes or backslashes")
 
 
 @dataclass
@@ -210,6 +230,154 @@ def user_tower_ids(
     )
 
 
+# -- real-time profiles -> model ids --------------------------------------------------
+
+
+def _vocab_owner(schema: FeatureSchema, name: str) -> FeatureSpec:
+    spec = schema[name]
+    seen = {name}
+    while spec.vocab_from:
+        spec = schema[spec.vocab_from]
+        if spec.name in seen:
+            raise ValueError(f"vocab_from cycle at {spec.name}")
+        seen.add(spec.name)
+    return spec
+
+
+def _policy(schema: FeatureSchema, name: str) -> VocabPolicy:
+    owner = _vocab_owner(schema, name)
+    return owner.vocab.policy if owner.vocab is not None else VocabPolicy.ID_MAP
+
+
+def _value_map(raw: Sequence[Any], values: np.ndarray, offsets: np.ndarray) -> dict[str, int]:
+    """Raw value text -> id, from the rows of a table encoded with one id each."""
+    lengths = np.diff(offsets)
+    out: dict[str, int] = {}
+    for row in np.flatnonzero(lengths == 1).tolist():
+        value = raw[row]
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        out.setdefault(value_key(value), int(values[offsets[row]]))
+    return out
+
+
+def profile_encoding(
+    schema: FeatureSchema,
+    entry: ModelManifest,
+    user_features: Sequence[str],
+    users: Any,
+    encoded: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    item_vocab: np.ndarray | None,
+) -> ProfileEncoding:
+    """How profile values become the ids of one exported model (tower or ranker).
+
+    Args:
+        schema: the full feature schema (sources, kinds, vocabulary policies).
+        entry: the model's manifest entry (features, ``max_len``, table sizes).
+        user_features: the model's user-side features.
+        users: the user table the training features were encoded from.
+        encoded: per user-side feature, that table's ids as jagged ``(values, offsets)``.
+        item_vocab: ``[I]`` id of each catalogue item in the history feature's
+            vocabulary, or None when the model cannot map items.
+
+    Returns:
+        A :class:`~recsys.serving.user_state.ProfileEncoding`; categorical maps come
+        from the pairs (raw value, training id) of the user table.
+    """
+    history = next(
+        (
+            n
+            for n in user_features
+            if schema[n].source == RECENT_ITEMS_SOURCE and schema[n].kind is Kind.SEQUENCE
+        ),
+        None,
+    )
+    if history is not None and (
+        item_vocab is None or _policy(schema, history) is not VocabPolicy.ID_MAP
+    ):
+        LOGGER.warning("%s: history feature %s cannot be mapped; profiles leave it", entry.name,
+                       history)  # fmt: skip
+        history = None
+    value_maps: dict[str, dict[str, int]] = {}
+    identity: dict[str, int] = {}
+    missing: dict[str, int] = {}
+    for name in user_features:
+        spec = schema[name]
+        if name == history:
+            continue
+        policy = _policy(schema, name)
+        if spec.kind is Kind.CATEGORICAL and policy is VocabPolicy.ID_MAP:
+            missing[name] = 0  # training encodes a missing categorical as the OOV row
+        if policy is VocabPolicy.IDENTITY:
+            identity[name] = int(entry.num_embeddings[name])
+        elif (
+            spec.kind is Kind.CATEGORICAL
+            and spec.source != "user_id"
+            and name in encoded
+            and spec.source in users.columns
+        ):
+            values, offsets = encoded[name]
+            value_maps[name] = _value_map(users[spec.source].tolist(), values, offsets)
+    n_items = 0 if item_vocab is None else len(item_vocab)
+    return ProfileEncoding(
+        features=list(entry.feature_order),
+        seq_len=int(entry.seq_len),
+        max_len={k: int(v) for k, v in entry.max_len.items()},
+        user_features=list(user_features),
+        recent_items=history,
+        item_vocab=np.zeros(n_items, np.int64) if item_vocab is None else item_vocab,
+        oov_id=0,
+        value_maps=value_maps,
+        identity_sizes=identity,
+        missing_ids=missing,
+    )
+
+
+def tower_profile_encoding(
+    schema: FeatureSchema,
+    dataset: ProcessedDataset,
+    entry: ModelManifest,
+    item_ids: np.ndarray,
+) -> ProfileEncoding:
+    """The user tower's :class:`ProfileEncoding` (the main split's vocabularies)."""
+    if dataset.vocabs is None:
+        raise ValueError("the processed dataset has no vocabularies")
+    specs = [schema[n] for n in entry.feature_order]
+    encoded = encode_features(dataset.users, specs, dataset.vocabs)
+    columns = {n: (j.values, j.offsets) for n, j in encoded.sparse.items()}
+    history = [n for n in entry.feature_order if schema[n].source == RECENT_ITEMS_SOURCE]
+    item_vocab = dataset.vocabs.encode(history[0], item_ids) if history else None
+    return profile_encoding(schema, entry, entry.feature_order, dataset.users, columns, item_vocab)
+
+
+def ranker_profile_encoding(
+    recommender: TwoStageRecommender,
+    schema: FeatureSchema,
+    dataset: ProcessedDataset,
+    entry: ModelManifest,
+) -> ProfileEncoding:
+    """The ranker's :class:`ProfileEncoding` (the ranker's own vocabularies).
+
+    The ranker's vocabularies are not kept with the context, so the maps come from the
+    context's encoded tables: the history feature shares the item id's vocabulary
+    (``vocab_from``), whose ids the item table holds.
+    """
+    ctx = recommender.context
+    columns = {
+        k: (ctx.users_encoded.sparse[k].values, ctx.users_encoded.sparse[k].offsets)
+        for k in ctx.user_keys
+    }
+    item_vocab = None
+    history = [k for k in ctx.user_keys if schema[k].source == RECENT_ITEMS_SOURCE]
+    if history:
+        owner = _vocab_owner(schema, history[0]).name
+        if owner in ctx.sparse_names and owner not in ctx.user_keys:
+            jagged = ctx.items_encoded.sparse[owner]
+            if np.array_equal(np.diff(jagged.offsets), np.ones(ctx.n_items)):
+                item_vocab = np.asarray(jagged.values, dtype=np.int64)
+    return profile_encoding(schema, entry, ctx.user_keys, dataset.users, columns, item_vocab)
+
+
 def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> RankerFeatures:
     """The ranker's request-time feature tables from the recommender's context."""
     ranker = recommender.ranker
@@ -312,6 +480,7 @@ def recommend_tables(
         query_scale=float(two_tower.inv_temperature.detach()),
         query_append_one=append_one,
         extra=dict(extra or {}),
+        profile=tower_profile_encoding(two_tower.schema, dataset, entry, item_raw),
     )
 
 
@@ -494,7 +663,10 @@ def build_repository(
     tables = recommend_tables(recommender, two_tower, dataset, user_entry, provenance)
     check_query_vectors(tables, root / "user_tower" / str(v) / "model.onnx", recommender)
     tables.save(recommend_dir)
-    ranker_features(recommender, ranker_entry).save(recommend_dir)
+    served_features = ranker_features(recommender, ranker_entry)
+    served_features.profile = ranker_profile_encoding(recommender, schema, dataset, ranker_entry)
+    served_features.save(recommend_dir)
+    (recommend_dir / SCHEMA_FILE).write_text(json.dumps(schema.to_dict(), indent=2) + "\n")
     manifest.save(recommend_dir)
     (recommend_dir / MANIFEST_FILE).rename(recommend_dir / EXPORT_MANIFEST_FILE)
     _copy_python_model(root, "recommend", v)
@@ -509,6 +681,7 @@ def build_repository(
             "retrieval_model": "retrieval",
             "ranker_model": "ranker",
             "ranker_max_batch_size": cfg.ranker_max_batch_size,
+            "profile_store": cfg.profile_store,
         },
     )
     files["recommend"] = sorted(recommend_dir.iterdir())
