@@ -336,7 +336,9 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         queries, item_vectors = trainer.retrieval_vectors()
         np.save(emb_dir / "query_vectors.npy", queries.numpy())  # inner product = score
         np.save(emb_dir / "item_vectors.npy", item_vectors.numpy())
-        torch.save(trainer.model.state_dict(), emb_dir / "two_tower.pt")
+        # CPU tensors: the file loads on any machine, whatever device trained it.
+        state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+        torch.save(state, emb_dir / "two_tower.pt")
     if "two_stage" in stages:
         if "retrieval" not in stages:
             raise ValueError("stage 'two_stage' needs the 'retrieval' stage in the same run")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from recsys.features.build import build_features
 from recsys.features.schema import FeatureSchema, Role
 from recsys.models.dlrm import Ranker, RankerConfig, build_ranker
 from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+from recsys.recommend.two_stage import build_bag_ranker
 
 TOL = 1e-5
 REPO = Path(__file__).resolve().parents[2]
@@ -84,8 +86,30 @@ def _session(path: Path) -> ort.InferenceSession:
 def _assert_plain_graph(path: Path) -> dict[str, int]:
     ops = graph_op_counts(onnx.load(str(path)))
     assert not set(ops) & FORBIDDEN_OPS, f"forbidden ops in {path}: {set(ops) & FORBIDDEN_OPS}"
-    assert ops.get("Gather", 0) > 0 and ops.get("ReduceSum", 0) > 0
+    # Lookups are Gathers; bags of several ids pool with a MatMul.
+    assert ops.get("Gather", 0) > 0 and ops.get("MatMul", 0) > 0
     return ops
+
+
+def _embedding_lookups(path: Path) -> list[tuple[str, list[int | str], list[str]]]:
+    """(table, output shape, consumer op types) of each Gather that reads a table."""
+    model = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    tables = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+    shapes = {
+        v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param
+                 for d in v.type.tensor_type.shape.dim]
+        for v in [*inferred.graph.value_info, *inferred.graph.output]
+    }  # fmt: skip
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    return [
+        (node.input[0], shapes[node.output[0]], consumers.get(node.output[0], []))
+        for node in model.graph.node
+        if node.op_type == "Gather" and node.input[0] in tables
+    ]
 
 
 # -- two-tower ---------------------------------------------------------------------
@@ -213,6 +237,62 @@ def test_onnx_ranker_matches_torchrec(tmp_path: Path, arch: str) -> None:
         assert logits.shape == probs.shape == (batch,)
         assert float(np.abs(logits - expected).max()) <= TOL
         assert float(np.abs(probs - 1 / (1 + np.exp(-expected))).max()) <= TOL
+
+
+RANKER_SCHEMA = FeatureSchema.from_dict(
+    {
+        "name": "rank-mean",
+        "features": [
+            {"name": "item", "kind": "categorical", "role": "item"},
+            {"name": "device", "kind": "categorical", "role": "context"},
+            {"name": "clicked", "kind": "sequence", "role": "user", "vocab_from": "item",
+             "max_len": 7},
+            {"name": "tags", "kind": "multi_hot", "role": "item", "max_len": 3},
+            {"name": "hour", "kind": "categorical", "role": "context"},
+        ],
+    }
+)  # fmt: skip
+
+
+def test_mean_pooled_ranker_gathers_each_feature_at_its_own_width(tmp_path: Path) -> None:
+    names = ["item", "device", "clicked", "tags", "hour"]
+    sizes = {"item": 40, "device": 5, "clicked": 40, "tags": 9, "hour": 24}
+    config = RankerConfig(
+        embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(16, 1)
+    )
+    ranker = build_bag_ranker(config, RANKER_SCHEMA, names, sizes, num_dense=3).eval()
+    bundle = export_ranker(ranker, RANKER_SCHEMA, tmp_path)
+    path = bundle.results["ranker"].model_file
+    _assert_plain_graph(path)
+    lookups = _embedding_lookups(path)
+    assert all(isinstance(d, int) for _, shape, _ in lookups for d in shape[1:]), lookups
+    # One Gather per (table, width): item shares clicked's table but reads 1 slot, so
+    # 1 + 1 + 7 + 3 + 1 rows per example, not 7 + 1 + 7 + 3 + 1. Multi-id bags feed a
+    # MatMul, never a Mul over [B, k, L, D].
+    assert sorted(math.prod(int(d) for d in shape[1:-1]) for _, shape, _ in lookups) == [
+        1,
+        1,
+        1,
+        3,
+        7,
+    ]
+    for table, shape, consumers in lookups:
+        assert shape[0] == "batch" and shape[-1] == 8, table
+        if len(shape) == 4:
+            assert consumers == ["MatMul"], (table, consumers)
+    session = _session(path)
+    twin = RankerTwin(ranker, names, {f: RANKER_SCHEMA[f].max_len for f in names})
+    for batch in (1, 7, 256):
+        dense, ids = twin.example_inputs(batch, seed=batch)
+        if batch == 7:
+            ids[3] = -1  # one example with every bag empty
+        kjt = padded_to_kjt(ids, names, twin.max_len)
+        with torch.no_grad():
+            expected = ranker(dense, kjt).numpy()
+            eager = twin(dense, ids)[0].numpy()
+        logits, _ = session.run(None, {"dense": dense.numpy(), "ids": ids.numpy()})
+        assert float(np.abs(logits - expected).max()) <= TOL, batch
+        assert float(np.abs(eager - expected).max()) <= TOL, batch
 
 
 def test_export_ranker_takes_order_and_max_len_from_a_schema(tmp_path: Path) -> None:

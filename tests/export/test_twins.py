@@ -148,6 +148,69 @@ def test_shared_table_has_one_weight_copy() -> None:
         PaddedSparseArch(ebc, ["a", "zzz"], {"a": 1, "zzz": 1})
 
 
+def _mixed_collection() -> EmbeddingBagCollection:
+    """Tables of two widths; ``shared`` serves a 1-id, two 3-id and a 4-id feature."""
+    torch.manual_seed(1)
+    return EmbeddingBagCollection(
+        tables=[
+            EmbeddingBagConfig(name="shared", embedding_dim=4, num_embeddings=30,
+                               feature_names=["one", "bag_a", "bag_b", "seq"],
+                               pooling=PoolingType.MEAN),
+            EmbeddingBagConfig(name="small", embedding_dim=4, num_embeddings=5,
+                               feature_names=["cat"]),
+            EmbeddingBagConfig(name="wide", embedding_dim=8, num_embeddings=7,
+                               feature_names=["other"]),
+        ]
+    )  # fmt: skip
+
+
+def test_sparse_arch_looks_up_each_table_at_each_width_and_matches_torchrec() -> None:
+    ebc = _mixed_collection()
+    # bag_a and bag_b share table and width but are not neighbours on the F axis;
+    # the one-id features are not neighbours either.
+    names = ["bag_a", "one", "seq", "cat", "bag_b", "other"]
+    lengths = {"one": 1, "bag_a": 3, "bag_b": 3, "seq": 4, "cat": 1, "other": 1}
+    arch = PaddedSparseArch(ebc, names, lengths)
+    assert sorted(arch.lookups) == [
+        ("shared", 1, ["one"]), ("shared", 3, ["bag_a", "bag_b"]), ("shared", 4, ["seq"]),
+        ("small", 1, ["cat"]), ("wide", 1, ["other"]),
+    ]  # fmt: skip
+    sizes = {n: arch.num_embeddings[n] for n in names}
+    ids = random_padded_ids(64, names, lengths, sizes, 4, torch.Generator().manual_seed(2))
+    ids[0] = -1  # every bag of row 0 is empty
+    expected = ebc(padded_to_kjt(ids, names, lengths, keys=ebc_keys(ebc))).to_dict()
+    got = arch(ids)
+    for name, pooled in zip(names, got, strict=True):
+        assert pooled.shape == (64, arch.embedding_dims[name]), name
+        assert (pooled - expected[name]).abs().max().item() <= TOL, name
+        assert torch.equal(pooled[0], torch.zeros_like(pooled[0])), f"empty bag of {name}"
+    with pytest.raises(ValueError, match="one embedding width"):
+        arch.stacked(ids)
+
+
+def test_stacked_follows_stack_order() -> None:
+    ebc = _mixed_collection()
+    names = ["seq", "cat", "one", "bag_a"]
+    lengths = {"one": 1, "bag_a": 3, "seq": 4, "cat": 1}
+    ids = random_padded_ids(
+        9, names, lengths, {"one": 30, "bag_a": 30, "seq": 30, "cat": 5}, 4,
+        torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    pooled = dict(zip(names, PaddedSparseArch(ebc, names, lengths)(ids), strict=True))
+    for order in (names, ["one", "bag_a", "cat", "seq"]):
+        arch = PaddedSparseArch(ebc, names, lengths, stack_order=order)
+        assert arch.stack_order == order
+        torch.testing.assert_close(
+            arch.stacked(ids), torch.stack([pooled[n] for n in order], dim=1), rtol=0, atol=0
+        )
+    with pytest.raises(ValueError, match="permutation"):
+        PaddedSparseArch(ebc, names, lengths, stack_order=["seq", "cat", "one"])
+
+
+def ebc_keys(ebc: EmbeddingBagCollection) -> list[str]:
+    return [f for cfg in ebc.embedding_bag_configs() for f in cfg.feature_names]
+
+
 # -- two-tower twins ---------------------------------------------------------------
 
 

@@ -15,7 +15,12 @@ from recsys.features.build import build_features
 from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
 from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
-from recsys.training.retrieval import RetrievalData, RetrievalTrainer, RetrievalTrainerConfig
+from recsys.training.retrieval import (
+    RetrievalData,
+    RetrievalTrainer,
+    RetrievalTrainerConfig,
+    resolve_device,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +110,31 @@ def test_training_beats_popularity_on_the_benchmark_split(
     trainer.fit(None)
     ndcg = trainer.evaluate(harness).metrics["ndcg@10"]
     assert ndcg > 0.2524  # popularity's NDCG@10 on this split
+
+
+def test_device_names_resolve_and_cuda_without_a_gpu_is_refused() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_matches_the_cpu_metrics(
+    dataset: ProcessedDataset, schema: FeatureSchema
+) -> None:
+    harness = EvalHarness.from_processed(dataset)
+    torch.manual_seed(0)
+    cpu = _trainer(dataset, schema, device="cpu")
+    torch.manual_seed(0)
+    gpu = _trainer(dataset, schema, device="cuda")
+    assert next(gpu.model.parameters()).is_cuda
+    cpu.train_epoch()
+    gpu.train_epoch()
+    queries, items = gpu.retrieval_vectors()
+    assert queries.device.type == "cpu" and items.device.type == "cpu"
+    # same seed, same batches: the two devices differ by float rounding only
+    m_cpu, m_gpu = cpu.evaluate(harness).metrics, gpu.evaluate(harness).metrics
+    assert abs(m_cpu["ndcg@10"] - m_gpu["ndcg@10"]) < 0.02

@@ -31,6 +31,18 @@ the instance kind), TensorRT/OpenVINO accelerators, sequence batching, ragged in
 auto-completion of a configuration that omits inputs or outputs, and ``TYPE_STRING``
 tensors (see below).
 
+What it does differently: onnxruntime's thread pools do not spin while they wait
+(``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning`` are
+"0"). Locally every model's stub, the server and the client share a few cores, and a
+pool left spinning between requests burns a core that another process needs.
+
+Per request it only does what the checks and the batching need: the graph's shapes
+are read once at load time, inputs are read through DLPack without a copy (onnxruntime
+runs on the stub's shared memory directly; a merged batch costs one concatenation),
+and only the outputs some request asked for are fetched from ``session.run``. What
+remains per request is the python backend's own IPC (inputs and outputs cross shared
+memory between the server and the stub), which the C++ backend does not have.
+
 Tensor I/O goes through DLPack, never ``Tensor.as_numpy()`` / ``pb_utils.Tensor(name,
 ndarray)``: the python backend stub shipped with nvidia-pytriton 0.7.0 is built with a
 pybind11 that predates numpy 2, and with the venv's numpy 2 those two calls return
@@ -44,7 +56,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,6 +148,10 @@ def _int_parameter(config: dict[str, Any], key: str) -> int | None:
 def session_options(config: dict[str, Any]) -> ort.SessionOptions:
     """Builds onnxruntime session options from the real backend's config keys."""
     options = ort.SessionOptions()
+    # Local machines are shared by every stub, the server and the client: waiting pool
+    # threads sleep instead of spinning (no effect with one intra-op thread, no pool).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     intra = _int_parameter(config, "intra_op_thread_count")
     if intra is not None:
         options.intra_op_num_threads = intra
@@ -182,6 +198,8 @@ class TensorSpec:
         self.model_dims = ([-1] if batched else []) + dims  # shape the graph sees
         # Shape the client sees (differs from model_dims only with `reshape`).
         self.client_dims = ([-1] if batched else []) + [int(d) for d in entry.get("dims", [])]
+        # The graph's shape, -1 where free; set by check_against (read once, not per request).
+        self.graph_dims: tuple[int, ...] = ()
 
     def check_against(self, graph_arg: Any, batched: bool, kind: str) -> None:
         """Raises ConfigMismatchError when the graph's tensor disagrees with the config."""
@@ -197,6 +215,7 @@ class TensorSpec:
                 f"{graph_arg.type}"
             )
         graph_shape = list(graph_arg.shape)
+        self.graph_dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in graph_shape)
         if len(graph_shape) != len(self.model_dims):
             raise ConfigMismatchError(
                 f"{kind} '{self.name}': configured rank {len(self.model_dims)} "
@@ -218,6 +237,13 @@ class TensorSpec:
 
 def _dims_text(shape: Sequence[Any]) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "-1" for d in shape) + "]"
+
+
+def _fits(shape: Sequence[int], graph_dims: Sequence[int]) -> bool:
+    """Whether an array shape fits a graph shape (-1 = any size)."""
+    return len(shape) == len(graph_dims) and all(
+        want < 0 or want == have for want, have in zip(graph_dims, shape, strict=True)
+    )
 
 
 class TritonPythonModel:
@@ -293,14 +319,10 @@ class TritonPythonModel:
                     array = array.reshape(lead + [d for d in spec.model_dims[len(lead) :]])
                 except ValueError as error:
                     raise BadRequestError(f"input '{spec.name}': {error}") from None
-            graph_shape = self.graph_inputs[spec.name].shape
-            if array.ndim != len(graph_shape) or any(
-                isinstance(want, int) and want >= 0 and want != have
-                for want, have in zip(graph_shape, array.shape, strict=False)
-            ):
+            if not _fits(array.shape, spec.graph_dims):
                 raise BadRequestError(
                     f"input '{spec.name}' has shape {list(array.shape)}; the model expects "
-                    f"{_dims_text(graph_shape)}"
+                    f"{_dims_text(spec.graph_dims)}"
                 )
             feeds[spec.name] = array
             if self.batched:
@@ -311,9 +333,11 @@ class TritonPythonModel:
             raise BadRequestError(f"unknown outputs requested: {unknown}")
         return feeds, wanted, batch
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, results, strict=True))
+    def _run(self, feeds: dict[str, np.ndarray], wanted: Collection[str]) -> dict[str, np.ndarray]:
+        """Runs the session for the ``wanted`` outputs only (in configuration order)."""
+        names = [name for name in self.output_names if name in wanted]
+        results = self.session.run(names, feeds)
+        return dict(zip(names, results, strict=True))
 
     def _response(self, outputs: dict[str, np.ndarray], wanted: list[str]) -> Any:
         tensors = []
@@ -355,8 +379,9 @@ class TritonPythonModel:
                 name: np.concatenate([feeds[name] for _, feeds, _, _ in members], axis=0)
                 for name in members[0][1]
             }
+            wanted_any = {name for *_, names, _ in members for name in names}
             try:
-                outputs = self._run(merged)
+                outputs = self._run(merged, wanted_any)
             except Exception:  # retry one by one to isolate the bad request
                 for member in members:
                     self._run_single(member, responses)
@@ -381,7 +406,7 @@ class TritonPythonModel:
     ) -> None:
         index, feeds, wanted, _ = member
         try:
-            responses[index] = self._response(self._run(feeds), wanted)
+            responses[index] = self._response(self._run(feeds, wanted), wanted)
         except Exception as error:  # one bad request must not kill the model
             # onnxruntime raises InvalidArgument for bad values (e.g. an id outside an
             # embedding table): the caller's fault, so not reported as a server fault.

@@ -1,7 +1,7 @@
 """ONNX export of the padded twins, checked, with a manifest, in plain or Triton layout.
 
 :func:`export_onnx` exports one module with ``torch.onnx.export`` (the TorchScript
-exporter by default: it turns the padded bags into plain Gather / Mul / ReduceSum;
+exporter by default: it turns the padded bags into plain Gather / MatMul;
 the dynamo exporter is available with ``exporter="dynamo"``), with a dynamic batch
 axis only (``F``, ``L`` and the dense width stay fixed, so Triton's dynamic
 batcher can merge requests). It then
@@ -324,7 +324,7 @@ def export_onnx(
     if forbidden:
         raise ExportError(
             f"{model_file}: the graph holds {forbidden}; exported twins must use plain "
-            "Gather/Mul/ReduceSum (an nn.EmbeddingBag or a KJT slipped into the module?)"
+            "Gather/MatMul (an nn.EmbeddingBag or a KJT slipped into the module?)"
         )
 
     max_diff: float | None = None

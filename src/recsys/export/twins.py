@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -108,27 +109,62 @@ class PaddedEmbeddingBag(nn.Module):
             float32 ``[..., D]``.
         """
         mask = ids >= 0
-        if valid is not None:
+        if valid is None:
+            # Padding looks up row 0 and is then weighted 0: a Gather with no
+            # out-of-range index, from one Clip (no Shape/ConstantOfShape/Where).
+            safe = ids.clamp(min=0)
+        else:
             mask = mask & valid
-        # Padding looks up row 0 and is then zeroed: a Gather with no out-of-range index.
-        safe = torch.where(mask, ids, torch.zeros_like(ids))
-        weights = mask.to(self.embedding.weight.dtype)
-        pooled = (self.embedding(safe) * weights.unsqueeze(-1)).sum(dim=-2)
+            # A slot masked by ``valid`` may hold any id: it must not reach the Gather.
+            safe = torch.where(mask, ids, torch.zeros_like(ids))
+        rows = self.embedding(safe)  # [..., L, D]
+        weights = mask.to(rows.dtype)  # [..., L]
         if self.pooling == "mean":
-            pooled = pooled / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
-        return pooled
+            weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        # [..., 1, L] @ [..., L, D]: one batched MatMul, instead of a Mul that writes
+        # [..., L, D] and a ReduceSum that reads it back (measured 0.15 ms instead of
+        # 0.36 ms for 200 bags of 50 ids, 16-d).
+        return (weights.unsqueeze(-2) @ rows).squeeze(-2)
+
+
+@dataclass(frozen=True)
+class _LookupGroup:
+    """Features pooled by one lookup: same table, same width.
+
+    Attributes:
+        table: index of the table's bag in ``PaddedSparseArch.bags``.
+        width: slots read per feature (their ``max_len``).
+        positions: the features' positions on the input's ``F`` axis, ascending.
+        start: for a one-slot group, its first column in the one-slot block (the
+            one-slot features side by side, group after group); 0 otherwise.
+    """
+
+    table: int
+    width: int
+    positions: tuple[int, ...]
+    start: int = 0
+
+    @property
+    def contiguous(self) -> bool:
+        return self.positions == tuple(range(self.positions[0], self.positions[-1] + 1))
 
 
 class PaddedSparseArch(nn.Module):
     """The padded twin of an ``EmbeddingBagCollection`` for a list of features.
 
     Features that share a table in the collection share one
-    :class:`PaddedEmbeddingBag` (one weight copy, one ONNX initializer).
+    :class:`PaddedEmbeddingBag` (one weight copy, one ONNX initializer) and are
+    looked up together when they also share a width (``max_len``): a one-id
+    feature on the table of a 50-id history gathers one row per example, not 50.
+    One-id features are masked all at once (one Clip, one comparison and one Mul
+    for all of them instead of one each): most ranker features are one id.
 
     Args:
         ebc: the trained collection (its weights are copied).
         feature_names: the features, in the order of the ``F`` axis of the input.
         max_len: ids read per feature (``L_f``); the input ``L`` is their maximum.
+        stack_order: the features in the order of :meth:`stacked`'s ``F`` axis
+            (default ``feature_names``).
 
     Example:
         >>> from torchrec import EmbeddingBagConfig
@@ -137,6 +173,8 @@ class PaddedSparseArch(nn.Module):
         >>> arch = PaddedSparseArch(ebc, ["b", "a"], {"a": 1, "b": 3})
         >>> [p.shape for p in arch(torch.zeros(2, 2, 3, dtype=torch.long))]
         [torch.Size([2, 4]), torch.Size([2, 4])]
+        >>> arch.stacked(torch.zeros(2, 2, 3, dtype=torch.long)).shape
+        torch.Size([2, 2, 4])
     """
 
     def __init__(
@@ -144,6 +182,7 @@ class PaddedSparseArch(nn.Module):
         ebc: EmbeddingBagCollection,
         feature_names: Sequence[str],
         max_len: Mapping[str, int],
+        stack_order: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if not feature_names:
@@ -164,18 +203,17 @@ class PaddedSparseArch(nn.Module):
         self.seq_len: int = max(self.max_len.values())
 
         bags: dict[str, PaddedEmbeddingBag] = {}
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
         for pos, name in enumerate(self.feature_names):
             cfg = configs[name]
             if cfg.name not in bags:
                 weight = ebc.embedding_bags[cfg.name].weight
                 pooling: Pooling = "mean" if cfg.pooling == PoolingType.MEAN else "sum"
                 bags[cfg.name] = PaddedEmbeddingBag.from_weight(weight, pooling)
-            groups.setdefault(cfg.name, []).append(pos)
+            groups.setdefault((cfg.name, self.max_len[name]), []).append(pos)
         # A list, not a ModuleDict: names such as "keys" clash with ModuleDict's methods.
         self.table_names: list[str] = list(bags)
         self.bags = nn.ModuleList(bags.values())
-        self._groups: list[list[int]] = [groups[t] for t in self.table_names]
         self.table_of: dict[str, str] = {f: configs[f].name for f in self.feature_names}
         self.num_embeddings: dict[str, int] = {
             f: bags[self.table_of[f]].num_embeddings for f in self.feature_names
@@ -183,48 +221,145 @@ class PaddedSparseArch(nn.Module):
         self.embedding_dims: dict[str, int] = {
             f: bags[self.table_of[f]].embedding_dim for f in self.feature_names
         }
-        slots = torch.arange(self.seq_len).unsqueeze(0)
-        lens = torch.tensor([self.max_len[f] for f in self.feature_names]).unsqueeze(1)
-        self.slot_mask: torch.Tensor
-        self.register_buffer("slot_mask", slots < lens, persistent=False)  # [F, L]
-        for i, positions in enumerate(self._groups):
-            index = torch.tensor(positions, dtype=torch.long)
-            self.register_buffer(f"_index_{i}", index, persistent=False)
+
+        self._one_slot: list[_LookupGroup] = []
+        self._multi_slot: list[_LookupGroup] = []
+        for (table, width), positions in groups.items():
+            group = _LookupGroup(self.table_names.index(table), width, tuple(positions))
+            if width == 1:
+                start = sum(len(g.positions) for g in self._one_slot)
+                self._one_slot.append(replace(group, start=start))
+            else:
+                self._multi_slot.append(group)
+        one_slot_positions = [p for g in self._one_slot for p in g.positions]
+        dims = {bags[self.table_names[g.table]].embedding_dim for g in self._one_slot}
+        # One Mul masks the one-slot block when its tables have one width.
+        self._one_slot_block: bool = len(dims) == 1
+        # Features come out one-slot block first, then the multi-slot groups.
+        self._pooled_order: list[int] = one_slot_positions + [
+            p for g in self._multi_slot for p in g.positions
+        ]
+        self._one_slot_index: torch.Tensor | None
+        gather_one_slot = one_slot_positions != list(range(len(one_slot_positions)))
+        index = torch.tensor(one_slot_positions, dtype=torch.long) if gather_one_slot else None
+        self.register_buffer("_one_slot_index", index, persistent=False)
+        for i, group in enumerate(self._multi_slot):
+            if not group.contiguous:
+                index = torch.tensor(group.positions, dtype=torch.long)
+                self.register_buffer(f"_index_{i}", index, persistent=False)
+        stack = list(self.feature_names if stack_order is None else stack_order)
+        if sorted(stack) != sorted(self.feature_names):
+            raise ValueError(
+                f"stack_order {stack} must be a permutation of feature_names {self.feature_names}"
+            )
+        self.stack_order: list[str] = stack
+        where = {pos: i for i, pos in enumerate(self._pooled_order)}
+        wanted = [where[self.feature_names.index(f)] for f in stack]
+        self._stack_index: torch.Tensor | None
+        reorder = wanted != list(range(len(wanted)))
+        index = torch.tensor(wanted, dtype=torch.long) if reorder else None
+        self.register_buffer("_stack_index", index, persistent=False)
 
     def bag(self, table: str) -> PaddedEmbeddingBag:
         """The bag of the collection's table ``table``."""
-        module = self.bags[self.table_names.index(table)]
+        return self._bag(self.table_names.index(table))
+
+    @property
+    def lookups(self) -> list[tuple[str, int, list[str]]]:
+        """``(table, width, features)`` of each lookup (one ONNX Gather each)."""
+        return [
+            (self.table_names[g.table], g.width, [self.feature_names[p] for p in g.positions])
+            for g in self._one_slot + self._multi_slot
+        ]
+
+    def _bag(self, index: int) -> PaddedEmbeddingBag:
+        module = self.bags[index]
         assert isinstance(module, PaddedEmbeddingBag)
         return module
+
+    def _pooled_blocks(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Pooled features as ``[B, k, D]`` blocks, in ``_pooled_order``.
+
+        The one-slot features come first: one block when their tables share a
+        width, else one block per group; then one block per multi-slot group.
+        """
+        blocks: list[torch.Tensor] = []
+        if self._one_slot:
+            # Slot 0 of the one-slot features, side by side: [B, F1].
+            first = ids[:, :, 0]
+            if self._one_slot_index is not None:
+                first = first.index_select(1, self._one_slot_index)
+            else:
+                first = first[:, : sum(len(g.positions) for g in self._one_slot)]
+            # Padding looks up row 0 and is then zeroed: no out-of-range index.
+            safe = first.clamp(min=0)
+            mask = (first >= 0).unsqueeze(-1)  # [B, F1, 1]
+            rows = [
+                self._bag(g.table).embedding(safe[:, g.start : g.start + len(g.positions)])
+                for g in self._one_slot
+            ]  # [B, k, D] each
+            if self._one_slot_block:
+                block = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+                blocks.append(block * mask.to(block.dtype))
+            else:
+                for g, r in zip(self._one_slot, rows, strict=True):
+                    m = mask[:, g.start : g.start + len(g.positions)]
+                    blocks.append(r * m.to(r.dtype))
+        for i, group in enumerate(self._multi_slot):
+            if group.contiguous:
+                # Static Slices: this group's features, then its own width.
+                first_pos = group.positions[0]
+                sub = ids[:, first_pos : first_pos + len(group.positions), : group.width]
+            else:
+                index: torch.Tensor = getattr(self, f"_index_{i}")
+                sub = ids.index_select(1, index)[:, :, : group.width]
+            blocks.append(self._bag(group.table)(sub))
+        return blocks
 
     def forward(self, ids: torch.Tensor) -> list[torch.Tensor]:
         """Pooled embeddings of each feature, in ``feature_names`` order.
 
         Args:
-            ids: int64 ``[B, F, L]``, ``-1`` = padding.
+            ids: int64 ``[B, F, L]``, ``-1`` = padding. Slot ``j`` of feature
+                ``f`` is read only when ``j < max_len[f]``.
 
         Returns:
             One float32 ``[B, D_f]`` per feature.
         """
         out: list[torch.Tensor | None] = [None] * len(self.feature_names)
-        slot_mask = self.slot_mask
-        for i, (bag, positions) in enumerate(zip(self.bags, self._groups, strict=True)):
-            # Only the first max(L_f) slots are read: a categorical feature gathers
-            # [B, 1, D], not [B, L, D] (a static Slice in the ONNX graph).
-            width = max(self.max_len[self.feature_names[p]] for p in positions)
-            if len(positions) == 1:
-                pos = positions[0]
-                out[pos] = bag(ids[:, pos, :width])
-                continue
-            # Features sharing a table: one gather for all of them.
-            index: torch.Tensor = getattr(self, f"_index_{i}")
-            pooled = bag(
-                ids.index_select(1, index)[:, :, :width],
-                slot_mask.index_select(0, index)[:, :width],
-            )
-            for k, pos in enumerate(positions):
-                out[pos] = pooled[:, k]
+        order = iter(self._pooled_order)
+        for block in self._pooled_blocks(ids):
+            for k in range(block.shape[1]):
+                out[next(order)] = block[:, k]
         return [p for p in out if p is not None]
+
+    def stacked(self, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings as one ``[B, F, D]`` tensor, in ``stack_order``.
+
+        Needs every table at one width. Cheaper in ONNX than stacking
+        :meth:`forward`'s list: one Concat of the blocks and at most one Gather to
+        reorder them, instead of a slice and an Unsqueeze per feature.
+
+        Args:
+            ids: int64 ``[B, F, L]`` in ``feature_names`` order, ``-1`` = padding.
+
+        Returns:
+            float32 ``[B, F, D]``, features in ``stack_order``.
+
+        Raises:
+            ValueError: the tables have different widths.
+
+        Example:
+            >>> arch.stacked(ids).shape  # doctest: +SKIP
+            torch.Size([2, 2, 4])
+        """
+        if len(set(self.embedding_dims.values())) != 1:
+            raise ValueError(f"stacked() needs one embedding width, got {self.embedding_dims}")
+        blocks = self._pooled_blocks(ids)
+        pooled = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        if self._stack_index is None:
+            return pooled
+        return pooled.index_select(1, self._stack_index)
 
 
 class _TowerTwin(nn.Module):
@@ -376,13 +511,12 @@ class RankerTwin(nn.Module):
             lengths = {f: int(max_len.get(f, 1)) for f in names}
         self.feature_names: list[str] = names
         ebc = dlrm.sparse_arch.embedding_bag_collection
-        self.sparse_arch = PaddedSparseArch(ebc, names, lengths)
+        # The interaction arch expects the sparse features in the collection's order.
+        self.sparse_arch = PaddedSparseArch(ebc, names, lengths, stack_order=lookup_order)
         dims = set(self.sparse_arch.embedding_dims.values())
         if len(dims) != 1:
             raise ValueError(f"DLRM needs one embedding width, tables have {sorted(dims)}")
         self.embedding_dim: int = dims.pop()
-        # The interaction arch expects the sparse features in the collection's order.
-        self._lookup_positions: list[int] = [names.index(f) for f in lookup_order]
         self.dense_arch = copy.deepcopy(dlrm.dense_arch)
         self.inter_arch = copy.deepcopy(dlrm.inter_arch)
         self.over_arch = copy.deepcopy(dlrm.over_arch)
@@ -412,8 +546,7 @@ class RankerTwin(nn.Module):
         Returns:
             ``(logits [B], probabilities [B])``.
         """
-        pooled = self.sparse_arch(ids)
-        sparse = torch.stack([pooled[p] for p in self._lookup_positions], dim=1)
+        sparse = self.sparse_arch.stacked(ids)
         embedded_dense = self.dense_arch(dense)
         interaction = self.inter_arch(dense_features=embedded_dense, sparse_features=sparse)
         logits = self.over_arch(interaction).squeeze(-1)

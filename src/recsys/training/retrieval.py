@@ -71,6 +71,9 @@ class RetrievalTrainerConfig:
         resume: continue from ``checkpoint_dir/last.pt`` if it exists.
         num_threads: torch intra-op threads (0 = torch's default).
         progress: show progress bars.
+        device: where the model trains: ``cpu``, ``cuda``, ``cuda:<n>`` or ``auto``
+            (``cuda`` when torch sees a GPU). Embeddings and evaluation results
+            come back on the CPU either way.
     """
 
     epochs: int = 40
@@ -91,6 +94,7 @@ class RetrievalTrainerConfig:
     resume: bool = False
     num_threads: int = 0
     progress: bool = True
+    device: str = "auto"
 
 
 @dataclass
@@ -265,7 +269,9 @@ class RetrievalTrainer:
     ) -> None:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        self.model = model
+        self.device = resolve_device(config.device)
+        # Before the optimizers exist: they hold (and fuse into) these parameters.
+        self.model = model.to(self.device)
         self.data = data
         self.config = config
         self.log_fn = log_fn
@@ -291,26 +297,24 @@ class RetrievalTrainer:
         # draws from the positives' distribution plus M uniform negatives.
         share = data.item_counts / max(data.item_counts.sum(), 1.0)
         expected = config.batch_size * share + config.num_negatives / max(data.n_items, 1)
-        self.log_q = torch.from_numpy(np.log(np.maximum(expected, 1e-12))).float()
+        self.log_q = torch.from_numpy(np.log(np.maximum(expected, 1e-12))).float().to(self.device)
 
     # -- training ----------------------------------------------------------------
 
     def _loss(self, kjt: KeyedJaggedTensor, item_rows: np.ndarray) -> torch.Tensor:
         cfg = self.config
-        user, item, bias = self.model(kjt)
-        ids = torch.from_numpy(item_rows)
+        user, item, bias = self.model(kjt.to(self.device))
+        ids = torch.from_numpy(item_rows).to(self.device)
         inv_t = self.model.inv_temperature
         if cfg.loss == "bpr":
             neg_rows = self.rng.integers(0, self.data.n_items, len(item_rows))
-            neg, neg_b = self.model.encode_items_with_bias(self.data.items.batch(neg_rows).sparse)
+            neg, neg_b = self.model.encode_items_with_bias(self._items(neg_rows))
             return bpr_loss(user, item, neg, inv_t, bias, neg_b)
         neg_emb = neg_ids = neg_log_q = neg_b = None
         if cfg.num_negatives:
             neg_rows = self.rng.integers(0, self.data.n_items, cfg.num_negatives)
-            neg_emb, neg_b = self.model.encode_items_with_bias(
-                self.data.items.batch(neg_rows).sparse
-            )
-            neg_ids = torch.from_numpy(neg_rows)
+            neg_emb, neg_b = self.model.encode_items_with_bias(self._items(neg_rows))
+            neg_ids = torch.from_numpy(neg_rows).to(self.device)
             neg_log_q = self.log_q[neg_ids] if cfg.logq_correction else None
         return sampled_softmax_loss(
             user,
@@ -324,6 +328,9 @@ class RetrievalTrainer:
             item_bias=bias,
             neg_bias=neg_b,
         )
+
+    def _items(self, rows: np.ndarray | slice) -> KeyedJaggedTensor:
+        return self.data.items.batch(rows).sparse.to(self.device)
 
     def train_epoch(self) -> float:
         """One pass over the training examples in a seeded random order."""
@@ -362,12 +369,10 @@ class RetrievalTrainer:
         self.model.eval()
         embs, biases = [], []
         for s in range(0, len(self.data.items), batch_size):
-            e, b = self.model.encode_items_with_bias(
-                self.data.items.batch(slice(s, s + batch_size)).sparse
-            )
-            embs.append(e)
+            e, b = self.model.encode_items_with_bias(self._items(slice(s, s + batch_size)))
+            embs.append(e.cpu())
             if b is not None:
-                biases.append(b)
+                biases.append(b.cpu())
         return torch.cat(embs), (torch.cat(biases) if biases else None)
 
     @torch.no_grad()
@@ -375,9 +380,11 @@ class RetrievalTrainer:
         """``(queries [n_users, D'], items [n_items, D'])`` whose inner products are
         the model's scores: what the index stores and searches with."""
         items, bias = self.item_embeddings_with_bias()
+        users = self.user_embeddings().to(self.device)
+        items, bias = items.to(self.device), None if bias is None else bias.to(self.device)
         return (
-            self.model.query_vectors(self.user_embeddings()),
-            self.model.item_vectors(items, bias),
+            self.model.query_vectors(users).cpu(),
+            self.model.item_vectors(items, bias).cpu(),
         )
 
     @torch.no_grad()
@@ -385,7 +392,9 @@ class RetrievalTrainer:
         """Embeddings of every user at the end of training ``[n_users, D]``."""
         self.model.eval()
         out = [
-            self.model.encode_users(self.data.users.batch(slice(s, s + batch_size)).sparse)
+            self.model.encode_users(
+                self.data.users.batch(slice(s, s + batch_size)).sparse.to(self.device)
+            ).cpu()
             for s in range(0, len(self.data.users), batch_size)
         ]
         return torch.cat(out) if out else torch.empty(0)
@@ -465,7 +474,7 @@ class RetrievalTrainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restores what :meth:`save_checkpoint` wrote."""
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.dense_optimizer.load_state_dict(state["dense_optimizer"])
         for p, saved in zip(self.sparse_params, state["sparse_optimizers"], strict=True):
@@ -479,6 +488,24 @@ class RetrievalTrainer:
         self.best_epoch = int(state["best_epoch"])
         self._best_state = state["best_state"]
         self.history = [EpochLog(**h) for h in state["history"]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a config value: ``cpu``, ``cuda[:n]`` or ``auto``.
+
+    Raises:
+        ValueError: ``cuda`` was asked for and torch sees no GPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU")
+    return device
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
