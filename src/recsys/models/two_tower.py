@@ -283,7 +283,7 @@ class TwoTower(nn.Module):
         """User embeddings scaled for inner-product search (``[U, D(+1)]``)."""
         q = users * self.inv_temperature
         if self.config.item_bias:
-            q = torch.cat([q, torch.ones(len(q), 1, dtype=q.dtype)], dim=1)
+            q = torch.cat([q, torch.ones(len(q), 1, dtype=q.dtype, device=q.device)], dim=1)
         return q
 
     def item_vectors(self, items: torch.Tensor, item_bias: torch.Tensor | None) -> torch.Tensor:

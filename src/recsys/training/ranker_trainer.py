@@ -510,6 +510,17 @@ class RankerHistory:
         return self.epochs[self.best_epoch]
 
 
+def _module_device(module: nn.Module) -> torch.device:
+    """Where a (possibly DMP-wrapped) ranker computes: its own ``device`` or its first
+    parameter's."""
+    device = getattr(module, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    for param in module.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(module: nn.Module, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
     """Scores every batch; under several ranks gathers all ranks' rows.
@@ -523,9 +534,11 @@ def predict(module: nn.Module, batches: Iterable[Batch]) -> tuple[np.ndarray, np
     """
     was_training = module.training
     module.eval()
+    device = _module_device(module)
     probs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     for batch in batches:
+        batch = batch.to(device)
         probs.append(torch.sigmoid(module(batch.dense_features, batch.sparse_features).float()))
         labels.append(batch.labels)
     module.train(was_training)
