@@ -128,8 +128,17 @@ def consume(args: list[str]) -> None:
     consumer = make_consumer(url, prefix, segments, int(partitions), owned, record == "1")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stages = _time_stages(consumer) if os.environ.get("BENCH_EVENTS_STAGES") else None
     redis.Redis.from_url(url).set(f"{prefix}:ready:{part}", "1")
-    stats = consumer.run(stop=stop)
+    profile_dir = os.environ.get("BENCH_EVENTS_PROFILE")
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        stats = profiler.runcall(consumer.run, stop=stop)
+        profiler.dump_stats(os.path.join(profile_dir, f"consumer-{part}.prof"))
+    else:
+        stats = consumer.run(stop=stop)
     if out != "-":
         Path(out).write_text(
             json.dumps(
@@ -142,9 +151,32 @@ def consume(args: list[str]) -> None:
                     "last_commit_us": stats.last_commit_us,
                     "latencies_us": stats.latencies_us,
                     "commit_latencies_us": stats.commit_latencies_us,
+                    "stage_cpu_s": stages,
                 }
             )
         )
+
+
+def _time_stages(consumer: StreamConsumer) -> dict[str, float]:
+    """Wraps the consumer's store calls and batch handling to add up the CPU
+    seconds (``time.process_time``) spent in each; the dict fills as it runs."""
+    totals: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.process_time() - t0
+
+        return wrapper
+
+    store, proc = consumer.store, consumer.processor
+    for name in ("read", "commit_and_read", "commit", "load_users"):
+        setattr(store, name, timed(name, getattr(store, name)))
+    proc.handle = timed("handle", proc.handle)  # type: ignore[method-assign]
+    return totals
 
 
 def produce(args: list[str]) -> None:
@@ -207,6 +239,17 @@ def _redis_cpu(server: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def _redis_commands(server: redis.Redis, n_events: int) -> dict[str, dict[str, float]]:
+    """Calls and server time per event of each command since the last reset."""
+    out = {}
+    for name, st in server.info("commandstats").items():
+        out[name.removeprefix("cmdstat_")] = {
+            "calls": int(st["calls"]),
+            "us_per_event": round(float(st["usec"]) / n_events, 2),
+        }
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["us_per_event"]))
+
+
 def _wait(cond: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -238,6 +281,7 @@ def run_phase(
             "consumers and producer to start",
         )
         load_before = os.getloadavg()
+        server.config_resetstat()  # command counts of this phase only
         redis_cpu0 = _redis_cpu(server)
         consumer_cpu0 = [_proc_cpu(c.pid) for c in consumers]
         store.r.set(f"{prefix}:go", "1")
@@ -250,6 +294,7 @@ def run_phase(
             f"{name}: all events applied",
         )
         redis_cpu = _redis_cpu(server) - redis_cpu0
+        commands = _redis_commands(server, n_events)
         consumer_cpu = [_proc_cpu(c.pid) - t for c, t in zip(consumers, consumer_cpu0, strict=True)]
         load_after = os.getloadavg()
         producer.wait(timeout=60)
@@ -301,6 +346,16 @@ def run_phase(
             "producer": round(prod["cpu_s"] / n_events * 1e6, 1),
             "redis_server": round(redis_cpu / n_events * 1e6, 1),
         },
+        # With BENCH_EVENTS_STAGES=1: each consumer's CPU per event in its
+        # store calls and batch handling (handle includes its commit calls).
+        "consumer_stage_cpu_us_per_event": {
+            p: {k: round(v / n_events * 1e6, 1) for k, v in s["stage_cpu_s"].items()}
+            for p, s in zip(labels, stats, strict=True)
+            if s.get("stage_cpu_s")
+        },
+        # Per Redis command (scripts and the commands they run): calls, and
+        # server microseconds per event.
+        "redis_commands": commands,
         "batches": batches,
         "mean_batch": round(entries / max(batches, 1), 1),
         "segment_sizes": {s: store.segment_size(s) for s in consumer_segments(args.segments)},

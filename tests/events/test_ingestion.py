@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from rt_testkit import raw_event
 from recsys.events.batch import load_yoochoose_clicks
 from recsys.events.producer import EventProducer
 from recsys.events.redis_store import RedisStore
-from recsys.events.store import CommitBatch, RealtimeStore
+from recsys.events.store import CommitBatch, Delivery, RealtimeStore
 from recsys.privacy.consent import ConsentPolicy
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.offline import build_profiles
@@ -93,15 +95,29 @@ class _CrashOnCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def commit(self, batch: CommitBatch) -> list[str]:
+    def _crash_once(self) -> None:
         if not self.crashed:
             self.crashed = True
             raise ConnectionError("simulated crash before commit")
+
+    def commit(self, batch: CommitBatch) -> list[str]:
+        self._crash_once()
         return self.inner.commit(batch)
+
+    def commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        self._crash_once()
+        return self.inner.commit_and_read(batch, consumer, count, partitions)
 
 
 def test_a_crash_before_commit_redelivers_and_applies_once(store: RealtimeStore) -> None:
-    EventProducer(store).publish([raw_event(i, user=f"u{i % 2}") for i in range(10)])
+    # One event per publish call, so one per stream entry in both stores.
+    EventProducer(store, batch_size=1).publish([raw_event(i, user=f"u{i % 2}") for i in range(10)])
     first = consumer(store, batch_size=4)
     first.run(max_entries=4)  # one batch committed
     crashing = _CrashOnCommit(store)
@@ -242,7 +258,8 @@ def test_the_consumer_returns_the_garbage_collector_as_it_found_it(store: Realti
 def test_a_duplicate_committed_after_the_read_is_still_applied_once(
     store: RealtimeStore,
 ) -> None:
-    EventProducer(store).publish([raw_event(1, user="u1"), raw_event(1, user="u1")])
+    # One event per publish call: two stream entries (Redis would group them).
+    EventProducer(store, batch_size=1).publish([raw_event(1, user="u1"), raw_event(1, user="u1")])
     a, b = EventProcessor(store, GRANT_ALL), EventProcessor(store, GRANT_ALL)
     (first,) = store.read("a", 1, 0, pending=False)
     (second,) = store.read("b", 1, 0, pending=False)
@@ -252,3 +269,66 @@ def test_a_duplicate_committed_after_the_read_is_still_applied_once(
     assert a.stats.duplicates == 1
     assert stored_profile(store, "u1").total() == 1
     assert store.stream_stats()["pending"] == 0
+
+
+class _CountingLoads:
+    """Wraps a store and records which users it was asked to load."""
+
+    def __init__(self, inner: RealtimeStore) -> None:
+        self.inner = inner
+        self.loaded: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def load_users(self, user_ids: Sequence[str]) -> dict[str, Any]:
+        self.loaded += user_ids
+        return self.inner.load_users(user_ids)
+
+
+def test_users_without_a_record_are_not_loaded_and_stale_hints_are_caught(
+    redis_url: str,
+) -> None:
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    counting = _CountingLoads(store)
+    proc = EventProcessor(counting, GRANT_ALL)  # type: ignore[arg-type]
+    EventProducer(store).publish([raw_event(i, user=f"n{i % 3}") for i in range(6)])
+    deliveries = store.read("c", 100, 0, pending=False)
+    assert proc.handle(deliveries) == 6 and counting.loaded == []  # all new: no load
+    # A hint that went stale between the read and the commit (an attribute
+    # write) fails the version check; the retry loads the user.
+    EventProducer(store).publish([raw_event(10, user="late")])
+    (d,) = store.read("c", 100, 0, pending=False)
+    assert d.user_version == 0
+    store.write_attributes("late", {"age": '{"v": 41, "s": "crm", "c": 1.0, "t": 1}'})
+    assert proc.handle([d]) == 1
+    assert proc.stats.conflicts == 1 and counting.loaded == ["late"]
+    assert proc.cache["late"].attributes == {"age": 41}
+    assert stored_profile(store, "late").total() == 1
+
+
+def test_a_consumer_reads_the_next_batch_with_each_commit(store: RealtimeStore) -> None:
+    EventProducer(store, batch_size=1).publish([raw_event(i, user=f"u{i}") for i in range(9)])
+    c = consumer(store, batch_size=3)
+    calls: list[str] = []
+    inner = store
+
+    class _Spy:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(inner, name)
+            if name in ("read", "commit", "commit_and_read"):
+                calls.append(name)
+            return attr
+
+    c.store = c.processor.store = _Spy()  # type: ignore[assignment]
+    stats = c.run(until_idle=True)
+    assert stats.applied == 9 and store.stream_stats()["pending"] == 0
+    # pending check, first read, then one call per batch (the last reads nothing).
+    assert calls == [
+        "read",
+        "read",
+        "commit_and_read",
+        "commit_and_read",
+        "commit_and_read",
+        "read",
+    ]

@@ -204,7 +204,8 @@ def test_a_partitioned_stream_keeps_each_user_in_one_partition(redis_url: str) -
             order.setdefault(raw["user_id"], []).append(raw["n"])
     assert sorted(n for ns in order.values() for n in ns) == list(range(120))
     assert all(ns == sorted(ns) for ns in order.values())  # each user's events in order
-    assert store.stream_stats() == {"length": 120, "pending": 120}
+    # A user's events of one publish call share an entry: 30 users x 2 calls.
+    assert store.stream_stats() == {"length": 60, "pending": 60}
     # A consumer that restarts gets its own entries back, per partition.
     again = store.read("c", 500, 0, pending=True, partitions=[1])
     assert again and all(d.entry_id.startswith("1:") for d in again)
@@ -212,12 +213,13 @@ def test_a_partitioned_stream_keeps_each_user_in_one_partition(redis_url: str) -
     assert claimed and all(d.entry_id.startswith("2:") for d in claimed)
     # One commit acknowledges entries of every partition.
     assert store.commit(CommitBatch(acks=ids)) == []
-    assert store.stream_stats() == {"length": 120, "pending": 0}
+    assert store.stream_stats() == {"length": 60, "pending": 0}
     with pytest.raises(ValueError, match="do not exist"):
         store.read("c", 1, 0, pending=False, partitions=[3])
     # Erasure finds the user's entries whatever their partition.
     counts = store.erase_user("user7", "tomb")
-    assert counts["stream"] == 4 and store.stream_stats()["length"] == 116
+    # Counted in events (4), though they were 2 entries.
+    assert counts["stream"] == 4 and store.stream_stats()["length"] == 58
 
 
 def test_a_blocked_read_returns_what_arrives(store: RealtimeStore) -> None:
@@ -233,3 +235,65 @@ def test_a_blocked_read_returns_what_arrives(store: RealtimeStore) -> None:
     assert [d.payload for d in got] == payloads
     assert store.stream_stats() == {"length": 100, "pending": 100}
     assert store.read("c", 500, 50, pending=False) == []  # waits, then nothing
+
+
+def test_commit_and_read_commits_then_reads_only_when_committed(store: RealtimeStore) -> None:
+    ids = publish(store, 1, user="a") + publish(store, 1, user="b")
+    (first,) = store.read("c", 1, 0, pending=False)
+    ok = CommitBatch(profiles=[ProfileWrite("a", 0, "{}")], applied_ids=["e0"], acks=[ids[0]])
+    conflicts, nxt = store.commit_and_read(ok, "c", 10)
+    assert conflicts == [] and [d.entry_id for d in nxt] == ids[1:]
+    assert store.load_users(["a"])["a"].version == 1
+    assert store.stream_stats()["pending"] == 1  # the next batch, read and not yet acknowledged
+    publish(store, 1, user="d")
+    # A conflict writes, acknowledges and reads nothing.
+    stale = CommitBatch(profiles=[ProfileWrite("a", 0, "{}")], acks=[nxt[0].entry_id])
+    assert store.commit_and_read(stale, "c", 10) == (["a"], [])
+    assert store.stream_stats() == {"length": 3, "pending": 1}
+    assert first.entry_id == ids[0]
+
+
+@pytest.mark.redis
+def test_a_users_events_of_one_publish_call_share_an_entry(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    texts = [json.dumps({"event_id": f"e{i}", "user_id": "ab"[i % 2]}) for i in range(6)]
+    texts.append('{"bad":"\x1e"}')  # holds the separator: travels alone
+    ids = store.publish(texts, users=["a", "b"] * 3 + ["a"])
+    assert store.stream_stats() == {"length": 3, "pending": 0}
+    got = store.read("c", 10, 0, pending=False)
+    by_id = {d.entry_id: d for d in got}
+    assert sorted(by_id) == sorted(ids) and len(got) == 7
+    assert [by_id[i].payload for i in ids] == texts  # every event, unsplit and in order
+    a_ids = [i for i, t in zip(ids, texts[:6], strict=False) if '"a"' in t]
+    assert [i.split("/")[1] for i in a_ids] == ["0", "1", "2"]  # one entry, indexed
+    assert len({i.split("/")[0] for i in a_ids}) == 1
+    # Unknown users have no record: version 0, so the consumer need not load them.
+    assert {(d.user_id, d.user_version) for d in got} == {("a", 0), ("b", 0)}
+    # Acknowledging an event of a grouped entry acknowledges the entry.
+    assert store.commit(CommitBatch(acks=[a_ids[0]])) == []
+    assert store.stream_stats()["pending"] == 2
+    store.write_attributes("b", {"age": "30"})
+    store.publish([texts[1]], users=["b"])
+    (again,) = store.read("c", 10, 0, pending=False)
+    assert (again.user_id, again.user_version) == ("b", 1)
+    # Without grouping: one entry per event.
+    plain = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}", group_user_events=False)
+    plain_ids = plain.publish(texts[:4], users=["a", "b", "a", "b"])
+    assert "/" not in "".join(plain_ids) and plain.stream_stats()["length"] == 4
+
+
+@pytest.mark.redis
+def test_a_blocked_read_returns_user_versions(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    store.write_attributes("old", {"age": "30"})
+    texts = [json.dumps({"event_id": f"e{i}", "user_id": u}) for i, u in enumerate(["old", "new"])]
+    timer = threading.Timer(0.05, lambda: store.publish(texts, users=["old", "new"]))
+    timer.start()
+    try:
+        got = store.read("c", 500, 5000, pending=False)
+    finally:
+        timer.join()
+    assert [(d.payload, d.user_id, d.user_version) for d in got] == [
+        (texts[0], "old", 1),
+        (texts[1], "new", 0),
+    ]

@@ -5,10 +5,13 @@ Key layout (``P`` is the configured prefix):
 ====================  ======  ================================================
 key                   type    holds
 ====================  ======  ================================================
-``P:stream``          stream  published events (fields ``e`` JSON, ``t`` publish
-                              us); with N > 1 partitions ``P:stream:0`` ...
-                              ``P:stream:<N-1>``, a user's events all in
-                              partition :func:`~recsys.events.store.partition_of`
+``P:stream``          stream  published events: per entry ``e`` one event
+                              (JSON) or ``g`` a user's events of one publish
+                              call (joined by U+001E), ``t`` publish us, ``u``
+                              the user when known; with N > 1 partitions
+                              ``P:stream:0`` ... ``P:stream:<N-1>``, a user's
+                              events all in partition
+                              :func:`~recsys.events.store.partition_of`
 ``P:u:<user>``        hash    ``v`` version, ``p`` profile JSON, ``a:<name>``
                               attributes, ``c:<purpose>`` consent
 ``P:ch:<user>``       list    consent history
@@ -37,6 +40,12 @@ neither side has to escape or parse element by element; JSON (``J``) is used
 only when an element itself holds a NUL. Validated events and the documents
 this package writes never do (JSON escapes control characters). Publishing
 packs its arguments directly in the Redis protocol.
+
+Per batch a consumer needs one round trip in the common case:
+:meth:`RedisStore.commit_and_read` commits a batch and reads the next in one
+script; a user's events of one publish call share a stream entry (fewer
+entries to add, read and acknowledge); and every entry read comes with its
+user's record version, so users with no record yet are not loaded.
 """
 
 from __future__ import annotations
@@ -103,7 +112,9 @@ end
 """
 
 # KEYS: stream keys; ARGV: publish time, MAXLEN ('' = none), then per key the
-# number of its payloads followed by them. Returns the new ids, space-joined.
+# number of its entries followed by (kind, user or '', body) per entry: kind
+# 'e' holds one event, 'g' a user's events joined by U+001E (see
+# RedisStore.publish). Returns the new ids, space-joined.
 _PUBLISH_LUA = r"""
 local ts, maxlen = ARGV[1], ARGV[2]
 local out, j, m, call = {}, 3, 0, redis.call
@@ -111,52 +122,110 @@ for k = 1, #KEYS do
   local key, n = KEYS[k], tonumber(ARGV[j])
   j = j + 1
   for _ = 1, n do
-    m = m + 1
-    if maxlen == '' then
-      out[m] = call('XADD', key, '*', 'e', ARGV[j], 't', ts)
+    local kind, u, body = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+    local id
+    if u == '' then
+      if maxlen == '' then
+        id = call('XADD', key, '*', kind, body, 't', ts)
+      else
+        id = call('XADD', key, 'MAXLEN', '~', maxlen, '*', kind, body, 't', ts)
+      end
+    elseif maxlen == '' then
+      id = call('XADD', key, '*', kind, body, 't', ts, 'u', u)
     else
-      out[m] = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[j], 't', ts)
+      id = call('XADD', key, 'MAXLEN', '~', maxlen, '*', kind, body, 't', ts, 'u', u)
     end
-    j = j + 1
+    m = m + 1
+    out[m] = id
+    j = j + 3
   end
 end
 return table.concat(out, ' ')
 """
 
-# KEYS: stream keys; ARGV: group, consumer, COUNT, '>' (new) or '0' (own
-# pending), then one id label per key ('' or '<partition>:'). Returns the list
-# (labelled id, publish time, payload) per entry.
+# read(p, grp, consumer, count, mode, first_label, extra, known): XREADGROUP of KEYS
+# for the consumer ('>' new, '0' own pending), the labels ('' or
+# '<partition>:') at ARGV[first_label ...] one per key. Returns one string
+# (the list encoding): the number of extra users and their record versions,
+# then per entry: labelled id, publish time, user ('' unknown), that user's
+# record version ('' unknown, '0' no record), body ('' deleted entry, else the
+# kind and the payload). Versions let the consumer skip loading users that
+# have no record yet (a hint: the commit checks versions again); ``known``
+# holds versions the caller just wrote (nil: none).
+_LUA_READ = r"""
+local function read(p, grp, consumer, count, mode, first_label, extra, known)
+  local call, find = redis.call, string.find
+  local cmd = {'XREADGROUP', 'GROUP', grp, consumer, 'COUNT', count, 'STREAMS'}
+  local labels = {}
+  for k = 1, #KEYS do
+    cmd[#cmd + 1] = KEYS[k]
+    labels[KEYS[k]] = ARGV[first_label + k - 1]
+  end
+  for k = 1, #KEYS do cmd[#cmd + 1] = mode end
+  local r = #KEYS > 0 and call(unpack(cmd)) or {}
+  local vers = known or {}  -- user -> version, known without a lookup
+  local function version(u)
+    local v = vers[u]
+    if v == nil then
+      local key = p .. ':u:' .. u
+      v = call('HGET', key, 'v')
+      if not v then v = call('EXISTS', key) == 1 and '' or '0' end
+      vers[u] = v
+    end
+    return v
+  end
+  local out, n, clean = {tostring(#extra)}, 1, true
+  for _, u in ipairs(extra) do
+    n = n + 1
+    out[n] = version(u)
+  end
+  for _, s in ipairs(r or {}) do  -- nil reply: nothing new
+    local label = labels[s[1]]
+    for _, e in ipairs(s[2]) do
+      local f, body, t, u, ver = e[2], '', '0', '', ''
+      if f then  -- false when the entry was deleted after delivery (erasure)
+        body = 'e'  -- no known payload field: an empty event (a dead letter)
+        for j = 1, #f, 2 do
+          local name = f[j]
+          if name == 'e' or name == 'g' then
+            body = name .. f[j + 1]
+          elseif name == 't' then
+            t = f[j + 1]
+          elseif name == 'u' then
+            u = f[j + 1]
+          end
+        end
+        if u ~= '' then ver = version(u) end
+      end
+      if clean and (find(body, '\0', 1, true) or find(t, '\0', 1, true)
+                    or find(u, '\0', 1, true)) then
+        clean = false
+      end
+      out[n + 1] = label == '' and e[1] or label .. e[1]  -- stream ids never hold NUL
+      out[n + 2] = t
+      out[n + 3] = u
+      out[n + 4] = ver
+      out[n + 5] = body
+      n = n + 5
+    end
+  end
+  if clean then
+    for _, u in ipairs(extra) do
+      if find(u, '\0', 1, true) then clean = false end
+    end
+  end
+  if clean then return 'Z' .. table.concat(out, '\0') end
+  return 'J' .. cjson.encode(out)
+end
+"""
+
+# KEYS: stream keys; ARGV: prefix, group, consumer, COUNT, '>' (new) or '0'
+# (own pending), one label per key, then the extra users (list encoding).
 _READ_LUA = (
     _LUA_LISTS
+    + _LUA_READ
     + r"""
-local cmd = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
-local labels = {}
-for k = 1, #KEYS do
-  cmd[#cmd + 1] = KEYS[k]
-  labels[KEYS[k]] = ARGV[4 + k]
-end
-for k = 1, #KEYS do cmd[#cmd + 1] = ARGV[4] end
-local r = redis.call(unpack(cmd))
-local out, n, clean, find = {}, 0, true, string.find
-for _, s in ipairs(r or {}) do
-  local label = labels[s[1]]
-  for _, e in ipairs(s[2]) do
-    local f, payload, t = e[2], '', '0'
-    if f then  -- false when the entry was deleted after delivery (erasure)
-      for j = 1, #f, 2 do
-        if f[j] == 'e' then payload = f[j + 1] elseif f[j] == 't' then t = f[j + 1] end
-      end
-    end
-    if clean and (find(payload, '\0', 1, true) or find(t, '\0', 1, true)) then clean = false end
-    out[n + 1] = label == '' and e[1] or label .. e[1]  -- stream ids never hold NUL
-    out[n + 2] = t
-    out[n + 3] = payload
-    n = n + 3
-  end
-end
-if n == 0 then return '' end
-if clean then return 'Z' .. table.concat(out, '\0') end
-return 'J' .. cjson.encode(out)
+return read(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6, decode(ARGV[6 + #KEYS]))
 """
 )
 
@@ -188,112 +257,139 @@ return table.concat(out)
 """
 )
 
-# ARGV: prefix, group, then lists: profile writes (user, expected version,
-# document, latest event time or ''), stored events (user, chunk of events),
-# applied event ids, dead letters (user or '', JSON), membership changes
-# (user, segment, '1'/'0', time, trigger), acknowledgements (stream key,
-# count, ids...). Returns the conflicts ({} when committed).
+# commit(p, grp, w, e, i, d, m, a): the lists (list encoding) of profile
+# writes (user, expected version, document, latest event time or ''), stored
+# events (user, chunk of events), applied event ids, dead letters (user or '',
+# JSON), membership changes (user, segment, '1'/'0', time, trigger) and
+# acknowledgements (stream key, count, ids...). Returns the conflicts ({} when
+# committed; else nothing was written) and the new version of each user written.
+_LUA_COMMIT = r"""
+local function commit(p, grp, w, e, i, d, m, a)
+  local W, I = decode(w), decode(i)
+  local bad = {}
+  for k = 1, #W, 4 do
+    local cur = redis.call('HGET', p .. ':u:' .. W[k], 'v') or '0'
+    if cur ~= W[k + 1] then bad[#bad + 1] = W[k] end
+  end
+  local applied = p .. ':applied'
+  for k = 1, #I, 500 do
+    local flags = redis.call('SMISMEMBER', applied, unpack(I, k, math.min(k + 499, #I)))
+    for j, f in ipairs(flags) do
+      if f == 1 then bad[#bad + 1] = 'dup:' .. I[k + j - 1] end
+    end
+  end
+  if #bad > 0 then return bad end
+
+  local active, written = {}, {}
+  for k = 1, #W, 4 do
+    local v = tostring(tonumber(W[k + 1]) + 1)
+    redis.call('HSET', p .. ':u:' .. W[k], 'p', W[k + 2], 'v', v)
+    written[W[k]] = v
+    if W[k + 3] ~= '' then
+      active[#active + 1] = W[k + 3]
+      active[#active + 1] = W[k]
+    end
+  end
+  chunked('ZADD', p .. ':active', 'GT', active, 1, #active)
+  local E = decode(e)
+  for k = 1, #E, 2 do redis.call('RPUSH', p .. ':ev:' .. E[k], E[k + 1]) end
+  chunked('SADD', applied, nil, I, 1, #I)
+  local D = decode(d)
+  for k = 1, #D, 2 do
+    local id = redis.call('XADD', p .. ':dl', '*', 'u', D[k], 'd', D[k + 1])
+    if D[k] ~= '' then redis.call('RPUSH', p .. ':dlu:' .. D[k], id) end
+  end
+
+  -- Membership: every change goes to the log; each (segment, user) ends in the
+  -- state of its last change, written once per segment.
+  local M = decode(m)
+  local final, logs, entered, order = {}, {}, {}, {}
+  for k = 1, #M, 5 do
+    local u, s, e, at = M[k], M[k + 1], M[k + 2], M[k + 3]
+    local fs = final[s]
+    if not fs then
+      fs = {}
+      final[s] = fs
+    end
+    fs[u] = e == '1' and at or false
+    local id = redis.call('XADD', p .. ':seglog', '*',
+                          'u', u, 's', s, 'e', e, 't', at, 'g', M[k + 4])
+    local l = logs[u]
+    if not l then
+      l = {}
+      logs[u] = l
+      order[#order + 1] = u
+    end
+    l[#l + 1] = id
+    if e == '1' then
+      local es = entered[u]
+      if not es then
+        es = {}
+        entered[u] = es
+      end
+      es[s] = true
+    end
+  end
+  for _, u in ipairs(order) do chunked('RPUSH', p .. ':slu:' .. u, nil, logs[u], 1, #logs[u]) end
+  local names = {}
+  for u, es in pairs(entered) do
+    local list = {}
+    for s in pairs(es) do
+      list[#list + 1] = s
+      names[s] = true
+    end
+    chunked('SADD', p .. ':useg:' .. u, nil, list, 1, #list)
+  end
+  local list = {}
+  for s in pairs(names) do list[#list + 1] = s end
+  chunked('SADD', p .. ':segments', nil, list, 1, #list)
+  for s, fs in pairs(final) do
+    local sets, dels = {}, {}
+    for u, at in pairs(fs) do
+      if at then
+        sets[#sets + 1] = u
+        sets[#sets + 1] = at
+      else
+        dels[#dels + 1] = u
+      end
+    end
+    chunked('HSET', p .. ':seg:' .. s, nil, sets, 1, #sets)
+    chunked('HDEL', p .. ':seg:' .. s, nil, dels, 1, #dels)
+  end
+
+  local A = decode(a)
+  local k = 1
+  while k <= #A do
+    local n = tonumber(A[k + 1])
+    chunked('XACK', A[k], grp, A, k + 2, k + 1 + n)
+    k = k + 2 + n
+  end
+  return {}, written
+end
+"""
+
+# ARGV: prefix, group, then the six lists of commit(). Returns the conflicts.
 _COMMIT_LUA = (
     _LUA_LISTS
+    + _LUA_COMMIT
     + r"""
-local p, grp = ARGV[1], ARGV[2]
-local W, I = decode(ARGV[3]), decode(ARGV[5])
-local bad = {}
-for k = 1, #W, 4 do
-  local cur = redis.call('HGET', p .. ':u:' .. W[k], 'v') or '0'
-  if cur ~= W[k + 1] then bad[#bad + 1] = W[k] end
-end
-local applied = p .. ':applied'
-for k = 1, #I, 500 do
-  local flags = redis.call('SMISMEMBER', applied, unpack(I, k, math.min(k + 499, #I)))
-  for j, f in ipairs(flags) do
-    if f == 1 then bad[#bad + 1] = 'dup:' .. I[k + j - 1] end
-  end
-end
-if #bad > 0 then return bad end
+return (commit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]))
+"""
+)
 
-local active = {}
-for k = 1, #W, 4 do
-  redis.call('HSET', p .. ':u:' .. W[k], 'p', W[k + 2], 'v', tonumber(W[k + 1]) + 1)
-  if W[k + 3] ~= '' then
-    active[#active + 1] = W[k + 3]
-    active[#active + 1] = W[k]
-  end
-end
-chunked('ZADD', p .. ':active', 'GT', active, 1, #active)
-local E = decode(ARGV[4])
-for k = 1, #E, 2 do redis.call('RPUSH', p .. ':ev:' .. E[k], E[k + 1]) end
-chunked('SADD', applied, nil, I, 1, #I)
-local D = decode(ARGV[6])
-for k = 1, #D, 2 do
-  local id = redis.call('XADD', p .. ':dl', '*', 'u', D[k], 'd', D[k + 1])
-  if D[k] ~= '' then redis.call('RPUSH', p .. ':dlu:' .. D[k], id) end
-end
-
--- Membership: every change goes to the log; each (segment, user) ends in the
--- state of its last change, written once per segment.
-local M = decode(ARGV[7])
-local final, logs, entered, order = {}, {}, {}, {}
-for k = 1, #M, 5 do
-  local u, s, e, at = M[k], M[k + 1], M[k + 2], M[k + 3]
-  local fs = final[s]
-  if not fs then
-    fs = {}
-    final[s] = fs
-  end
-  fs[u] = e == '1' and at or false
-  local id = redis.call('XADD', p .. ':seglog', '*', 'u', u, 's', s, 'e', e, 't', at, 'g', M[k + 4])
-  local l = logs[u]
-  if not l then
-    l = {}
-    logs[u] = l
-    order[#order + 1] = u
-  end
-  l[#l + 1] = id
-  if e == '1' then
-    local es = entered[u]
-    if not es then
-      es = {}
-      entered[u] = es
-    end
-    es[s] = true
-  end
-end
-for _, u in ipairs(order) do chunked('RPUSH', p .. ':slu:' .. u, nil, logs[u], 1, #logs[u]) end
-local names = {}
-for u, es in pairs(entered) do
-  local list = {}
-  for s in pairs(es) do
-    list[#list + 1] = s
-    names[s] = true
-  end
-  chunked('SADD', p .. ':useg:' .. u, nil, list, 1, #list)
-end
-local list = {}
-for s in pairs(names) do list[#list + 1] = s end
-chunked('SADD', p .. ':segments', nil, list, 1, #list)
-for s, fs in pairs(final) do
-  local sets, dels = {}, {}
-  for u, at in pairs(fs) do
-    if at then
-      sets[#sets + 1] = u
-      sets[#sets + 1] = at
-    else
-      dels[#dels + 1] = u
-    end
-  end
-  chunked('HSET', p .. ':seg:' .. s, nil, sets, 1, #sets)
-  chunked('HDEL', p .. ':seg:' .. s, nil, dels, 1, #dels)
-end
-
-local A = decode(ARGV[8])
-local k = 1
-while k <= #A do
-  local n = tonumber(A[k + 1])
-  chunked('XACK', A[k], grp, A, k + 2, k + 1 + n)
-  k = k + 2 + n
-end
-return {}
+# The consumer's hot call: commit one batch and, when it committed, read the
+# next (one round trip per batch instead of two). KEYS: stream keys to read;
+# ARGV: the eight arguments of commit(), then consumer, COUNT and one label per
+# key. Returns 'C' and the conflicts (list encoding), or what read() returns.
+_COMMIT_READ_LUA = (
+    _LUA_LISTS
+    + _LUA_COMMIT
+    + _LUA_READ
+    + r"""
+local bad, written = commit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
+                            ARGV[8])
+if #bad > 0 then return 'C' .. encode(bad) end
+return read(ARGV[1], ARGV[2], ARGV[9], ARGV[10], '>', 11, {}, written)
 """
 )
 
@@ -343,6 +439,29 @@ def _chunk_events(chunk: str) -> list[str]:
     if chunk[:1] == "J":
         return [str(x) for x in json.loads(chunk[1:])]
     return [chunk]
+
+
+# Joins a user's events of one publish call in one stream entry (field ``g``).
+# JSON text never holds it raw (JSON escapes control characters), so it can only
+# split an invalid payload, and payloads holding it travel alone (field ``e``).
+_GROUP_SEP = "\x1e"
+
+
+def _expand(entry_id: str, published: str, user: str, version: str, body: str) -> list[Delivery]:
+    """The deliveries of one stream entry: one per event it holds. Events of a
+    grouped entry get ids ``<entry id>/<index>`` (unique, for dead letters);
+    acknowledging any of them acknowledges the entry."""
+    if not body:  # deleted after delivery (erasure): acknowledge-only
+        return [Delivery(entry_id, "", 0)]
+    ts = int(published)
+    uid = user or None
+    ver = int(version) if version else None
+    if body[0] != "g":
+        return [Delivery(entry_id, body[1:], ts, None, uid, ver)]
+    return [
+        Delivery(f"{entry_id}/{j}", text, ts, None, uid, ver)
+        for j, text in enumerate(body[1:].split(_GROUP_SEP))
+    ]
 
 
 def _pack(args: Sequence[bytes]) -> bytes:
@@ -446,6 +565,9 @@ class RedisStore:
             in parallel and each user's events stay in order. Every producer
             and consumer of a prefix must use the same number; drain the
             stream before changing it.
+        group_user_events: a user's events of one :meth:`publish` call share
+            one stream entry (fewer entries to add, read and acknowledge);
+            False publishes one entry per event.
 
     Example:
         >>> store = RedisStore("redis://127.0.0.1:6379/0", prefix="rt")  # doctest: +SKIP
@@ -458,6 +580,7 @@ class RedisStore:
         group: str = "profiles",
         stream_maxlen: int | None = None,
         partitions: int = 1,
+        group_user_events: bool = True,
     ) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
@@ -466,6 +589,7 @@ class RedisStore:
         self.group = group
         self.stream_maxlen = stream_maxlen
         self.partitions = partitions
+        self.group_user_events = group_user_events
         # decode_responses=True makes every reply str; the client's stubs cannot
         # express that. Text that is not UTF-8 is read with replacement
         # characters (a bad entry becomes a dead letter, not a crash loop).
@@ -480,6 +604,7 @@ class RedisStore:
         self._drained: dict[tuple[str | int, ...], bool] = {}
         self._channel = _Channel(self.r)
         self._commit = _Script(self._channel, _COMMIT_LUA)
+        self._commit_read = _Script(self._channel, _COMMIT_READ_LUA)
         self._load = _Script(self._channel, _LOAD_LUA)
         self._read = _Script(self._channel, _READ_LUA)
         self._applied = _Script(self._channel, _APPLIED_LUA)
@@ -495,10 +620,11 @@ class RedisStore:
         return ":".join((self.prefix, *parts))
 
     def _entry(self, entry_id: str) -> tuple[int, str]:
-        """(partition, stream id) of an entry id."""
+        """(partition, stream id) of an entry id (or of an event in a grouped entry)."""
+        sid = entry_id.partition("/")[0]
         if self.partitions == 1:
-            return 0, entry_id
-        k, _, sid = entry_id.partition(":")
+            return 0, sid
+        k, _, sid = sid.partition(":")
         return int(k), sid
 
     def _owned(self, partitions: Sequence[int] | None) -> list[int]:
@@ -516,44 +642,85 @@ class RedisStore:
         published_us: int | None = None,
         users: Sequence[str | None] | None = None,
     ) -> list[str]:
+        """Appends events to the stream (see :meth:`RealtimeStore.publish`).
+
+        With ``group_user_events`` (the default) a user's events of one call
+        share one stream entry (field ``g``), so reading, acknowledging and
+        publishing work per entry is divided among them; their ids are
+        ``<entry id>/<index>``. Events without a known user (``users`` not
+        given on a single-partition stream) travel one per entry (field
+        ``e``). Every entry names its user (field ``u``) when known, which
+        lets the reader return the user's record version with it.
+        """
         if not payloads:
             return []
         ts = str(published_us if published_us is not None else _now_us())
         maxlen = "" if self.stream_maxlen is None else str(self.stream_maxlen)
         n = self.partitions
-        if n == 1:
-            reply = self._publish([self.stream_key], [ts, maxlen, str(len(payloads)), *payloads])
-            return str(reply).split(" ")
-        if users is None:
+        if users is None and n > 1:
             users = [stream_user_of(p) for p in payloads]
-        groups: list[list[int]] = [[] for _ in range(n)]
-        for i, user in enumerate(users):
-            groups[partition_of(user, n)].append(i)
+        group = self.group_user_events
+        # Per partition: the entries (payload indices) in order of first event,
+        # and the user of each.
+        entries: list[list[list[int]]] = [[] for _ in range(n)]
+        owners: list[list[str]] = [[] for _ in range(n)]
+        open_groups: list[dict[str, list[int]]] = [{} for _ in range(n)]
+        for i, payload in enumerate(payloads):
+            uid = users[i] if users is not None else None
+            k = partition_of(uid, n) if n > 1 else 0
+            if not uid or not group or _GROUP_SEP in payload:
+                entries[k].append([i])
+                owners[k].append(uid or "")
+                continue
+            members = open_groups[k].get(uid)
+            if members is None:
+                open_groups[k][uid] = members = [i]
+                entries[k].append(members)
+                owners[k].append(uid)
+            else:
+                members.append(i)
         keys: list[str] = []
         args: list[str] = [ts, maxlen]
-        for k, members in enumerate(groups):
-            if members:
-                keys.append(self.stream_keys[k])
-                args.append(str(len(members)))
-                args += [payloads[i] for i in members]
+        for k in range(n):
+            if not entries[k]:
+                continue
+            keys.append(self.stream_keys[k])
+            args.append(str(len(entries[k])))
+            for members, uid in zip(entries[k], owners[k], strict=True):
+                if len(members) == 1:
+                    args += ("e", uid, payloads[members[0]])
+                else:
+                    args += ("g", uid, _GROUP_SEP.join([payloads[i] for i in members]))
         ids = str(self._publish(keys, args)).split(" ")
         out = [""] * len(payloads)
         pos = 0
-        for k, members in enumerate(groups):
+        for k in range(n):
             label = self._labels[k]
-            for i in members:
-                out[i] = label + ids[pos]
+            for members in entries[k]:
+                sid = label + ids[pos]
                 pos += 1
+                if len(members) == 1:
+                    out[members[0]] = sid
+                else:
+                    for j, i in enumerate(members):
+                        out[i] = f"{sid}/{j}"
         return out
 
     def _deliveries(self, k: int, entries: Any) -> list[Delivery]:
+        """Deliveries of entries as the client returns them (decoded fields)."""
         label = self._labels[k]
         out: list[Delivery] = []
         for entry_id, fields in entries or ():
             if fields is None:  # deleted after delivery (erasure): acknowledge-only
                 out.append(Delivery(label + entry_id, "", 0))
+                continue
+            if "e" in fields:
+                body = "e" + fields["e"]
+            elif "g" in fields:
+                body = "g" + fields["g"]
             else:
-                out.append(Delivery(label + entry_id, fields.get("e", ""), int(fields.get("t", 0))))
+                body = "e"  # no payload field: an empty event (a dead letter)
+            out += _expand(label + entry_id, fields.get("t", "0"), fields.get("u", ""), "", body)
         return out
 
     def read(
@@ -564,6 +731,10 @@ class RedisStore:
         pending: bool,
         partitions: Sequence[int] | None = None,
     ) -> list[Delivery]:
+        """Reads up to ``count`` entries per partition (see
+        :meth:`RealtimeStore.read`); a grouped entry yields one delivery per
+        event. Deliveries carry their user's record version when the entry
+        names its user."""
         owned = self._owned(partitions)
         if not owned:
             return []
@@ -571,15 +742,16 @@ class RedisStore:
         labels = [self._labels[k] for k in owned]
         state: tuple[str | int, ...] = (consumer, *owned)
         if pending or block_ms <= 0 or not self._drained.get(state, False):
-            now = self._read_now(keys, labels, consumer, count, pending)
+            now, entries = self._read_now(keys, labels, consumer, count, pending)
             # A short read drained the stream: next time go straight to the
             # blocking read, which returns at once if entries arrived meanwhile.
-            self._drained[state] = len(now) < count
+            self._drained[state] = entries < count
             if now or pending or block_ms <= 0:
                 return now
         # Idle: block in a plain XREADGROUP for the first few entries (the
         # client parses each reply element in Python, so few), then take the
-        # rest of what arrived through the script.
+        # rest of what arrived, and the record versions of every user, through
+        # the script.
         wake = min(_WAKE_COUNT, count)
         command = [b"XREADGROUP", b"GROUP", self.group.encode(), consumer.encode()]
         command += [b"COUNT", b"%d" % wake, b"BLOCK", b"%d" % block_ms, b"STREAMS"]
@@ -592,34 +764,96 @@ class RedisStore:
         label_of = {k.encode(): label for k, label in zip(keys, labels, strict=True)}
         found: list[Delivery] = []
         full = False
-        for key, entries in streams:
+        for key, entries_ in streams:
             label = label_of[key]
-            full = full or len(entries) >= wake
-            for entry_id, fields in entries:
+            full = full or len(entries_) >= wake
+            for entry_id, fields in entries_:
                 entry = label + entry_id.decode()
                 if fields is None:  # deleted after delivery (erasure): acknowledge-only
                     found.append(Delivery(entry, "", 0))
                     continue
                 values = dict(zip(fields[::2], fields[1::2], strict=True))
-                payload = values.get(b"e", b"").decode("utf-8", "replace")
-                found.append(Delivery(entry, payload, int(values.get(b"t", b"0"))))
-        more = full and wake < count  # COUNT is per partition, as in the script
-        if more:
-            found += self._read_now(keys, labels, consumer, count - wake, False)
-        self._drained[state] = not full
+                if b"e" in values:
+                    body = "e" + values[b"e"].decode("utf-8", "replace")
+                elif b"g" in values:
+                    body = "g" + values[b"g"].decode("utf-8", "replace")
+                else:
+                    body = "e"
+                user = values.get(b"u", b"").decode("utf-8", "replace")
+                found += _expand(entry, values.get(b"t", b"0").decode(), user, "", body)
+        # The script call that fetches the users' versions also takes what
+        # arrived since the wake (COUNT is per partition, as in the script).
+        rest = count - wake
+        users = list(dict.fromkeys(d.user_id for d in found if d.user_id is not None))
+        drained = not full
+        if full or users:
+            more, n_more, versions = self._read_script(keys, labels, consumer, rest, False, users)
+            known = dict(zip(users, versions, strict=True))
+            found = [
+                d._replace(user_version=known[d.user_id])
+                if d.user_id is not None and known.get(d.user_id) is not None
+                else d
+                for d in found
+            ]
+            found += more
+            drained = n_more < rest
+        self._drained[state] = drained
         return found
 
     def _read_now(
         self, keys: list[str], labels: list[str], consumer: str, count: int, pending: bool
-    ) -> list[Delivery]:
-        """What the consumer can read without waiting."""
-        args = [self.group, consumer, str(count), "0" if pending else ">", *labels]
-        # Bytes back: a payload that is not UTF-8 must become a dead letter,
-        # not stop the consumer.
-        parts = _split(self._read(keys, args, False).decode("utf-8", "replace"))
-        return [
-            Delivery(parts[i], parts[i + 2], int(parts[i + 1])) for i in range(0, len(parts), 3)
-        ]
+    ) -> tuple[list[Delivery], int]:
+        """What the consumer can read without waiting, and how many entries."""
+        found, entries, _ = self._read_script(keys, labels, consumer, count, pending, [])
+        return found, entries
+
+    def _read_script(
+        self,
+        keys: list[str],
+        labels: list[str],
+        consumer: str,
+        count: int,
+        pending: bool,
+        extra: list[str],
+    ) -> tuple[list[Delivery], int, list[int | None]]:
+        """Runs the read script: deliveries, entries read, versions of ``extra``.
+        ``count`` 0 reads nothing (only the versions)."""
+        if count > 0:
+            mode = "0" if pending else ">"
+            args = [self.prefix, self.group, consumer, str(count), mode, *labels, _join(extra)]
+            # Bytes back: a payload that is not UTF-8 must become a dead
+            # letter, not stop the consumer.
+            reply = self._read(keys, args, False)
+        else:
+            args = [self.prefix, self.group, consumer, "0", ">", _join(extra)]
+            reply = self._read([], args, False)
+        return self._parse_read(reply.decode("utf-8", "replace"))
+
+    @staticmethod
+    def _parse_read(text: str) -> tuple[list[Delivery], int, list[int | None]]:
+        parts = _split(text)
+        n = int(parts[0])
+        versions = [int(v) if v else None for v in parts[1 : 1 + n]]
+        out: list[Delivery] = []
+        entries = 0
+        for i in range(1 + n, len(parts), 5):
+            entries += 1
+            body = parts[i + 4]
+            if body[:1] == "e":  # the common case, inline
+                ver = parts[i + 3]
+                out.append(
+                    Delivery(
+                        parts[i],
+                        body[1:],
+                        int(parts[i + 1]),
+                        None,
+                        parts[i + 2] or None,
+                        int(ver) if ver else None,
+                    )
+                )
+            else:
+                out += _expand(parts[i], parts[i + 1], parts[i + 2], parts[i + 3], body)
+        return out, entries, versions
 
     def claim_stale(
         self,
@@ -673,7 +907,8 @@ class RedisStore:
         flags = self._applied([], [self._k("applied"), _join(event_ids)])
         return {e for e, f in zip(event_ids, flags, strict=True) if f == "1"}
 
-    def commit(self, batch: CommitBatch) -> list[str]:
+    def _commit_args(self, batch: CommitBatch) -> list[str]:
+        """The eight arguments of the Lua ``commit`` function."""
         last_seen = batch.last_seen
         writes: list[str] = []
         for w in batch.profiles:
@@ -696,17 +931,17 @@ class RedisStore:
         for m in batch.memberships:
             changes += (m.user_id, m.segment, "1" if m.entered else "0", str(m.at_us), m.trigger)
         acks: list[str] = []
-        if self.partitions == 1:
-            if batch.acks:
-                acks += (self.stream_key, str(len(batch.acks)), *batch.acks)
-        else:
-            by_partition: dict[int, list[str]] = {}
-            for entry_id in batch.acks:
-                k, sid = self._entry(entry_id)
-                by_partition.setdefault(k, []).append(sid)
-            for k, sids in by_partition.items():
-                acks += (self.stream_keys[k], str(len(sids)), *sids)
-        args = [
+        # Events of one grouped entry share its acknowledgement.
+        by_partition: dict[int, dict[str, None]] = {}
+        for entry_id in batch.acks:
+            k, sid = self._entry(entry_id)
+            ids = by_partition.get(k)
+            if ids is None:
+                by_partition[k] = ids = {}
+            ids[sid] = None
+        for k, sids in by_partition.items():
+            acks += (self.stream_keys[k], str(len(sids)), *sids)
+        return [
             self.prefix,
             self.group,
             _join(writes),
@@ -716,7 +951,30 @@ class RedisStore:
             _join(changes),
             _join(acks),
         ]
-        return [str(x) for x in self._commit([], args)]
+
+    def commit(self, batch: CommitBatch) -> list[str]:
+        return [str(x) for x in self._commit([], self._commit_args(batch))]
+
+    def commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        """Commits ``batch`` and, when it committed, reads the consumer's next
+        entries without waiting, in one script call (see
+        :meth:`RealtimeStore.commit_and_read`)."""
+        owned = self._owned(partitions)
+        keys = [self.stream_keys[k] for k in owned]
+        labels = [self._labels[k] for k in owned]
+        args = [*self._commit_args(batch), consumer, str(count), *labels]
+        text = self._commit_read(keys, args, False).decode("utf-8", "replace")
+        if text[:1] == "C":
+            return _split(text[1:]), []
+        found, entries, _ = self._parse_read(text)
+        self._drained[(consumer, *owned)] = entries < count
+        return [], found
 
     def _bump_pipe(self, pipe: Any, user_id: str) -> None:
         pipe.hincrby(self._k("u", user_id), "v", 1)
@@ -850,7 +1108,7 @@ class RedisStore:
         dl_ids = r.lrange(self._k("dlu", user_id), 0, -1)
         log_ids = r.lrange(self._k("slu", user_id), 0, -1)
         segments = r.smembers(self._k("useg", user_id))
-        stream_ids = self._stream_ids_of(user_id)
+        stream_ids, stream_events = self._stream_ids_of(user_id)
         pipe = r.pipeline(transaction=True)
         pipe.delete(
             self._k("u", user_id),
@@ -876,29 +1134,30 @@ class RedisStore:
             dead_letters=len(dl_ids),
             segment_log=len(log_ids),
             memberships=len(segments),
-            stream=sum(len(ids) for ids in stream_ids.values()),
+            stream=stream_events,
         )
         return counts
 
-    def _stream_ids_of(self, user_id: str) -> dict[str, list[str]]:
-        """Stream key -> ids of the user's entries. Every partition is scanned:
-        an entry's partition came from whatever the producer sent."""
+    def _stream_ids_of(self, user_id: str) -> tuple[dict[str, list[str]], int]:
+        """Stream key -> ids of the user's entries, and the number of events
+        they hold. Every partition is scanned: an entry's partition came from
+        whatever the producer sent."""
         found: dict[str, list[str]] = {}
+        events = 0
         for key in self.stream_keys:
             start = "-"
             while True:
                 chunk = self.r.xrange(key, start, "+", count=5000)
                 for entry_id, f in chunk:
-                    try:
-                        raw = json.loads(f.get("e", ""))
-                    except (ValueError, RecursionError):
-                        continue
-                    if isinstance(raw, dict) and str(raw.get("user_id")) == user_id:
+                    # The entry's routing user, or any event it holds naming the user.
+                    texts = [f["e"]] if "e" in f else f.get("g", "").split(_GROUP_SEP)
+                    if f.get("u") == user_id or any(stream_user_of(t) == user_id for t in texts):
                         found.setdefault(key, []).append(entry_id)
+                        events += len(texts)
                 if len(chunk) < 5000:
                     break
                 start = "(" + chunk[-1][0]
-        return found
+        return found, events
 
     def erased(self) -> set[str]:
         return set(self.r.smembers(self._k("erased")))

@@ -263,6 +263,19 @@ class SqliteStore:
                 )
         return found
 
+    def commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        # Embedded: no round trip to save, so the two calls run one after the other.
+        conflicts = self.commit(batch)
+        if conflicts:
+            return conflicts, []
+        return [], self.read(consumer, count, 0, False, partitions)
+
     def commit(self, batch: CommitBatch) -> list[str]:
         with self._tx() as db:
             conflicts = []

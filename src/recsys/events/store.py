@@ -37,12 +37,20 @@ class Delivery(NamedTuple):
             (erasure), which is only acknowledged.
         applied: True when the store already knew, while reading, that the
             entry's event id was committed (None: not checked).
+        user_id: the user the producer routed the entry by, when the store
+            knows it (None: unknown).
+        user_version: the version of that user's record when the entry was
+            read (0: no record), or None when unknown. A hint only: the
+            commit still checks every version, so a stale hint costs a
+            recomputation, never a wrong write.
     """
 
     entry_id: str
     payload: str
     published_us: int
     applied: bool | None = None
+    user_id: str | None = None
+    user_version: int | None = None
 
 
 def stream_user_of(payload: str) -> str | None:
@@ -244,6 +252,19 @@ class RealtimeStore(Protocol):
         """Applies ``batch`` atomically. Returns the user ids whose version
         moved (or event ids already applied, prefixed ``dup:``); then nothing
         was written or acknowledged."""
+        ...
+
+    def commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        """:meth:`commit`, then, only when it committed, :meth:`read` of new
+        entries without waiting (what a consumer does next), in one round
+        trip where the store can. Returns the conflicts (then nothing was
+        written, acknowledged or read) and the entries read."""
         ...
 
     def write_attributes(self, user_id: str, values: Mapping[str, str | None]) -> int:

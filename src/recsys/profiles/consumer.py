@@ -4,7 +4,11 @@ On start a consumer first re-reads its own unacknowledged entries (those it
 held when it stopped or crashed), then new ones; every few seconds it claims
 entries another consumer left unacknowledged too long. Profile updates,
 idempotency keys and acknowledgements commit together, so killing the
-process at any point loses nothing and applies nothing twice.
+process at any point loses nothing and applies nothing twice. Past its
+pending entries, each commit also reads the next batch in the same store call
+(:meth:`~recsys.events.store.RealtimeStore.commit_and_read`); a consumer
+stopped between the two keeps that batch pending under its name, and reads it
+again first when it starts.
 
 Scaling out: with a partitioned stream (``StoreConfig(partitions=N)``) each
 consumer process owns some partitions (:attr:`ConsumerConfig.partitions`);
@@ -26,8 +30,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from recsys.events.store import RealtimeStore, partition_of
-from recsys.profiles.processor import EventProcessor, ProcessorStats
+from recsys.events.store import Delivery, RealtimeStore, partition_of
+from recsys.profiles.processor import EventProcessor, ProcessorStats, ReadNext
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class StreamConsumer:
         self.processor = processor
         self.config = config or ConsumerConfig()
         self._pending_done = False
+        self._read_next = ReadNext(self.config.name, self.config.batch_size, self.config.partitions)
         self._last_claim = time.monotonic()
         self._last_sweep = time.monotonic()
 
@@ -110,22 +115,27 @@ class StreamConsumer:
             The number of entries handled.
         """
         cfg = self.config
-        deliveries = []
+        deliveries: list[Delivery] = []
         owned = cfg.partitions
+        processor = self.processor
         if not self._pending_done:
             deliveries = self.store.read(cfg.name, cfg.batch_size, 0, True, owned)
             self._pending_done = not deliveries
         if self._pending_done:
+            # What the last commit read (already delivered to this consumer).
+            deliveries, processor.prefetched = processor.prefetched, []
             if time.monotonic() - self._last_claim >= cfg.claim_interval_s:
                 self._last_claim = time.monotonic()
-                deliveries = self.store.claim_stale(
+                deliveries += self.store.claim_stale(
                     cfg.name, cfg.claim_idle_ms, cfg.batch_size, owned
                 )
             if not deliveries:
                 wait = cfg.block_ms if block_ms is None else block_ms
                 deliveries = self.store.read(cfg.name, cfg.batch_size, wait, False, owned)
         if deliveries:
-            self.processor.handle(deliveries)
+            # Past the pending entries, each commit also reads the next batch.
+            read_next = self._read_next if self._pending_done else None
+            processor.handle(deliveries, read_next)
         if (
             cfg.sweep_interval_s is not None
             and time.monotonic() - self._last_sweep >= cfg.sweep_interval_s

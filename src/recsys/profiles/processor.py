@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from recsys.events.store import (
     MembershipChange,
     ProfileWrite,
     RealtimeStore,
+    UserRecord,
 )
 from recsys.events.validation import EventValidationError, EventValidator, ValidationConfig
 from recsys.profiles.attributes import AttributeSchema
@@ -65,6 +66,21 @@ def encode_doc(doc: dict[str, Any]) -> str:
         except TypeError:
             pass
     return _DOC_ENCODER.encode(doc)
+
+
+@dataclass(frozen=True)
+class ReadNext:
+    """What a consumer reads after a commit (see :meth:`EventProcessor.handle`).
+
+    Attributes:
+        consumer: the consumer's name in the group.
+        count: entries per partition.
+        partitions: the partitions it owns (None: all).
+    """
+
+    consumer: str
+    count: int
+    partitions: tuple[int, ...] | None = None
 
 
 class CommitConflictError(RuntimeError):
@@ -206,6 +222,8 @@ class EventProcessor:
         self._grant_sets: dict[frozenset[Purpose], frozenset[Purpose]] = {}
         self.stats = ProcessorStats()
         self.watermark_us = 0
+        #: Entries read by the last :meth:`handle` with ``read_next``, not yet handled.
+        self.prefetched: list[Delivery] = []
 
     # -- cache ---------------------------------------------------------------------
     def _decode(self, rec: Any) -> CachedUser:
@@ -225,13 +243,28 @@ class EventProcessor:
             granted,
         )
 
-    def ensure_cached(self, user_ids: Iterable[str]) -> None:
-        """Loads the users not in the cache (one store round trip)."""
+    def ensure_cached(
+        self, user_ids: Iterable[str], versions: Mapping[str, int] | None = None
+    ) -> None:
+        """Loads the users not in the cache (one store round trip, or none).
+
+        Args:
+            user_ids: the users needed.
+            versions: record versions the store reported with the entries
+                (:attr:`~recsys.events.store.Delivery.user_version`): a user
+                not cached whose version is 0 has no record, so it starts
+                empty without a load. A hint only: the commit checks every
+                version, as it does for cached users another writer changed.
+        """
         needed = list(dict.fromkeys(user_ids))
         missing = []
+        cache = self.cache
+        hints = versions or {}
         for uid in needed:
-            if uid in self.cache:
-                self.cache.move_to_end(uid)
+            if uid in cache:
+                cache.move_to_end(uid)
+            elif hints.get(uid) == 0:
+                cache[uid] = self._decode(UserRecord(uid))
             else:
                 missing.append(uid)
         if missing:
@@ -247,8 +280,14 @@ class EventProcessor:
             self.cache.pop(uid, None)
 
     # -- batches -------------------------------------------------------------------
-    def handle(self, deliveries: Sequence[Delivery]) -> int:
+    def handle(self, deliveries: Sequence[Delivery], read_next: ReadNext | None = None) -> int:
         """Processes and commits one batch of deliveries (acknowledging them).
+
+        Args:
+            deliveries: the batch.
+            read_next: when given, the commit also reads the consumer's next
+                entries (:meth:`~recsys.events.store.RealtimeStore.commit_and_read`,
+                one round trip); they wait in :attr:`prefetched`.
 
         Returns:
             The number of events applied.
@@ -262,11 +301,20 @@ class EventProcessor:
         # applied ones, so duplicates (rare: replays, client retries) cost one
         # recomputation instead of a lookup on every batch.
         applied: set[str] = set()
-        for _ in range(self.config.max_attempts):
+        for n in range(self.config.max_attempts):
             touched: set[str] = set()
             try:
-                attempt = self._build(deliveries, poison, touched, applied)
-                conflicts = self.store.commit(attempt.batch)
+                # Version hints only on the first attempt: after a conflict the
+                # users are loaded, whatever the entries said.
+                attempt = self._build(deliveries, poison, touched, applied, n == 0)
+                if read_next is None:
+                    conflicts = self.store.commit(attempt.batch)
+                else:
+                    conflicts, found = self.store.commit_and_read(
+                        attempt.batch, read_next.consumer, read_next.count, read_next.partitions
+                    )
+                    if not conflicts:
+                        self.prefetched = found
             except _PoisonEntryError as p:
                 self.invalidate(touched)
                 poison[p.entry_id] = p.reason
@@ -318,6 +366,7 @@ class EventProcessor:
         poison: dict[str, str],
         touched: set[str],
         applied: set[str],
+        use_hints: bool = False,
     ) -> _Attempt:
         batch = CommitBatch(acks=[d.entry_id for d in deliveries])
         attempt = _Attempt(batch, [])
@@ -325,6 +374,7 @@ class EventProcessor:
         validate = self.validator.validate
         done = set(applied)  # applied before, or earlier in this batch
         fresh: list[tuple[Delivery, Event]] = []
+        hints: dict[str, int] = {}
         for d in deliveries:
             payload = d.payload
             if not payload and not d.published_us:
@@ -347,7 +397,11 @@ class EventProcessor:
             else:
                 done.add(ev.event_id)
                 fresh.append((d, ev))
-        self.ensure_cached(ev.user_id for _, ev in fresh)
+                # The hint is about the entry's routing user: use it only
+                # when that is the event's user.
+                if use_hints and d.user_version is not None and d.user_id == ev.user_id:
+                    hints[ev.user_id] = d.user_version
+        self.ensure_cached((ev.user_id for _, ev in fresh), hints)
         cache = self.cache
         cfg = self.config.profile
         category_of = self.category_of
