@@ -2,10 +2,13 @@
 # onnxruntime backend (CUDA and TensorRT execution providers) and the python
 # backend for the retrieval and recommend models.
 #
-#   scripts/run.sh stages=[data,train,index,export]     # writes artifacts/triton_repo
+#   scripts/run.sh                                      # trains; writes artifacts/ml-100k
+#   python -m recsys.serving.cli build-repo --artifacts artifacts/ml-100k --out artifacts/triton_repo
 #   docker build -t recsys-triton .
 #   docker run --gpus all -p 8001:8001 -v $PWD/artifacts/triton_repo:/models recsys-triton
 #
+# The ONNX models' configs ask for the TensorRT execution provider on GPU instances
+# (FP32; CUDA EP for the rest; `build-repo --gpu-accelerator cuda` for CUDA EP alone).
 # The repository is the same one the local CPU server runs; only the local
 # python-based onnxruntime stand-in (serving/backends/onnxruntime_local) is not
 # part of this image.

@@ -52,6 +52,7 @@ from recsys.serving.engine import RecommendEngine, RecommendTables, RequestValue
 from recsys.serving.faiss_search import MISSING_ID, FaissSearcher
 from recsys.serving.ranker_features import RankerFeatures, count_in_window
 from recsys.serving.repository import (
+    GPU_ACCELERATORS,
     MODEL_NAMES,
     TEMPLATES_DIR,
     RepositoryConfig,
@@ -60,6 +61,7 @@ from recsys.serving.repository import (
     build_repository,
     describe,
     model_versions,
+    render_config,
     tensor_block,
 )
 
@@ -212,6 +214,38 @@ def test_onnx_configs_carry_the_manifest_shapes(built: Built) -> None:
     assert f"dims: [ {len(ranker.feature_order)}, {ranker.seq_len} ]" in config
     # the [B] logits of the graph are [B, 1] to Triton
     assert 'name: "logits" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] }' in config
+
+
+def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    for name in MODEL_NAMES:
+        config = text_format.Parse(
+            (built.info.root / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        assert config.name == name and config.dynamic_batching is not None
+        accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+        if name in ("user_tower", "ranker"):
+            [trt] = accelerators
+            assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP32"
+        else:
+            assert len(accelerators) == 0
+    cuda = render_config(
+        "ranker",
+        {
+            "name": "ranker",
+            "max_batch_size": 8,
+            "inputs": "",
+            "outputs": "",
+            "max_queue_delay_us": 100,
+            "intra_op_threads": 1,
+            "optimization": GPU_ACCELERATORS["cuda"],
+        },
+    )
+    assert "execution_accelerators" not in cuda
+    with pytest.raises(ValueError, match="gpu_accelerator"):
+        RepositoryConfig(gpu_accelerator="openvino")
 
 
 def test_tensor_block_refuses_a_missing_batch_axis() -> None:

@@ -158,6 +158,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         max_queue_delay_us=args.max_queue_delay_us,
         max_k=args.max_k,
         profile_store=args.profile_store,
+        gpu_accelerator=args.gpu_accelerator,
     )
     info = build_repository_from_run(
         args.artifacts, args.out, config, repo_cfg, overwrite=args.overwrite
@@ -257,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="real-time profile store recommend reads users from: "
         "redis://host:port/db[?prefix=P] or sqlite:///path (default: off)",
+    )
+    build.add_argument(
+        "--gpu-accelerator",
+        choices=("tensorrt", "cuda"),
+        default="tensorrt",
+        help="execution provider of the ONNX models on GPU instances (NVIDIA's container)",
     )
     build.add_argument(
         "--override",

@@ -80,6 +80,21 @@ MODEL_NAMES: tuple[str, ...] = ("user_tower", "retrieval", "ranker", "recommend"
 EXPORT_MANIFEST_FILE = "export_manifest.json"
 
 
+GPU_ACCELERATORS = {
+    "cuda": "",
+    "tensorrt": """optimization {
+  execution_accelerators {
+    gpu_execution_accelerator: [ {
+      name: "tensorrt"
+      parameters { key: "precision_mode" value: "FP32" }
+      parameters { key: "max_workspace_size_bytes" value: "1073741824" }
+    } ]
+  }
+}""",
+}
+"""The ``optimization`` block of the ONNX models per ``RepositoryConfig.gpu_accelerator``."""
+
+
 @dataclass(frozen=True)
 class RepositoryConfig:
     """How the repository is generated.
@@ -98,6 +113,10 @@ class RepositoryConfig:
         profile_store: the real-time profile store ``recommend`` reads users from
             (``redis://host:port/db[?prefix=P]`` or ``sqlite:///path``); empty: off,
             the training tables alone answer.
+        gpu_accelerator: execution provider of the ONNX models on GPU instances in
+            NVIDIA's onnxruntime backend: ``tensorrt`` (TensorRT EP, FP32, CUDA EP for
+            what TensorRT does not take) or ``cuda`` (CUDA EP alone, the backend's
+            default on GPU instances). CPU instances ignore it.
 
     Example:
         >>> RepositoryConfig(max_queue_delay_us=300).max_batch_size
@@ -112,8 +131,14 @@ class RepositoryConfig:
     max_k: int = DEFAULT_MAX_K
     version: int = 1
     profile_store: str = ""
+    gpu_accelerator: str = "tensorrt"
 
     def __post_init__(self) -> None:
+        if self.gpu_accelerator not in GPU_ACCELERATORS:
+            raise ValueError(
+                f"gpu_accelerator must be one of {sorted(GPU_ACCELERATORS)}, "
+                f"got {self.gpu_accelerator!r}"
+            )
         for name in ("max_batch_size", "ranker_max_batch_size", "intra_op_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -613,7 +638,11 @@ def build_repository(
     dim = int(user_entry.outputs[0].shape[-1]) + int(bool(two_tower.config.item_bias))
 
     common = {"max_queue_delay_us": cfg.max_queue_delay_us}
-    onnx_common = {**common, "intra_op_threads": cfg.intra_op_threads}
+    onnx_common = {
+        **common,
+        "intra_op_threads": cfg.intra_op_threads,
+        "optimization": GPU_ACCELERATORS[cfg.gpu_accelerator],
+    }
     _write_config(
         root,
         "user_tower",
