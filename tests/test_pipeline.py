@@ -113,3 +113,10 @@ def test_main_job_ends_by_serving_the_two_stage_recommender_over_grpc(
     for user in (1, 196):
         want = offline[offline.user == user].sort_values("rank")["item"].tolist()
         assert [item for item, _ in lists[str(user)]] == want
+    # Real-time: user 1's clicks went through the event pipeline into the profile store
+    # that the served model reads; the clicked items left the list, which refilled.
+    realtime = report["realtime"]
+    assert realtime["user"] == 1 and realtime["applied"] == 3
+    assert realtime["clicked"] == realtime["before"][:3]
+    assert not set(realtime["clicked"]) & set(realtime["after"])
+    assert len(realtime["after"]) == 10 and realtime["after"] != realtime["before"]

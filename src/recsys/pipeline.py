@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -363,29 +364,46 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         tracker.log_table("results", pd.DataFrame(metrics).T.reset_index(names="model"))
         tracker.summary({f"{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
     if "serve" in stages:
-        tracker.summary(run_serve(cfg, artifacts, run_dir))
+        tracker.summary(run_serve(cfg, artifacts, run_dir, prep.schema))
     tracker.finish()
     return metrics
 
 
-def run_serve(cfg: dict[str, Any], artifacts: Path, run_dir: Path) -> dict[str, float]:
+def run_serve(
+    cfg: dict[str, Any], artifacts: Path, run_dir: Path, schema: FeatureSchema
+) -> dict[str, float]:
     """The serve stage: Triton serves the run's models; a few users are asked over gRPC.
 
     Builds the Triton model repository from ``artifacts`` (the retrieval and
     two_stage stages' outputs, of this run or an earlier one with the same
     configs), starts the local ``tritonserver``, sends ``serve.repeats`` gRPC
     ``recommend`` requests for each of ``serve.users``, prints their lists and
-    the latency, and stops the server. Writes ``serve.json`` into ``run_dir``.
+    the latency, and stops the server. With ``serve.realtime_demo`` the
+    ``recommend`` model also reads real-time profiles from an embedded (SQLite)
+    store in ``run_dir``: the first user clicks the top items of its list, the
+    clicks go through the event pipeline into its profile, and the user is asked
+    again. Writes ``serve.json`` into ``run_dir``.
 
     Returns:
         Latency summary (``serve/latency_p50_ms``, ``serve/latency_p99_ms``, ...).
     """
     from recsys.serving.cli import serve_demo
+    from recsys.serving.repository import RepositoryConfig
 
     serve_cfg = dict(cfg.get("serve") or {})
     users = [int(u) for u in serve_cfg.get("users", [1, 2, 3])]
     k = int(serve_cfg.get("k", 10))
     print(f"serve: Triton over gRPC, users {users}, k={k}")
+    repo_cfg, while_serving = None, None
+    if serve_cfg.get("realtime_demo"):
+        from recsys.events.sqlite_store import SqliteStore
+
+        store_path = (run_dir / "realtime.db").resolve()
+        store_path.unlink(missing_ok=True)
+        SqliteStore(store_path).close()  # the served model opens an existing store only
+        repo_cfg = RepositoryConfig(profile_store=f"sqlite://{store_path}")
+        clicks = int(serve_cfg.get("realtime_clicks", 3))
+        while_serving = partial(_realtime_demo, store_path, schema, users[0], k, clicks)
     result = serve_demo(
         artifacts,
         users,
@@ -393,6 +411,8 @@ def run_serve(cfg: dict[str, Any], artifacts: Path, run_dir: Path) -> dict[str, 
         config=cfg,
         repository_dir=serve_cfg.get("repository_dir"),
         repeats=int(serve_cfg.get("repeats", 1)),
+        repository_config=repo_cfg,
+        while_serving=while_serving,
     )
     lat = np.asarray(result.latencies_ms)
     summary = {
@@ -408,6 +428,7 @@ def run_serve(cfg: dict[str, Any], artifacts: Path, run_dir: Path) -> dict[str, 
             str(r.user_id): [[int(i), float(sc)] for i, sc in r.pairs()]
             for r in result.recommendations
         },
+        "realtime": result.while_serving,
     }
     (run_dir / "serve.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -447,6 +468,63 @@ def run_index(
         lambda u: _sparse_scores(full[u], scores[u], harness.n_items), show_progress=False
     )
     return result, time.perf_counter() - t0
+
+
+def _realtime_demo(
+    store_path: Path, schema: FeatureSchema, user: int, k: int, clicks: int, client: Any
+) -> dict[str, Any]:
+    """``user`` clicks its top ``clicks`` items; the profile store updates; ask again.
+
+    The clicks go through the real event path (producer -> embedded stream ->
+    profile consumer, with the user's recorded consent), as a live site's would.
+    """
+    from recsys.events.producer import EventProducer
+    from recsys.events.sqlite_store import SqliteStore
+    from recsys.privacy.consent import ConsentRegistry, Purpose
+    from recsys.profiles.config import ProfileConfig
+    from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
+    from recsys.profiles.processor import EventProcessor, ProcessorConfig
+
+    before = client.recommend(user, k)
+    clicked = [int(i) for i in before.item_ids[:clicks]]
+    store = SqliteStore(store_path)
+    try:
+        consent = ConsentRegistry(store)
+        for purpose in (Purpose.ANALYTICS, Purpose.PERSONALIZATION):
+            consent.record(str(user), purpose, True, source="serve-demo", actor=str(user))
+        now = time.time()
+        EventProducer(store).publish(
+            {
+                "event_id": f"serve-demo-{user}-{item}-{int(now * 1e6)}",
+                "user_id": str(user),
+                "session_id": f"serve-demo-{user}",
+                "type": "click",
+                "item_id": item,
+                "timestamp": now - len(clicked) + n,
+                "context": {"device_type": "desktop"},
+            }
+            for n, item in enumerate(clicked)
+        )
+        processor = EventProcessor(
+            store, ProcessorConfig(profile=ProfileConfig.from_schema(schema))
+        )
+        stats = StreamConsumer(
+            store,
+            processor,
+            ConsumerConfig(block_ms=0, sweep_interval_s=None, gc_freeze_interval_s=None),
+        ).run(until_idle=True)
+    finally:
+        store.close()
+    after = client.recommend(user, k)
+    print(f"user {user} clicks {clicked} (applied to the profile: {stats.applied}); asked again:")
+    print("  " + " ".join(f"{i}({s:.3f})" for i, s in after.pairs()))
+    return {
+        "user": user,
+        "clicked": clicked,
+        "applied": int(stats.applied),
+        "before": [int(i) for i in before.item_ids],
+        "after": [int(i) for i in after.item_ids],
+    }
 
 
 def _sparse_scores(items: np.ndarray, scores: np.ndarray, n_items: int) -> np.ndarray:

@@ -31,13 +31,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys.serving.client import ClientConfig
 from recsys.serving.errors import InferenceError, ServerStartError, ServingError
 from recsys.serving.recommend_client import Recommendation, RecommendClient
+
+if TYPE_CHECKING:
+    from recsys.serving.repository import RepositoryConfig
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class DemoResult:
         repository: the repository served.
         build_seconds: time to generate the repository.
         startup_seconds: time from starting the server to ready.
+        while_serving: what the ``while_serving`` callback returned (None without one).
     """
 
     recommendations: list[Recommendation]
@@ -59,6 +63,7 @@ class DemoResult:
     repository: Path
     build_seconds: float
     startup_seconds: float
+    while_serving: Any = None
 
 
 def serve_demo(
@@ -70,6 +75,8 @@ def serve_demo(
     repository_dir: str | Path | None = None,
     repeats: int = 1,
     print_fn: Callable[[str], object] = print,
+    repository_config: RepositoryConfig | None = None,
+    while_serving: Callable[[RecommendClient], Any] | None = None,
 ) -> DemoResult:
     """Builds the repository from a run, serves it, queries it over gRPC, stops it.
 
@@ -85,6 +92,10 @@ def serve_demo(
             deleted at the end); an existing folder is replaced.
         repeats: requests per user (latency is reported for every one).
         print_fn: where the lines go.
+        repository_config: how the repository is generated (None: the defaults), e.g.
+            with a real-time ``profile_store``.
+        while_serving: called with the connected client after the requests, before
+            the server stops (more requests, events for a profile store, ...).
 
     Returns:
         A :class:`DemoResult`.
@@ -104,7 +115,7 @@ def serve_demo(
     with tempfile.TemporaryDirectory(prefix="recsys-repo-") as tmp:
         root = Path(repository_dir) if repository_dir is not None else Path(tmp) / "repository"
         t0 = time.perf_counter()
-        build_repository_from_run(artifacts_dir, root, config, overwrite=True)
+        build_repository_from_run(artifacts_dir, root, config, repository_config, overwrite=True)
         build_s = time.perf_counter() - t0
         print_fn(f"repository: {root} ({build_s:.1f} s)")
         server_cfg = TritonServerConfig(
@@ -128,12 +139,13 @@ def serve_demo(
                         latencies.append((time.perf_counter() - start) * 1e3)
                     recs.append(rec)
                     print_fn(_format(rec, latencies[-1]))
-            lat = np.asarray(latencies)
-            print_fn(
-                f"latency over {len(lat)} requests: p50 {np.percentile(lat, 50):.2f} ms, "
-                f"p99 {np.percentile(lat, 99):.2f} ms, max {lat.max():.2f} ms"
-            )
-        return DemoResult(recs, latencies, root, build_s, start_s)
+                lat = np.asarray(latencies)
+                print_fn(
+                    f"latency over {len(lat)} requests: p50 {np.percentile(lat, 50):.2f} ms, "
+                    f"p99 {np.percentile(lat, 99):.2f} ms, max {lat.max():.2f} ms"
+                )
+                extra = while_serving(client) if while_serving is not None else None
+        return DemoResult(recs, latencies, root, build_s, start_s, extra)
 
 
 def _format(rec: Recommendation, latency_ms: float) -> str:
