@@ -236,7 +236,7 @@ def run_retrieval(
         RetrievalTrainerConfig, trainer_raw, checkpoint_dir=f"{ckpt}/selection"
     )
     selector = RetrievalTrainer(
-        sel_model, sel_data, sel_cfg, log_fn=lambda m, s: tracker.log(prefixed(m, "select"), s)
+        sel_model, sel_data, sel_cfg, log_fn=lambda m, s: tracker.log_phase("select", m, s)
     )
     selector.fit(EvalHarness.from_processed(prep.selection, eval_cfg))
     plot_training(selector.history, sel_cfg.monitor, run_dir / "training_curve.png")
@@ -261,7 +261,7 @@ def run_retrieval(
         checkpoint_dir=f"{ckpt}/final",
     )
     trainer = RetrievalTrainer(
-        model, data, final_cfg, log_fn=lambda m, s: tracker.log(prefixed(m, "final"), s)
+        model, data, final_cfg, log_fn=lambda m, s: tracker.log_phase("final", m, s)
     )
     trainer.fit(None)
     result = trainer.evaluate(EvalHarness.from_processed(prep.main, eval_cfg))
@@ -619,7 +619,7 @@ def run_two_stage(
             sel_model,
             sel_data,
             sel_cfg,
-            log_fn=lambda m, s: tracker.log(prefixed({**m, "epoch": s}, "two_stage/retrieval")),
+            log_fn=lambda m, s: tracker.log_phase("two_stage/retrieval", m, s),
         )
         selector.fit(None)
         sel_vectors = vectors(selector)

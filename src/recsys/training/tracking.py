@@ -56,6 +56,7 @@ class Tracker:
     def __init__(self, config: TrackingConfig, run_config: dict[str, Any] | None = None) -> None:
         self.config = config
         self._run: Any = None
+        self._phases: set[str] = set()
         mode = os.environ.get("WANDB_MODE", config.mode)
         if not config.enabled or mode == "disabled":
             return
@@ -88,6 +89,28 @@ class Tracker:
         """Logs scalar metrics at ``step``."""
         if self._run is not None:
             self._run.log(metrics, step=step)
+
+    def log_phase(self, phase: str, metrics: dict[str, float], epoch: int) -> None:
+        """Logs one epoch of a training phase, charted against ``<phase>/epoch``.
+
+        A run holds several phases that each count epochs from 1 (model selection,
+        then the refit). W&B drops points whose step is below the run's current step,
+        so phases do not pass their epoch as the step: the run's step advances by
+        itself and ``<phase>/epoch`` is declared the x-axis of the phase's metrics.
+
+        Args:
+            phase: metric prefix, e.g. ``"select"``.
+            metrics: the epoch's scalars (unprefixed).
+            epoch: the phase's own epoch number.
+        """
+        if self._run is None:
+            return
+        if phase not in self._phases:
+            self._run.define_metric(f"{phase}/epoch")
+            self._run.define_metric(f"{phase}/*", step_metric=f"{phase}/epoch")
+            self._phases.add(phase)
+        values = {f"{phase}/{key}": value for key, value in metrics.items()}
+        self._run.log({**values, f"{phase}/epoch": epoch})
 
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
         """Logs a results table (e.g. the final metrics per model)."""
