@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+if "serving_kit" not in sys.modules:  # tests import it by name (pytest's importlib mode)
+    _spec = importlib.util.spec_from_file_location(
+        "serving_kit", Path(__file__).resolve().parent / "serving_kit.py"
+    )
+    assert _spec is not None and _spec.loader is not None
+    _kit = importlib.util.module_from_spec(_spec)
+    sys.modules["serving_kit"] = _kit
+    _spec.loader.exec_module(_kit)
+
+from serving_kit import SmallTwoStage, small_two_stage
 
 PYTRITON_INSTALLED = importlib.util.find_spec("pytriton") is not None
 SKIP_REASON = (
@@ -296,94 +308,18 @@ PROFILE_COLD_USER = 1
 PROFILE_N_CANDIDATES = 60
 
 
-@dataclass
-class FreshTwoStage:
-    """A two-stage recommender with freshly initialized models on MovieLens-100K."""
-
-    recommender: object
-    two_tower: object
-    schema: object
-    dataset: object
-
-
 @pytest.fixture(scope="module")
-def fresh_two_stage(ml100k_dir: Path) -> FreshTwoStage:
-    """Real MovieLens-100K (Recommenders' 75/25 item split, user 1's training rows
-    dropped: a cold user), a 8-d two-tower and a small DLRM, freshly initialized; the
-    aggregation uses ranker, retrieval, freshness and MMR. About 5 s."""
-    import torch
-
-    from recsys.data.movielens import load_ml100k
-    from recsys.data.splits import stratified_split
-    from recsys.features.batching import encode_features
-    from recsys.features.build import build_features
-    from recsys.features.schema import FeatureSchema, Role
-    from recsys.index import IndexConfig
-    from recsys.models.dlrm import RankerConfig
-    from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+def fresh_two_stage(ml100k_dir: Path) -> SmallTwoStage:
+    """Real MovieLens-100K (user 1's training rows dropped: a cold user), a 8-d
+    two-tower and a small DLRM, freshly initialized; the aggregation uses ranker,
+    retrieval, freshness and MMR. About 5 s."""
     from recsys.recommend.aggregation import AggregationConfig
-    from recsys.recommend.ranker_data import DenseScaler, RankerContext, RankerDataConfig
-    from recsys.recommend.two_stage import (
-        RetrievalVectors,
-        TrainedRanker,
-        TwoStageRecommender,
-        build_bag_ranker,
-    )
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    data = load_ml100k(ml100k_dir)
-    train, test = stratified_split(data.interactions, 0.75, "item", 42)
-    train = train[train["user_id"] != PROFILE_COLD_USER]
-    schema = FeatureSchema.from_yaml(
-        Path(__file__).resolve().parents[2] / "configs/schema/ml100k.yaml"
-    )
-    dataset = build_features(data, (train, test), schema)
-    assert dataset.vocabs is not None
-    tower_schema = schema.select([f.name for f in schema if f.name not in ("hour", "weekday")])
-    two_tower = TwoTower(
-        tower_schema,
-        dataset.vocabs.num_embeddings(),
-        TwoTowerConfig(
-            embedding_dim=8, user_tower=TowerConfig((16, 8)), item_tower=TowerConfig((16, 8))
-        ),
-    ).eval()
-    keys = two_tower.feature_names
-    user_specs = [f for f in tower_schema.by_role(Role.USER) if f.name in keys]
-    item_specs = [f for f in tower_schema.by_role(Role.ITEM) if f.name in keys]
-    users = encode_features(dataset.users, user_specs, dataset.vocabs, key_order=keys,
-                            empty_features=[f.name for f in item_specs])  # fmt: skip
-    items = encode_features(dataset.items, item_specs, dataset.vocabs, key_order=keys,
-                            empty_features=[f.name for f in user_specs])  # fmt: skip
-    with torch.no_grad():
-        user_emb = two_tower.encode_users(users.batch(slice(None)).sparse)
-        item_emb = two_tower.encode_items(items.batch(slice(None)).sparse)
-        vectors = RetrievalVectors(
-            two_tower.query_vectors(user_emb).numpy(),
-            two_tower.item_vectors(item_emb, None).numpy(),
-            item_emb.numpy(),
-        )
-    data_cfg = RankerDataConfig(num_candidates=PROFILE_N_CANDIDATES)
-    context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
-    model = build_bag_ranker(
-        RankerConfig(embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(8, 1)),
-        schema,
-        context.sparse_names,
-        context.num_embeddings,
-        len(context.dense_names),
-    ).eval()
-    rng = np.random.default_rng(0)
-    names = context.dense_names
-    scaler = DenseScaler(names, rng.normal(size=len(names)), rng.uniform(0.5, 2, len(names)))
-    recommender = TwoStageRecommender.build(
-        context,
-        vectors,
-        TrainedRanker(model, scaler, data_cfg),
-        AggregationConfig(
+    return small_two_stage(
+        ml100k_dir,
+        cold_user=PROFILE_COLD_USER,
+        num_candidates=PROFILE_N_CANDIDATES,
+        aggregation=AggregationConfig(
             ranker_weight=1.0, retrieval_weight=0.5, freshness_weight=0.2, mmr_lambda=0.7
         ),
-        index_config=IndexConfig(kind="flat", device="cpu"),
-        items=dataset.items,
-        num_candidates=PROFILE_N_CANDIDATES,
     )
-    return FreshTwoStage(recommender, two_tower, schema, dataset)

@@ -21,36 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
+from serving_kit import in_process_engine, small_two_stage
 
-from recsys.data.movielens import load_ml100k
-from recsys.data.splits import stratified_split
-from recsys.features.build import build_features
-from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
 from recsys.index import IndexConfig, ItemIndex
-from recsys.models.dlrm import RankerConfig
-from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
 from recsys.recommend import aggregation as offline_agg
 from recsys.recommend.aggregation import AggregationConfig
 from recsys.recommend.ranker_data import (
-    DenseScaler,
-    RankerContext,
-    RankerDataConfig,
     dense_matrix,
 )
 from recsys.recommend.two_stage import (
-    RetrievalVectors,
-    TrainedRanker,
     TwoStageRecommender,
-    build_bag_ranker,
 )
 from recsys.serving import ranking
-from recsys.serving.engine import RecommendEngine, RecommendTables, RequestValueError
+from recsys.serving.engine import RecommendEngine, RequestValueError
 from recsys.serving.faiss_search import MISSING_ID, FaissSearcher
-from recsys.serving.ranker_features import RankerFeatures, count_in_window
+from recsys.serving.ranker_features import count_in_window
 from recsys.serving.repository import (
     GPU_ACCELERATORS,
     MODEL_NAMES,
@@ -90,89 +77,24 @@ class Built:
     engine: RecommendEngine
 
 
-def _engine(root: Path) -> RecommendEngine:
-    folder = root / "recommend" / "1"
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    tower = ort.InferenceSession(str(root / "user_tower/1/model.onnx"), options)
-    ranker = ort.InferenceSession(str(root / "ranker/1/model.onnx"), options)
-    searcher = FaissSearcher.load(root / "retrieval" / "1")
-    return RecommendEngine(
-        RecommendTables.load(folder),
-        RankerFeatures.load(folder),
-        user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
-        retrieval=searcher.search,
-        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
-        max_k=5000,
-    )
-
-
 @pytest.fixture(scope="module")
 def built(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    torch.set_num_threads(1)
-    data = load_ml100k(ml100k_dir)
-    train, test = stratified_split(data.interactions, 0.75, "item", 42)
-    train = train[train["user_id"] != COLD_USER]
-    schema = FeatureSchema.from_yaml(REPO / "configs/schema/ml100k.yaml")
-    dataset = build_features(data, (train, test), schema)
-    assert dataset.vocabs is not None
-    tower_schema = schema.select([f.name for f in schema if f.name not in ("hour", "weekday")])
-    two_tower = TwoTower(
-        tower_schema,
-        dataset.vocabs.num_embeddings(),
-        TwoTowerConfig(
-            embedding_dim=8,
-            user_tower=TowerConfig((16, 8)),
-            item_tower=TowerConfig((16, 8)),
-            item_bias=True,  # queries get a constant 1 slot, item vectors the bias
-        ),
-    ).eval()
-    assert two_tower.item_tower.bias is not None
-    torch.nn.init.normal_(two_tower.item_tower.bias.weight)
-    from recsys.features.batching import encode_features
-    from recsys.features.schema import Role
-
-    keys = two_tower.feature_names
-    user_specs = [f for f in tower_schema.by_role(Role.USER) if f.name in keys]
-    item_specs = [f for f in tower_schema.by_role(Role.ITEM) if f.name in keys]
-    users = encode_features(dataset.users, user_specs, dataset.vocabs, key_order=keys,
-                            empty_features=[f.name for f in item_specs])  # fmt: skip
-    items = encode_features(dataset.items, item_specs, dataset.vocabs, key_order=keys,
-                            empty_features=[f.name for f in user_specs])  # fmt: skip
-    with torch.no_grad():
-        user_emb = two_tower.encode_users(users.batch(slice(None)).sparse)
-        item_emb, bias = two_tower.encode_items_with_bias(items.batch(slice(None)).sparse)
-        vectors = RetrievalVectors(
-            two_tower.query_vectors(user_emb).numpy(),
-            two_tower.item_vectors(item_emb, bias).numpy(),
-            item_emb.numpy(),
-        )
-    data_cfg = RankerDataConfig(num_candidates=N_CANDIDATES)
-    context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
-    model = build_bag_ranker(
-        RankerConfig(embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(8, 1)),
-        schema,
-        context.sparse_names,
-        context.num_embeddings,
-        len(context.dense_names),
-    ).eval()
-    rng = np.random.default_rng(0)
-    names = context.dense_names
-    scaler = DenseScaler(names, rng.normal(size=len(names)), rng.uniform(0.5, 2, len(names)))
-    recommender = TwoStageRecommender.build(
-        context,
-        vectors,
-        TrainedRanker(model, scaler, data_cfg),
-        AGG.with_updates(exclude_genres=("Documentary",)),
-        index_config=IndexConfig(kind="flat", device="cpu"),
-        items=dataset.items,
+    parts = small_two_stage(
+        ml100k_dir,
+        cold_user=COLD_USER,
         num_candidates=N_CANDIDATES,
+        aggregation=AGG,
+        item_bias=True,  # queries get a constant 1 slot, item vectors the bias
+        exclude_genres=("Documentary",),
     )
+    recommender, two_tower, schema, dataset = (
+        parts.recommender, parts.two_tower, parts.schema, parts.dataset,
+    )  # fmt: skip
     root = tmp_path_factory.mktemp("serving-repo") / "repository"
     info = build_repository(
         recommender, two_tower, schema, dataset, root, RepositoryConfig(max_queue_delay_us=150)
     )
-    return Built(recommender, dataset, info, _engine(root))
+    return Built(recommender, dataset, info, in_process_engine(root))
 
 
 # -- layout and configs ------------------------------------------------------------------

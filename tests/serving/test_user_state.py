@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
+from serving_kit import in_process_engine
 
 from recsys.events.consent import ConsentPolicy
 from recsys.events.producer import EventProducer
@@ -35,8 +35,7 @@ from recsys.recommend.aggregation import AggregationConfig
 from recsys.recommend.two_stage import (
     TwoStageRecommender,
 )
-from recsys.serving.engine import RecommendEngine, RecommendTables
-from recsys.serving.faiss_search import FaissSearcher
+from recsys.serving.engine import RecommendTables
 from recsys.serving.ranker_features import RankerFeatures, stack_padded
 from recsys.serving.repository import RepositoryConfig, build_repository
 from recsys.serving.user_state import (
@@ -61,27 +60,6 @@ class Setup:
     dataset: ProcessedDataset
     schema: FeatureSchema
     recommender: TwoStageRecommender
-
-
-def _engine(
-    root: Path, reader: ProfileStoreReader | None = None, **kwargs: object
-) -> RecommendEngine:
-    folder = root / "recommend" / "1"
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    tower = ort.InferenceSession(str(root / "user_tower/1/model.onnx"), options)
-    ranker = ort.InferenceSession(str(root / "ranker/1/model.onnx"), options)
-    searcher = FaissSearcher.load(root / "retrieval" / "1")
-    return RecommendEngine(
-        RecommendTables.load(folder),
-        RankerFeatures.load(folder),
-        user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
-        retrieval=searcher.search,
-        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
-        max_k=5000,
-        user_state=reader,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +205,10 @@ def test_reader_returns_what_profile_service_returns(setup: Setup, tmp_path: Pat
 def test_clicked_items_leave_the_list_and_the_list_changes(setup: Setup, tmp_path: Path) -> None:
     path = tmp_path / "rt.db"
     SqliteStore(path).close()
-    plain = _engine(setup.root)
-    live = _engine(setup.root, ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict()))
+    plain = in_process_engine(setup.root)
+    live = in_process_engine(
+        setup.root, ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict())
+    )
     user = _known_user(setup)
     before = plain.recommend(np.array([user]), np.array([20]))[0]
     # a store without this user: exactly today's answer
@@ -265,7 +245,9 @@ def test_unknown_user_with_a_history_is_served_through_the_towers(
         str(NEW_USER + 2), {"occupation": "writer"}, actor="test"
     )
     store.close()
-    engine = _engine(setup.root, ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict()))
+    engine = in_process_engine(
+        setup.root, ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict())
+    )
     users = np.array([NEW_USER, NEW_USER + 1, NEW_USER + 2, NEW_USER + 3])
     a, b, attrs_only, nothing = engine.recommend(users, np.full(4, 10))
     tables = engine.tables
@@ -305,8 +287,10 @@ def test_unknown_user_with_a_history_is_served_through_the_towers(
 def test_no_profile_gives_exactly_todays_answers(setup: Setup, tmp_path: Path) -> None:
     path = tmp_path / "rt.db"
     _publish_and_consume(path, NEW_USER, [int(setup.recommender.context.item_ids[0])], setup.schema)
-    plain = _engine(setup.root)
-    live = _engine(setup.root, ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict()))
+    plain = in_process_engine(setup.root)
+    live = in_process_engine(
+        setup.root, ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict())
+    )
     users = np.array([*setup.recommender.context.user_ids[:25].tolist(), COLD_USER, 777_777])
     for k in (10, 100):
         want = plain.recommend(users, np.full(len(users), k))
@@ -327,8 +311,8 @@ def test_a_store_that_cannot_be_read_never_fails_a_request(setup: Setup) -> None
         f"redis://127.0.0.1:{port}/0", setup.schema.to_dict(), retry_after_s=60
     )
     warnings: list[str] = []
-    live = _engine(setup.root, reader, warn=warnings.append)
-    plain = _engine(setup.root)
+    live = in_process_engine(setup.root, reader, warn=warnings.append)
+    plain = in_process_engine(setup.root)
     users = np.array([_known_user(setup), COLD_USER, 777_777])
     for _ in range(2):
         got = live.recommend(users, np.full(3, 10))

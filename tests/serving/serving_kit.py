@@ -1,0 +1,161 @@
+"""Shared helpers of the serving tests (loaded by tests/serving/conftest.py).
+
+* :func:`small_two_stage` -- a two-stage recommender with freshly initialized small
+  models on real MovieLens-100K (Recommenders' 75/25 item split; one user's training
+  rows dropped, a cold user). About 5 s.
+* :func:`in_process_engine` -- the ``recommend`` model's computation from a built
+  repository, in this process: onnxruntime on the exported towers and ranker, the
+  saved FAISS index, the saved tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SmallTwoStage:
+    """A two-stage recommender and the parts a repository is built from."""
+
+    recommender: Any
+    two_tower: Any
+    schema: Any
+    dataset: Any
+
+
+def small_two_stage(
+    ml100k_dir: Path,
+    *,
+    cold_user: int,
+    num_candidates: int,
+    aggregation: Any,
+    item_bias: bool = False,
+    exclude_genres: Sequence[str] = (),
+) -> SmallTwoStage:
+    """8-d two-tower and a small DLRM, seeded, on MovieLens-100K.
+
+    Args:
+        ml100k_dir: the dataset folder.
+        cold_user: this user's training rows are dropped.
+        num_candidates: retrieval candidates per user.
+        aggregation: the recommender's ``AggregationConfig``.
+        item_bias: give the two-tower an item bias (random, not zero), so query
+            vectors carry the constant-1 slot.
+        exclude_genres: genres blocked for every user.
+    """
+    import torch
+
+    from recsys.data.movielens import load_ml100k
+    from recsys.data.splits import stratified_split
+    from recsys.features.batching import encode_features
+    from recsys.features.build import build_features
+    from recsys.features.schema import FeatureSchema, Role
+    from recsys.index import IndexConfig
+    from recsys.models.dlrm import RankerConfig
+    from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+    from recsys.recommend.ranker_data import DenseScaler, RankerContext, RankerDataConfig
+    from recsys.recommend.two_stage import (
+        RetrievalVectors,
+        TrainedRanker,
+        TwoStageRecommender,
+        build_bag_ranker,
+    )
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    data = load_ml100k(ml100k_dir)
+    train, test = stratified_split(data.interactions, 0.75, "item", 42)
+    train = train[train["user_id"] != cold_user]
+    schema = FeatureSchema.from_yaml(REPO / "configs/schema/ml100k.yaml")
+    dataset = build_features(data, (train, test), schema)
+    assert dataset.vocabs is not None
+    tower_schema = schema.select([f.name for f in schema if f.name not in ("hour", "weekday")])
+    two_tower = TwoTower(
+        tower_schema,
+        dataset.vocabs.num_embeddings(),
+        TwoTowerConfig(
+            embedding_dim=8,
+            user_tower=TowerConfig((16, 8)),
+            item_tower=TowerConfig((16, 8)),
+            item_bias=item_bias,
+        ),
+    ).eval()
+    if item_bias:
+        assert two_tower.item_tower.bias is not None
+        torch.nn.init.normal_(two_tower.item_tower.bias.weight)
+    keys = two_tower.feature_names
+    user_specs = [f for f in tower_schema.by_role(Role.USER) if f.name in keys]
+    item_specs = [f for f in tower_schema.by_role(Role.ITEM) if f.name in keys]
+    users = encode_features(dataset.users, user_specs, dataset.vocabs, key_order=keys,
+                            empty_features=[f.name for f in item_specs])  # fmt: skip
+    items = encode_features(dataset.items, item_specs, dataset.vocabs, key_order=keys,
+                            empty_features=[f.name for f in user_specs])  # fmt: skip
+    with torch.no_grad():
+        user_emb = two_tower.encode_users(users.batch(slice(None)).sparse)
+        item_emb, bias = two_tower.encode_items_with_bias(items.batch(slice(None)).sparse)
+        vectors = RetrievalVectors(
+            two_tower.query_vectors(user_emb).numpy(),
+            two_tower.item_vectors(item_emb, bias).numpy(),
+            item_emb.numpy(),
+        )
+    data_cfg = RankerDataConfig(num_candidates=num_candidates)
+    context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
+    model = build_bag_ranker(
+        RankerConfig(embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(8, 1)),
+        schema,
+        context.sparse_names,
+        context.num_embeddings,
+        len(context.dense_names),
+    ).eval()
+    rng = np.random.default_rng(0)
+    names = context.dense_names
+    scaler = DenseScaler(names, rng.normal(size=len(names)), rng.uniform(0.5, 2, len(names)))
+    recommender = TwoStageRecommender.build(
+        context,
+        vectors,
+        TrainedRanker(model, scaler, data_cfg),
+        aggregation.with_updates(exclude_genres=tuple(exclude_genres)),
+        index_config=IndexConfig(kind="flat", device="cpu"),
+        items=dataset.items,
+        num_candidates=num_candidates,
+    )
+    return SmallTwoStage(recommender, two_tower, schema, dataset)
+
+
+def in_process_engine(root: Path, reader: Any = None, **kwargs: Any) -> Any:
+    """The ``recommend`` engine of repository ``root`` (version 1), run in-process.
+
+    Args:
+        root: the repository.
+        reader: a ``ProfileStoreReader`` (None: no real-time profiles).
+        **kwargs: more ``RecommendEngine`` arguments.
+    """
+    import onnxruntime as ort
+
+    from recsys.serving.engine import RecommendEngine, RecommendTables
+    from recsys.serving.faiss_search import FaissSearcher
+    from recsys.serving.ranker_features import RankerFeatures
+
+    folder = root / "recommend" / "1"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    tower = ort.InferenceSession(str(root / "user_tower/1/model.onnx"), options)
+    ranker = ort.InferenceSession(str(root / "ranker/1/model.onnx"), options)
+    searcher = FaissSearcher.load(root / "retrieval" / "1")
+    return RecommendEngine(
+        RecommendTables.load(folder),
+        RankerFeatures.load(folder),
+        user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
+        retrieval=searcher.search,
+        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
+        max_k=5000,
+        user_state=reader,
+        **kwargs,
+    )
