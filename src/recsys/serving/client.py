@@ -137,6 +137,27 @@ def to_inference_error(
     )
 
 
+def retry_delay(
+    raw: InferenceServerException,
+    delays: Iterator[float],
+    model_name: str = "",
+    model_version: str = "",
+) -> float:
+    """The wait before retrying a failed call, or the typed error to raise.
+
+    The retry policy of both clients: only retryable errors (UNAVAILABLE) are retried,
+    while ``delays`` (:meth:`ClientConfig.backoff_delays`) lasts.
+
+    Raises:
+        InferenceError: the error is not retryable, or the retries are spent.
+    """
+    error = to_inference_error(raw, model_name, model_version)
+    delay = next(delays, None) if error.retryable else None
+    if delay is None:
+        raise error from None
+    return delay
+
+
 def build_inputs(module: Any, inputs: Mapping[str, np.ndarray], model_name: str = "") -> list[Any]:
     """Wraps named numpy arrays as tritonclient ``InferInput`` objects.
 
@@ -236,11 +257,7 @@ class RecsysClient:
             try:
                 return fn()
             except InferenceServerException as raw:
-                error = to_inference_error(raw, model_name, model_version)
-                delay = next(delays, None) if error.retryable else None
-                if delay is None:
-                    raise error from None
-                time.sleep(delay)
+                time.sleep(retry_delay(raw, delays, model_name, model_version))
 
     def infer(
         self,
@@ -376,11 +393,7 @@ class AsyncRecsysClient:
             try:
                 return await fn()
             except InferenceServerException as raw:
-                error = to_inference_error(raw, model_name, model_version)
-                delay = next(delays, None) if error.retryable else None
-                if delay is None:
-                    raise error from None
-                await asyncio.sleep(delay)
+                await asyncio.sleep(retry_delay(raw, delays, model_name, model_version))
 
     async def infer(
         self,

@@ -226,13 +226,19 @@ class AsyncRecommendClient:
         """
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        limit = asyncio.Semaphore(concurrency or max(len(user_ids), 1))
+        users = list(user_ids)
+        out: list[Recommendation | None] = [None] * len(users)
+        todo = iter(range(len(users)))
 
-        async def one(user: int) -> Recommendation:
-            async with limit:
-                return await self.recommend(user, k)
+        # A fixed set of workers pulling positions: no coroutine per user parked behind
+        # a semaphore (cheaper per request); results land at their input position.
+        async def worker() -> None:
+            for position in todo:
+                out[position] = await self.recommend(users[position], k)
 
-        return list(await asyncio.gather(*(one(u) for u in user_ids)))
+        workers = min(concurrency or len(users), len(users))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return [r for r in out if r is not None]
 
     async def close(self) -> None:
         """Closes the underlying client if this object created it."""
