@@ -76,6 +76,8 @@ def test_features_follow_the_schema_shapes() -> None:
     assert list(row.values) == expected
     assert row.values["user_recent_items"] == list(range(10, 60))
     assert row.values["user_age"] == "25-34" and row.values["hour"] == 9
+    # the schema's alias turns the profile's "female" into the dataset's "F"
+    assert row.values["user_gender"] == "F"
     assert row.missing == ("user_occupation",)
     for spec in SCHEMA.by_role():
         if spec.name in row.values and spec.kind is Kind.CATEGORICAL:

@@ -103,6 +103,9 @@ class FeatureSpec:
             uses (e.g. the recent-items bag uses the item id vocabulary), so
             the same raw id maps to the same index in both.
         description: free text for humans.
+        aliases: other spellings of this feature's raw values and the value each one
+            stands for, as ``(alias, value)`` pairs (YAML: a mapping), e.g.
+            ``{female: F}`` when profiles record ``female`` where the dataset has ``F``.
     """
 
     name: str
@@ -116,10 +119,13 @@ class FeatureSpec:
     dim: int = 1
     vocab_from: str = ""
     description: str = ""
+    aliases: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.source:
             object.__setattr__(self, "source", self.name)
+        pairs = self.aliases.items() if isinstance(self.aliases, Mapping) else self.aliases
+        object.__setattr__(self, "aliases", tuple((str(a), str(v)) for a, v in pairs))
         if self.is_sparse and self.vocab is None:
             object.__setattr__(self, "vocab", VocabConfig())
         if not self.is_sparse and self.vocab is not None:
@@ -134,6 +140,19 @@ class FeatureSpec:
     @property
     def is_sparse(self) -> bool:
         return self.kind is not Kind.DENSE
+
+    def canonical(self, value: Any) -> Any:
+        """``value`` in the dataset's spelling (see ``aliases``); others unchanged.
+
+        Example:
+            >>> spec = FeatureSpec("g", Kind.CATEGORICAL, Role.USER, aliases={"female": "F"})
+            >>> spec.canonical("female"), spec.canonical("F"), spec.canonical(3)
+            ('F', 'F', 3)
+        """
+        for alias, target in self.aliases:
+            if isinstance(value, str) and value == alias:
+                return target
+        return value
 
 
 @dataclass(frozen=True)
@@ -239,6 +258,7 @@ class FeatureSchema:
         out: list[dict[str, Any]] = []
         for f in self.features:
             d = asdict(f)
+            d["aliases"] = dict(f.aliases)
             d["kind"] = f.kind.value
             d["role"] = f.role.value
             if f.vocab is not None:

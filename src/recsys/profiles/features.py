@@ -159,5 +159,11 @@ def profile_features(
             continue
         if spec.kind is Kind.MULTI_HOT:
             value = list(value if isinstance(value, list) else [value])[: spec.max_len]
+        if spec.aliases:
+            value = (
+                [spec.canonical(v) for v in value]
+                if isinstance(value, list)
+                else spec.canonical(value)
+            )
         values[spec.name] = value
     return ProfileFeatures(profile.user_id, as_of_us, values, dense, tuple(missing))
