@@ -110,3 +110,43 @@ def test_duplicate_and_dangling_vocab_from_are_rejected() -> None:
                 FeatureSpec("a", Kind.CATEGORICAL, Role.USER, vocab_from="price"),
             ),
         )
+
+
+def test_ml100k_gender_aliases_reach_the_dataset_spelling(schema: FeatureSchema) -> None:
+    gender = schema["user_gender"]
+    assert dict(gender.aliases) == {"female": "F", "male": "M"}
+    assert [gender.canonical(v) for v in ("female", "male", "F", "M")] == ["F", "M", "F", "M"]
+    # values without an alias pass through: the vocabulary sends them to its OOV row
+    assert gender.canonical("nonbinary") == "nonbinary"
+    assert gender.canonical(None) is None
+    assert schema["user_occupation"].aliases == ()
+    saved = schema.to_dict()
+    assert next(f for f in saved["features"] if f["name"] == "user_gender")["aliases"] == {
+        "female": "F",
+        "male": "M",
+    }
+
+
+def test_aliases_from_pairs_equal_aliases_from_a_mapping() -> None:
+    pairs = FeatureSpec("g", Kind.CATEGORICAL, Role.USER, aliases=(("female", "F"),))
+    mapping = FeatureSpec("g", Kind.CATEGORICAL, Role.USER, aliases={"female": "F"})  # type: ignore[arg-type]
+    assert pairs == mapping and pairs.aliases == (("female", "F"),)
+
+
+@pytest.mark.parametrize(
+    ("aliases", "kind", "message"),
+    [
+        ({"x": "1"}, "dense", "cannot have aliases"),
+        (["female", "F"], "categorical", "must map each alias"),
+        ("female=F", "categorical", "must map each alias"),
+        ([["f", "F"], ["f", "M"]], "categorical", "stands for both 'F' and 'M'"),
+    ],
+    ids=["dense", "flat-list", "text", "conflict"],
+)
+def test_bad_aliases_are_rejected_with_the_feature_name(
+    aliases: object, kind: str, message: str
+) -> None:
+    feature = {"name": "g", "kind": kind, "role": "user", "aliases": aliases}
+    with pytest.raises(ValueError, match=message) as err:
+        FeatureSchema.from_dict({"name": "bad", "features": [feature]})
+    assert "(g)" in str(err.value)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -48,10 +49,11 @@ from recsys.recommend import (
     train_two_stage_ranker,
 )
 from recsys.recommend.two_stage import RetrievalVectors
-from recsys.serving.client import ClientConfig, RecsysClient
-from recsys.serving.errors import InferenceError, ModelLoadError
+from recsys.serving.client import AsyncRecsysClient, ClientConfig, RecsysClient
+from recsys.serving.errors import InferenceError, InvalidRequestError, ModelLoadError
 from recsys.serving.recommend_client import (
     AsyncRecommendClient,
+    Recommendation,
     RecommendClient,
     recommend_inputs,
 )
@@ -191,6 +193,65 @@ def test_concurrent_requests_are_batched_and_equal_offline(served: Served) -> No
         control.close()
     # the dynamic batcher merged requests: fewer executions than requests
     assert model.execution_count < model.inference_count
+
+
+class CountingClient(AsyncRecsysClient):
+    """The real asyncio client, counting the requests it sends and the most in flight."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.sent = 0
+        self.in_flight = 0
+        self.peak = 0
+
+    async def infer(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        self.sent += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await super().infer(*args, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+def test_recommend_many_keeps_at_most_concurrency_requests_in_flight(served: Served) -> None:
+    users = served.recommender.context.user_ids[200:230].tolist()
+
+    async def ask() -> tuple[list[Recommendation], CountingClient]:
+        counting = CountingClient(served.url)
+        async with AsyncRecommendClient(counting) as client:
+            recs = await client.recommend_many(users, 10, concurrency=3)
+            assert await client.recommend_many([], 10, concurrency=3) == []
+            with pytest.raises(ValueError, match="concurrency"):
+                await client.recommend_many(users, 10, concurrency=0)
+        await counting.close()
+        return recs, counting
+
+    recs, counting = asyncio.run(ask())
+    assert counting.sent == len(users)
+    assert counting.peak == 3
+    assert [r.user_id for r in recs] == users  # input order, whatever finished first
+    for user, rec in zip(users, recs, strict=True):
+        _assert_same(rec, served.recommender, user, 10)
+
+
+def test_recommend_many_sends_nothing_after_the_first_failure(served: Served) -> None:
+    good = served.recommender.context.user_ids[300:340].tolist()
+    users = [good[0], 2**63, *good[1:]]  # the second user does not fit int64
+
+    async def ask() -> tuple[int, int]:
+        counting = CountingClient(served.url)
+        async with AsyncRecommendClient(counting) as client:
+            with pytest.raises(InvalidRequestError, match="int64"):
+                await client.recommend_many(users, 10, concurrency=2)
+            at_failure = counting.sent
+            await asyncio.sleep(0.5)  # a worker left running would go on sending here
+        await counting.close()
+        return at_failure, counting.sent
+
+    at_failure, later = asyncio.run(ask())
+    assert at_failure <= 2
+    assert later == at_failure
 
 
 def test_unknown_user_gets_popular_items_and_cold_user_is_served(served: Served) -> None:

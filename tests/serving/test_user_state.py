@@ -282,6 +282,38 @@ def test_unknown_user_with_a_history_is_served_through_the_towers(
     assert missing[f("user_age"), 0] == 0  # a missing categorical: the OOV row
 
 
+def test_a_profiles_gender_gets_the_vocabulary_row_of_the_dataset_spelling(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Profiles write ``female``/``male``, MovieLens' column holds ``F``/``M``: the
+    schema's aliases make a new user's gender id the training row of ``F``/``M``."""
+    path = tmp_path / "rt.db"
+    store = SqliteStore(path)
+    service = ProfileService(store, setup.schema)
+    genders = {NEW_USER: "female", NEW_USER + 1: "male", NEW_USER + 2: "nonbinary"}
+    for user, gender in genders.items():
+        service.set_attributes(str(user), {"gender": gender}, actor="test")
+    store.close()
+    reader = ProfileStoreReader(f"sqlite://{path}", setup.schema.to_dict())
+    rows = reader.read(list(genders))
+    reader.close()
+    vocabs = setup.dataset.vocabs
+    assert vocabs is not None
+    female, male = vocabs.encode("user_gender", ["F", "M"]).tolist()
+    assert female > 0 and male > 0 and female != male  # both real rows, not OOV
+    folder = setup.root / "recommend" / "1"
+    tables, features = RecommendTables.load(folder), RankerFeatures.load(folder)
+    assert tables.profile is not None and features.profile is not None
+    no_items = tables.item_rows([])
+    tower = tables.user_tower_features.index("user_gender")
+    ranker = features.sparse_names.index("user_gender")
+    # "nonbinary" has no row in MovieLens' vocabulary: the OOV row, as training encodes it
+    for row, want in zip(rows, (female, male, 0), strict=True):
+        assert row is not None
+        assert tables.profile.new_user(row.values, no_items)[tower, 0] == want, row.values
+        assert features.profile.new_user(row.values, no_items)[ranker, 0] == want, row.values
+
+
 def test_no_profile_gives_exactly_todays_answers(setup: Setup, tmp_path: Path) -> None:
     path = tmp_path / "rt.db"
     _publish_and_consume(path, NEW_USER, [int(setup.recommender.context.item_ids[0])], setup.schema)

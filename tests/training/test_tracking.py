@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,17 @@ def tracker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tracker:
 
 def test_phases_that_restart_their_epochs_are_all_kept(tracker: Tracker) -> None:
     run = tracker._run
+    steps = []  # the run's step after each logged epoch, across both phases
     for epoch in (1, 2, 3):
         tracker.log_phase("select", {"loss": 1.0 / epoch}, epoch)
+        steps.append(run.step)
     for epoch in (1, 2):
         tracker.log_phase("final", {"loss": 0.1 * epoch}, epoch)
+        steps.append(run.step)
+    assert all(b > a for a, b in pairwise(steps)), steps
     # W&B keeps a point only if its step does not go back; the final phase's last
-    # point reaching the summary shows it was accepted.
+    # point reaching the summary (at the run's last step) shows it was accepted.
+    assert run.summary["_step"] == steps[-1] - 1  # run.step is the next step to write
     assert run.summary["final/epoch"] == 2
     assert run.summary["final/loss"] == pytest.approx(0.2)
     assert run.summary["select/loss"] == pytest.approx(1.0 / 3)

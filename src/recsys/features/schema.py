@@ -124,8 +124,9 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         if not self.source:
             object.__setattr__(self, "source", self.name)
-        pairs = self.aliases.items() if isinstance(self.aliases, Mapping) else self.aliases
-        object.__setattr__(self, "aliases", tuple((str(a), str(v)) for a, v in pairs))
+        object.__setattr__(self, "aliases", _alias_pairs(self.name, self.aliases))
+        if self.aliases and self.kind is Kind.DENSE:
+            raise ValueError(f"dense feature {self.name!r} cannot have aliases")
         if self.is_sparse and self.vocab is None:
             object.__setattr__(self, "vocab", VocabConfig())
         if not self.is_sparse and self.vocab is not None:
@@ -153,6 +154,30 @@ class FeatureSpec:
             if isinstance(value, str) and value == alias:
                 return target
         return value
+
+
+def _alias_pairs(name: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """``aliases`` as given (a mapping, or ``(alias, value)`` pairs) -> checked pairs."""
+    if isinstance(raw, Mapping):
+        items = list(raw.items())
+    elif isinstance(raw, list | tuple) and all(
+        isinstance(p, list | tuple) and len(p) == 2 for p in raw
+    ):
+        items = [(p[0], p[1]) for p in raw]
+    else:
+        raise ValueError(
+            f"feature {name!r}: aliases must map each alias to a value, e.g. {{female: F}}; "
+            f"got {raw!r}"
+        )
+    pairs: dict[str, str] = {}
+    for alias, value in items:
+        key, target = str(alias), str(value)
+        if pairs.get(key, target) != target:
+            raise ValueError(
+                f"feature {name!r}: alias {key!r} stands for both {pairs[key]!r} and {target!r}"
+            )
+        pairs[key] = target
+    return tuple(pairs.items())
 
 
 @dataclass(frozen=True)

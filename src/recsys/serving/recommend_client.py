@@ -223,6 +223,14 @@ class AsyncRecommendClient:
             user_ids: the users.
             k: items per user.
             concurrency: most requests in flight at once (None = all at once).
+
+        Returns:
+            One :class:`Recommendation` per user, in the order of ``user_ids``.
+
+        Raises:
+            ValueError: ``concurrency`` is below 1.
+            InvalidRequestError, InferenceError: as :meth:`recommend`; the first
+                failure stops the other workers, so no request is sent after it.
         """
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -237,7 +245,16 @@ class AsyncRecommendClient:
                 out[position] = await self.recommend(users[position], k)
 
         workers = min(concurrency or len(users), len(users))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # gather leaves the other workers running: without this they would keep
+            # pulling users and sending requests whose answers nobody reads.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return [r for r in out if r is not None]
 
     async def close(self) -> None:
