@@ -96,6 +96,12 @@ def test_export_then_erase_leaves_nothing(store: RealtimeStore) -> None:
 
     counts = erase_user(store, VICTIM, actor="dpo:kim")
     assert counts["events"] == 5 and counts["dead_letters"] == 2 and counts["stream"] == 6
+    # every store reports (and so audits) the same categories
+    assert set(counts) == {
+        "profile", "attributes", "consent", "consent_history", "events",
+        "dead_letters", "memberships", "segment_log", "active", "stream",
+    }  # fmt: skip
+    assert counts["attributes"] == 3 and counts["consent"] == 3 and counts["active"] == 1
     dump = everything_in(store)
     assert VICTIM not in dump  # not in any table, key, value or stream entry
     assert f"{OTHER}@example.org" not in dump  # PII of others is still encrypted

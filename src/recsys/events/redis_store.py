@@ -1100,10 +1100,16 @@ class RedisStore:
 
     def erase_user(self, user_id: str, tombstone: str) -> dict[str, int]:
         r = self.r
+        fields = [str(f) for f in r.hkeys(self._k("u", user_id))]
+        # Attributes and consent live in the user's hash here (own tables in SQLite):
+        # counted per field, so both stores report (and audit) the same categories.
         counts: dict[str, int] = {
-            "profile": int(r.exists(self._k("u", user_id))),
+            "profile": int(bool(fields)),
+            "attributes": sum(f.startswith("a:") for f in fields),
+            "consent": sum(f.startswith("c:") for f in fields),
             "events": len(self.user_events(user_id)),
             "consent_history": int(r.llen(self._k("ch", user_id))),
+            "active": int(r.zscore(self._k("active"), user_id) is not None),
         }
         dl_ids = r.lrange(self._k("dlu", user_id), 0, -1)
         log_ids = r.lrange(self._k("slu", user_id), 0, -1)
