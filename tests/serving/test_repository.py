@@ -34,10 +34,10 @@ from recsys.recommend.ranker_data import (
 from recsys.recommend.two_stage import (
     TwoStageRecommender,
 )
+from recsys.recommend.windows import count_in_window
 from recsys.serving import ranking
 from recsys.serving.engine import RecommendEngine, RequestValueError
 from recsys.serving.faiss_search import MISSING_ID, FaissSearcher
-from recsys.serving.ranker_features import count_in_window
 from recsys.serving.repository import (
     GPU_ACCELERATORS,
     MODEL_NAMES,
@@ -308,7 +308,7 @@ def test_window_counter_matches_the_reference_count() -> None:
     order = np.lexsort((times, groups))
     offsets = np.r_[0, np.cumsum(np.bincount(groups, minlength=30))]
     times = times[order]
-    from recsys.serving.ranker_features import WindowCounter
+    from recsys.recommend.windows import WindowCounter
 
     q = rng.integers(0, 30, 500)
     hi = rng.integers(8.6e8, 9.0e8, 500).astype(np.float64)
@@ -386,13 +386,14 @@ def _imports(path: Path) -> set[str]:
 
 def test_python_backend_code_imports_only_numpy_faiss_and_pure_modules() -> None:
     allowed_recsys = {f"recsys.serving.{m}" for m in PURE_MODULES}
-    allowed_recsys.add("recsys.recommend.aggregation")  # shared with the offline path
+    # shared with the offline path
+    allowed_recsys.update({"recsys.recommend.aggregation", "recsys.recommend.windows"})
     stdlib = {"__future__", "collections.abc", "contextlib", "ctypes", "dataclasses",
               "itertools", "json", "logging", "math", "os", "pathlib", "time", "typing",
               "urllib.parse"}  # fmt: skip
     files = [TEMPLATES_DIR / n / "model.py" for n in ("retrieval", "recommend")]
     files += [REPO / "src/recsys/serving" / f"{m}.py" for m in PURE_MODULES]
-    files.append(REPO / "src/recsys/recommend/aggregation.py")
+    files += [REPO / "src/recsys/recommend" / f for f in ("aggregation.py", "windows.py")]
     # user_state opens the profile store lazily, inside the reader (checked for Python
     # 3.10 and the container's packages by test_backend_py310.py)
     store_modules = {"recsys.features.schema", "recsys.events.redis_store",

@@ -70,6 +70,7 @@ from recsys.features.schema import FeatureSchema, FeatureSpec, Role
 from recsys.features.store import ProcessedDataset
 from recsys.features.vocab import VocabularySet
 from recsys.index import ItemIndex
+from recsys.recommend.windows import count_in_window
 
 SECONDS_PER_DAY = 86_400.0
 SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
@@ -227,29 +228,6 @@ def _sorted_groups(
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(groups, minlength=n), out=offsets[1:])
     return offsets, times[order]
-
-
-def _count_in_window(
-    offsets: npt.NDArray[np.int64],
-    times: npt.NDArray[np.float64],
-    groups: npt.NDArray[np.int64],
-    lo: npt.NDArray[np.float64],
-    hi: npt.NDArray[np.float64],
-) -> npt.NDArray[np.int64]:
-    """Events of each ``groups[j]`` with time in ``(lo[j], hi[j]]`` (vectorized)."""
-    # Offsetting each group's times by a per-group constant makes one global
-    # searchsorted answer every query; the constant exceeds any time span.
-    span = (float(times.max() - times.min()) if times.size else 0.0) + 1.0
-    span = max(span, float(np.max(hi - lo, initial=0.0)) + 1.0) * 4.0
-    base = times.min() if times.size else 0.0
-    n_groups = len(offsets) - 1
-    group_of_event = np.repeat(np.arange(n_groups), np.diff(offsets))
-    keys = (times - base) + group_of_event * span
-    q_hi = (np.minimum(hi, base + span / 2) - base) + groups * span
-    q_lo = (np.maximum(lo, base - span / 4) - base) + groups * span
-    return (np.searchsorted(keys, q_hi, "right") - np.searchsorted(keys, q_lo, "right")).astype(
-        np.int64
-    )
 
 
 def cosine_item_similarity(seen: UserItemCSR, chunk: int = 2048) -> npt.NDArray[np.float32]:
@@ -473,14 +451,14 @@ class RankerContext:
         }
         u_count = np.diff(self.user_offsets).astype(np.float64)
         for d in cfg.windows_days:
-            n = _count_in_window(
+            n = count_in_window(
                 self.user_offsets, self.user_times, users, req - d * SECONDS_PER_DAY, req
             )
             out[f"user_count_{d}d"] = np.log1p(n)
         out["user_log_count"] = np.log1p(u_count[users])
         out["item_log_count"] = np.log1p(self.item_count[items])
         for d in cfg.windows_days:
-            n = _count_in_window(
+            n = count_in_window(
                 self.item_offsets, self.item_times, items, req - d * SECONDS_PER_DAY, req
             )
             out[f"item_count_{d}d"] = np.log1p(n)

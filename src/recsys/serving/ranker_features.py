@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.recommend.windows import WindowCounter
 from recsys.serving.user_state import ProfileEncoding
 
 SECONDS_PER_DAY = 86_400.0
@@ -51,73 +52,6 @@ Z_SOURCES: tuple[str, ...] = ("retrieval_score", "affinity_knn", "affinity_ease"
 
 ARRAYS_FILE = "ranker_features.npz"
 META_FILE = "ranker_features.json"
-
-
-def count_in_window(
-    offsets: np.ndarray,
-    times: np.ndarray,
-    groups: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-) -> np.ndarray:
-    """Events of group ``groups[j]`` with a time in ``(lo[j], hi[j]]``, vectorized.
-
-    Args:
-        offsets: ``[G + 1]`` start of each group's run in ``times``.
-        times: event times sorted by (group, time).
-        groups: group of each query.
-        lo: exclusive lower bound of each query.
-        hi: inclusive upper bound of each query.
-
-    Returns:
-        int64 counts (the same arithmetic as ``ranker_data._count_in_window``).
-    """
-    # Offsetting each group's times by a per-group constant makes one global
-    # searchsorted answer every query; the constant exceeds any time span.
-    span = (float(times.max() - times.min()) if times.size else 0.0) + 1.0
-    span = max(span, float(np.max(hi - lo, initial=0.0)) + 1.0) * 4.0
-    base = times.min() if times.size else 0.0
-    n_groups = len(offsets) - 1
-    group_of_event = np.repeat(np.arange(n_groups), np.diff(offsets))
-    keys = (times - base) + group_of_event * span
-    q_hi = (np.minimum(hi, base + span / 2) - base) + groups * span
-    q_lo = (np.maximum(lo, base - span / 4) - base) + groups * span
-    return (np.searchsorted(keys, q_hi, "right") - np.searchsorted(keys, q_lo, "right")).astype(
-        np.int64
-    )
-
-
-class WindowCounter:
-    """Counts events per group in time windows, with the sort keys built once.
-
-    Same counts as :func:`count_in_window` (times are whole seconds, so every key and
-    bound is an exact float64 integer and any separating span gives the same answer);
-    the per-call cost is two ``searchsorted`` over the queries only.
-
-    Args:
-        offsets: ``[G + 1]`` start of each group's run in ``times``.
-        times: event times sorted by (group, time).
-        max_window: the longest window that will be asked for (seconds).
-    """
-
-    def __init__(self, offsets: np.ndarray, times: np.ndarray, max_window: float) -> None:
-        self.base = float(times.min()) if times.size else 0.0
-        width = (float(times.max()) - self.base if times.size else 0.0) + 1.0
-        self.span = (max(width, max_window) + 1.0) * 4.0
-        groups = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        self.keys = (times - self.base) + groups * self.span
-
-    def count(self, groups: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Events of ``groups[j]`` with a time in ``(lo[j], hi[j]]`` (int64)."""
-        offset = groups * self.span - self.base
-        # bounds outside the data's time range are clipped into the group's own slot
-        top = self.span / 2 + self.base
-        bottom = self.base - self.span / 4
-        q_hi = np.minimum(hi, top) + offset
-        q_lo = np.maximum(lo, bottom) + offset
-        return (
-            np.searchsorted(self.keys, q_hi, "right") - np.searchsorted(self.keys, q_lo, "right")
-        ).astype(np.int64)
 
 
 def list_zscore(values: np.ndarray, list_ids: np.ndarray, n_lists: int) -> np.ndarray:
