@@ -362,7 +362,25 @@ class PaddedSparseArch(nn.Module):
         return pooled.index_select(1, self._stack_index)
 
 
-class _TowerTwin(nn.Module):
+class _PaddedIdsModule(nn.Module):
+    """A twin whose ``ids`` input goes through one :class:`PaddedSparseArch`."""
+
+    sparse_arch: PaddedSparseArch
+
+    @property
+    def max_len(self) -> dict[str, int]:
+        return dict(self.sparse_arch.max_len)
+
+    @property
+    def seq_len(self) -> int:
+        return self.sparse_arch.seq_len
+
+    @property
+    def num_embeddings(self) -> dict[str, int]:
+        return dict(self.sparse_arch.num_embeddings)
+
+
+class _TowerTwin(_PaddedIdsModule):
     """One tower of a :class:`TwoTower` on padded ids (shared by the user and item twins)."""
 
     input_names: tuple[str, ...]
@@ -386,18 +404,6 @@ class _TowerTwin(nn.Module):
         self.num_dense: int = int(tower.num_dense)
         self.input_names = ("ids", "dense") if self.num_dense else ("ids",)
         self.eval()
-
-    @property
-    def max_len(self) -> dict[str, int]:
-        return dict(self.sparse_arch.max_len)
-
-    @property
-    def seq_len(self) -> int:
-        return self.sparse_arch.seq_len
-
-    @property
-    def num_embeddings(self) -> dict[str, int]:
-        return dict(self.sparse_arch.num_embeddings)
 
     def forward(self, ids: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
         """Tower embeddings ``[B, D]`` (unit length).
@@ -457,7 +463,7 @@ class ItemTowerTwin(_TowerTwin):
         super().__init__(model, model.item_tower, model.item_dense, max_len)
 
 
-class RankerTwin(nn.Module):
+class RankerTwin(_PaddedIdsModule):
     """A TorchRec ``DLRM`` / ``DLRM_DCN`` on padded ids.
 
     ``dense_arch``, ``inter_arch`` and ``over_arch`` are copies of the trained
@@ -523,18 +529,6 @@ class RankerTwin(nn.Module):
         first = next(m for m in self.dense_arch.modules() if isinstance(m, nn.Linear))
         self.num_dense: int = int(first.in_features)
         self.eval()
-
-    @property
-    def max_len(self) -> dict[str, int]:
-        return dict(self.sparse_arch.max_len)
-
-    @property
-    def seq_len(self) -> int:
-        return self.sparse_arch.seq_len
-
-    @property
-    def num_embeddings(self) -> dict[str, int]:
-        return dict(self.sparse_arch.num_embeddings)
 
     def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores a batch.
