@@ -427,14 +427,18 @@ def train_two_stage_ranker(
     valid_batches = RankerBatches(
         context, examples.users[va], examples.items[va], x[va], examples.labels[va], 8192
     )
-    model = build_bag_ranker(
-        model_config,
-        schema,
-        context.sparse_names,
-        context.num_embeddings,
-        len(context.dense_names),
-        bag_pooling,
-    )
+
+    def new_model() -> Ranker:
+        return build_bag_ranker(
+            model_config,
+            schema,
+            context.sparse_names,
+            context.num_embeddings,
+            len(context.dense_names),
+            bag_pooling,
+        )
+
+    model = new_model()
 
     def epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         # the ranker object is trained in place (DMP shards its tables in place too)
@@ -449,14 +453,7 @@ def train_two_stage_ranker(
     if trained is not model:
         # DMP: gather the shards into a plain model of the same layout
         plain = unshard_ranker(trained, model)
-        fresh = build_bag_ranker(
-            model_config,
-            schema,
-            context.sparse_names,
-            context.num_embeddings,
-            len(context.dense_names),
-            bag_pooling,
-        )
+        fresh = new_model()
         fresh.load_state_dict(plain.state_dict())
         model = fresh
     model.eval()
