@@ -305,6 +305,15 @@ def test_users_without_a_record_are_not_loaded_and_stale_hints_are_caught(
     assert proc.stats.conflicts == 1 and counting.loaded == ["late"]
     assert proc.cache["late"].attributes == {"age": 41}
     assert stored_profile(store, "late").total() == 1
+    # Entries carry the version from publishing: a write between publishing
+    # and reading leaves the hint stale, and the commit catches that too.
+    EventProducer(store).publish([raw_event(11, user="later")])
+    store.write_attributes("later", {"age": '{"v": 29, "s": "crm", "c": 1.0, "t": 1}'})
+    (d,) = store.read("c", 100, 0, pending=False)
+    assert d.user_version == 0
+    assert proc.handle([d]) == 1
+    assert proc.stats.conflicts == 2 and counting.loaded == ["late", "later"]
+    assert proc.cache["later"].attributes == {"age": 29}
 
 
 def test_a_consumer_reads_the_next_batch_with_each_commit(store: RealtimeStore) -> None:

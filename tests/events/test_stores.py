@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from typing import Any
 
 import pytest
 
@@ -287,7 +288,17 @@ def test_a_blocked_read_returns_user_versions(redis_url: str) -> None:
     store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}")
     store.write_attributes("old", {"age": "30"})
     texts = [json.dumps({"event_id": f"e{i}", "user_id": u}) for i, u in enumerate(["old", "new"])]
+    assert store.read("c", 500, 0, pending=False) == []  # drained: the next read blocks
     timer = threading.Timer(0.05, lambda: store.publish(texts, users=["old", "new"]))
+    calls: list[bytes] = []
+    channel_call = store._channel.call
+
+    def spy(packed: bytes, decode: bool) -> Any:
+        if threading.current_thread() is threading.main_thread():  # not the publisher
+            calls.append(packed)
+        return channel_call(packed, decode)
+
+    store._channel.call = spy  # type: ignore[method-assign]
     timer.start()
     try:
         got = store.read("c", 500, 5000, pending=False)
@@ -297,3 +308,5 @@ def test_a_blocked_read_returns_user_versions(redis_url: str) -> None:
         (texts[0], "old", 1),
         (texts[1], "new", 0),
     ]
+    # The versions came with the entries (stamped when published): one call.
+    assert len(calls) == 1 and b"XREADGROUP" in calls[0]

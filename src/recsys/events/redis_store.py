@@ -44,8 +44,9 @@ packs its arguments directly in the Redis protocol.
 Per batch a consumer needs one round trip in the common case:
 :meth:`RedisStore.commit_and_read` commits a batch and reads the next in one
 script; a user's events of one publish call share a stream entry (fewer
-entries to add, read and acknowledge); and every entry read comes with its
-user's record version, so users with no record yet are not loaded.
+entries to add, read and acknowledge); and every entry carries its user's
+record version from publishing, so users with no record yet are not loaded and
+a consumer woken from idle needs no second call for them.
 """
 
 from __future__ import annotations
@@ -111,29 +112,35 @@ local function chunked(cmd, key, extra, list, first, last)
 end
 """
 
-# KEYS: stream keys; ARGV: publish time, MAXLEN ('' = none), then per key the
-# number of its entries followed by (kind, user or '', body) per entry: kind
-# 'e' holds one event, 'g' a user's events joined by U+001E (see
-# RedisStore.publish). Returns the new ids, space-joined.
+# KEYS: stream keys; ARGV: prefix, publish time, MAXLEN ('' = none), then per
+# key the number of its entries followed by (kind, user or '', body) per entry:
+# kind 'e' holds one event, 'g' a user's events joined by U+001E (see
+# RedisStore.publish). An entry that names its user also carries the version of
+# the user's record now (field 'v': '0' no record, '' a record without one), a
+# hint that spares the reader a lookup. Returns the new ids, space-joined.
 _PUBLISH_LUA = r"""
-local ts, maxlen = ARGV[1], ARGV[2]
-local out, j, m, call = {}, 3, 0, redis.call
+local p, ts, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local out, j, m, call = {}, 4, 0, redis.call
+local head = {'XADD', '', '*'}
+if maxlen ~= '' then head = {'XADD', '', 'MAXLEN', '~', maxlen, '*'} end
+local h = #head
 for k = 1, #KEYS do
-  local key, n = KEYS[k], tonumber(ARGV[j])
+  local n = tonumber(ARGV[j])
+  head[2] = KEYS[k]
   j = j + 1
   for _ = 1, n do
     local kind, u, body = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+    head[h + 1], head[h + 2], head[h + 3], head[h + 4] = kind, body, 't', ts
     local id
     if u == '' then
-      if maxlen == '' then
-        id = call('XADD', key, '*', kind, body, 't', ts)
-      else
-        id = call('XADD', key, 'MAXLEN', '~', maxlen, '*', kind, body, 't', ts)
-      end
-    elseif maxlen == '' then
-      id = call('XADD', key, '*', kind, body, 't', ts, 'u', u)
+      head[h + 5], head[h + 6], head[h + 7], head[h + 8] = nil, nil, nil, nil
+      id = call(unpack(head, 1, h + 4))
     else
-      id = call('XADD', key, 'MAXLEN', '~', maxlen, '*', kind, body, 't', ts, 'u', u)
+      local key = p .. ':u:' .. u
+      local v = call('HGET', key, 'v')
+      if not v then v = call('EXISTS', key) == 1 and '' or '0' end
+      head[h + 5], head[h + 6], head[h + 7], head[h + 8] = 'u', u, 'v', v
+      id = call(unpack(head, 1, h + 8))
     end
     m = m + 1
     out[m] = id
@@ -143,17 +150,17 @@ end
 return table.concat(out, ' ')
 """
 
-# read(p, grp, consumer, count, mode, first_label, extra, known): XREADGROUP of KEYS
+# read(p, grp, consumer, count, mode, first_label, known): XREADGROUP of KEYS
 # for the consumer ('>' new, '0' own pending), the labels ('' or
 # '<partition>:') at ARGV[first_label ...] one per key. Returns one string
-# (the list encoding): the number of extra users and their record versions,
-# then per entry: labelled id, publish time, user ('' unknown), that user's
+# (the list encoding): per entry: labelled id, publish time, user ('' unknown), that user's
 # record version ('' unknown, '0' no record), body ('' deleted entry, else the
 # kind and the payload). Versions let the consumer skip loading users that
-# have no record yet (a hint: the commit checks versions again); ``known``
-# holds versions the caller just wrote (nil: none).
+# have no record yet (a hint: the commit checks versions again); they come from
+# ``known`` (versions the caller just wrote, nil: none), else from the entry
+# (stamped when it was published), else from a lookup.
 _LUA_READ = r"""
-local function read(p, grp, consumer, count, mode, first_label, extra, known)
+local function read(p, grp, consumer, count, mode, first_label, known)
   local call, find = redis.call, string.find
   local cmd = {'XREADGROUP', 'GROUP', grp, consumer, 'COUNT', count, 'STREAMS'}
   local labels = {}
@@ -174,15 +181,11 @@ local function read(p, grp, consumer, count, mode, first_label, extra, known)
     end
     return v
   end
-  local out, n, clean = {tostring(#extra)}, 1, true
-  for _, u in ipairs(extra) do
-    n = n + 1
-    out[n] = version(u)
-  end
+  local out, n, clean = {}, 0, true
   for _, s in ipairs(r or {}) do  -- nil reply: nothing new
     local label = labels[s[1]]
     for _, e in ipairs(s[2]) do
-      local f, body, t, u, ver = e[2], '', '0', '', ''
+      local f, body, t, u, ver, hint = e[2], '', '0', '', '', nil
       if f then  -- false when the entry was deleted after delivery (erasure)
         body = 'e'  -- no known payload field: an empty event (a dead letter)
         for j = 1, #f, 2 do
@@ -193,9 +196,11 @@ local function read(p, grp, consumer, count, mode, first_label, extra, known)
             t = f[j + 1]
           elseif name == 'u' then
             u = f[j + 1]
+          elseif name == 'v' and find(f[j + 1], '^%d*$') then
+            hint = f[j + 1]
           end
         end
-        if u ~= '' then ver = version(u) end
+        if u ~= '' then ver = vers[u] or hint or version(u) end
       end
       if clean and (find(body, '\0', 1, true) or find(t, '\0', 1, true)
                     or find(u, '\0', 1, true)) then
@@ -209,23 +214,19 @@ local function read(p, grp, consumer, count, mode, first_label, extra, known)
       n = n + 5
     end
   end
-  if clean then
-    for _, u in ipairs(extra) do
-      if find(u, '\0', 1, true) then clean = false end
-    end
-  end
+  if n == 0 then return '' end
   if clean then return 'Z' .. table.concat(out, '\0') end
   return 'J' .. cjson.encode(out)
 end
 """
 
 # KEYS: stream keys; ARGV: prefix, group, consumer, COUNT, '>' (new) or '0'
-# (own pending), one label per key, then the extra users (list encoding).
+# (own pending), one label per key.
 _READ_LUA = (
     _LUA_LISTS
     + _LUA_READ
     + r"""
-return read(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6, decode(ARGV[6 + #KEYS]))
+return read(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6, nil)
 """
 )
 
@@ -389,13 +390,9 @@ _COMMIT_READ_LUA = (
 local bad, written = commit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
                             ARGV[8])
 if #bad > 0 then return 'C' .. encode(bad) end
-return read(ARGV[1], ARGV[2], ARGV[9], ARGV[10], '>', 11, {}, written)
+return read(ARGV[1], ARGV[2], ARGV[9], ARGV[10], '>', 11, written)
 """
 )
-
-
-# Entries per stream a blocking read takes when the consumer was idle.
-_WAKE_COUNT = 32
 
 
 def _now_us() -> int:
@@ -462,6 +459,25 @@ def _expand(entry_id: str, published: str, user: str, version: str, body: str) -
         Delivery(f"{entry_id}/{j}", text, ts, None, uid, ver)
         for j, text in enumerate(body[1:].split(_GROUP_SEP))
     ]
+
+
+def _delivered(entry_id: str, fields: list[bytes] | None) -> list[Delivery]:
+    """The deliveries of one entry as ``XREADGROUP`` returns it (field names
+    and values alternating, as bytes; None when deleted after delivery)."""
+    if fields is None:  # deleted after delivery (erasure): acknowledge-only
+        return [Delivery(entry_id, "", 0)]
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    if b"e" in values:
+        body = "e" + values[b"e"].decode("utf-8", "replace")
+    elif b"g" in values:
+        body = "g" + values[b"g"].decode("utf-8", "replace")
+    else:
+        body = "e"  # no payload field: an empty event (a dead letter)
+    user = values.get(b"u", b"").decode("utf-8", "replace")
+    hint = values.get(b"v", b"").decode("ascii", "replace") if user else ""
+    return _expand(
+        entry_id, values.get(b"t", b"0").decode(), user, hint if hint.isdigit() else "", body
+    )
 
 
 def _pack(args: Sequence[bytes]) -> bytes:
@@ -680,7 +696,7 @@ class RedisStore:
             else:
                 members.append(i)
         keys: list[str] = []
-        args: list[str] = [ts, maxlen]
+        args: list[str] = [self.prefix, ts, maxlen]
         for k in range(n):
             if not entries[k]:
                 continue
@@ -748,13 +764,11 @@ class RedisStore:
             self._drained[state] = entries < count
             if now or pending or block_ms <= 0:
                 return now
-        # Idle: block in a plain XREADGROUP for the first few entries (the
-        # client parses each reply element in Python, so few), then take the
-        # rest of what arrived, and the record versions of every user, through
-        # the script.
-        wake = min(_WAKE_COUNT, count)
+        # Idle: block in a plain XREADGROUP. Entries carry their user's record
+        # version from publishing, so what it returns needs no second call; a
+        # full read leaves the rest to the next (script) read.
         command = [b"XREADGROUP", b"GROUP", self.group.encode(), consumer.encode()]
-        command += [b"COUNT", b"%d" % wake, b"BLOCK", b"%d" % block_ms, b"STREAMS"]
+        command += [b"COUNT", b"%d" % count, b"BLOCK", b"%d" % block_ms, b"STREAMS"]
         command += [k.encode() for k in keys] + [b">"] * len(keys)
         reply = self._channel.call(_pack(command), False)
         if not reply:
@@ -763,80 +777,32 @@ class RedisStore:
         streams = reply.items() if isinstance(reply, dict) else reply
         label_of = {k.encode(): label for k, label in zip(keys, labels, strict=True)}
         found: list[Delivery] = []
-        full = False
+        drained = True
         for key, entries_ in streams:
             label = label_of[key]
-            full = full or len(entries_) >= wake
+            drained = drained and len(entries_) < count
             for entry_id, fields in entries_:
-                entry = label + entry_id.decode()
-                if fields is None:  # deleted after delivery (erasure): acknowledge-only
-                    found.append(Delivery(entry, "", 0))
-                    continue
-                values = dict(zip(fields[::2], fields[1::2], strict=True))
-                if b"e" in values:
-                    body = "e" + values[b"e"].decode("utf-8", "replace")
-                elif b"g" in values:
-                    body = "g" + values[b"g"].decode("utf-8", "replace")
-                else:
-                    body = "e"
-                user = values.get(b"u", b"").decode("utf-8", "replace")
-                found += _expand(entry, values.get(b"t", b"0").decode(), user, "", body)
-        # The script call that fetches the users' versions also takes what
-        # arrived since the wake (COUNT is per partition, as in the script).
-        rest = count - wake
-        users = list(dict.fromkeys(d.user_id for d in found if d.user_id is not None))
-        drained = not full
-        if full or users:
-            more, n_more, versions = self._read_script(keys, labels, consumer, rest, False, users)
-            known = dict(zip(users, versions, strict=True))
-            found = [
-                d._replace(user_version=known[d.user_id])
-                if d.user_id is not None and known.get(d.user_id) is not None
-                else d
-                for d in found
-            ]
-            found += more
-            drained = n_more < rest
+                found += _delivered(label + entry_id.decode(), fields)
         self._drained[state] = drained
         return found
 
     def _read_now(
         self, keys: list[str], labels: list[str], consumer: str, count: int, pending: bool
     ) -> tuple[list[Delivery], int]:
-        """What the consumer can read without waiting, and how many entries."""
-        found, entries, _ = self._read_script(keys, labels, consumer, count, pending, [])
-        return found, entries
-
-    def _read_script(
-        self,
-        keys: list[str],
-        labels: list[str],
-        consumer: str,
-        count: int,
-        pending: bool,
-        extra: list[str],
-    ) -> tuple[list[Delivery], int, list[int | None]]:
-        """Runs the read script: deliveries, entries read, versions of ``extra``.
-        ``count`` 0 reads nothing (only the versions)."""
-        if count > 0:
-            mode = "0" if pending else ">"
-            args = [self.prefix, self.group, consumer, str(count), mode, *labels, _join(extra)]
-            # Bytes back: a payload that is not UTF-8 must become a dead
-            # letter, not stop the consumer.
-            reply = self._read(keys, args, False)
-        else:
-            args = [self.prefix, self.group, consumer, "0", ">", _join(extra)]
-            reply = self._read([], args, False)
-        return self._parse_read(reply.decode("utf-8", "replace"))
+        """What the consumer can read without waiting (the read script):
+        deliveries and how many entries."""
+        mode = "0" if pending else ">"
+        args = [self.prefix, self.group, consumer, str(count), mode, *labels]
+        # Bytes back: a payload that is not UTF-8 must become a dead letter,
+        # not stop the consumer.
+        return self._parse_read(self._read(keys, args, False).decode("utf-8", "replace"))
 
     @staticmethod
-    def _parse_read(text: str) -> tuple[list[Delivery], int, list[int | None]]:
+    def _parse_read(text: str) -> tuple[list[Delivery], int]:
         parts = _split(text)
-        n = int(parts[0])
-        versions = [int(v) if v else None for v in parts[1 : 1 + n]]
         out: list[Delivery] = []
         entries = 0
-        for i in range(1 + n, len(parts), 5):
+        for i in range(0, len(parts), 5):
             entries += 1
             body = parts[i + 4]
             if body[:1] == "e":  # the common case, inline
@@ -853,7 +819,7 @@ class RedisStore:
                 )
             else:
                 out += _expand(parts[i], parts[i + 1], parts[i + 2], parts[i + 3], body)
-        return out, entries, versions
+        return out, entries
 
     def claim_stale(
         self,
@@ -972,7 +938,7 @@ class RedisStore:
         text = self._commit_read(keys, args, False).decode("utf-8", "replace")
         if text[:1] == "C":
             return _split(text[1:]), []
-        found, entries, _ = self._parse_read(text)
+        found, entries = self._parse_read(text)
         self._drained[(consumer, *owned)] = entries < count
         return [], found
 

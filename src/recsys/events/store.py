@@ -40,9 +40,9 @@ class Delivery(NamedTuple):
         user_id: the user the producer routed the entry by, when the store
             knows it (None: unknown).
         user_version: the version of that user's record when the entry was
-            read (0: no record), or None when unknown. A hint only: the
-            commit still checks every version, so a stale hint costs a
-            recomputation, never a wrong write.
+            published or read (0: no record), or None when unknown. A hint
+            only: the commit still checks every version, so a stale hint
+            costs a recomputation, never a wrong write.
     """
 
     entry_id: str
