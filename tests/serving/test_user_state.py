@@ -178,6 +178,37 @@ def test_a_user_without_training_rows_gets_the_cold_ranker_features(setup: Setup
         features.sparse(np.full(3, -1), items[:3])
 
 
+def test_items_consumed_since_training_count_in_the_affinities(setup: Setup) -> None:
+    """The ranker's item-item affinities sum over the training items and the profile's
+    newer items alike, for known and profile-only users."""
+    features = RankerFeatures.load(setup.root / "recommend" / "1")
+    assert features.affinity
+    items = np.arange(30)
+    lists = np.repeat([0, 1], 15)
+    users = np.where(lists == 0, 11, -1)  # a known user's list, then a new user's
+    training = features.training_items(11)
+    assert len(training)
+    extra = [np.setdiff1d([40, 41, 42], training), np.array([5, 77])]
+    for name in features.affinity:
+        got = features.affinity_scores(name, users, items, extra, lists)
+        matrix = features.item_item[name]
+        known = np.union1d(training, extra[0])
+        want = np.r_[
+            matrix[np.ix_(known, items[:15])].sum(axis=0, dtype=np.float32),
+            matrix[np.ix_(extra[1], items[15:])].sum(axis=0, dtype=np.float32),
+        ]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        plain = features.affinity_scores(name, users, items)
+        assert not np.allclose(got, plain)  # the extra items changed them
+        np.testing.assert_array_equal(plain[15:], 0.0)  # no training items
+    score, rank = np.linspace(1, 0, 30), np.arange(30) % 15
+    dense = features.dense(users, items, score, rank, lists, 2, extra)
+    col = features.dense_names.index(f"affinity_{features.affinity[0]}")
+    unscaled = dense[:, col] * features.scaler_std[col] + features.scaler_mean[col]
+    want0 = features.affinity_scores(features.affinity[0], users, items, extra, lists)
+    np.testing.assert_allclose(unscaled, want0, rtol=1e-4, atol=1e-4)
+
+
 # -- the engine with a SQLite profile store ----------------------------------------------
 
 
@@ -221,6 +252,23 @@ def test_clicked_items_leave_the_list_and_the_list_changes(setup: Setup, tmp_pat
     after = live.recommend(np.array([user]), np.array([20]))[0]
     assert not after.fallback and after.profile
     assert not np.isin(clicked, after.item_ids).any()
+    # the clicks reach the ranker's affinity features too (items consumed since training)
+    features = live.features
+    assert features is not None
+    passed: list[Any] = []
+    inputs = features.inputs
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        passed.append(kwargs.get("extra_seen"))
+        return inputs(*args, **kwargs)
+
+    features.inputs = spy  # type: ignore[method-assign]
+    live.recommend(np.array([user]), np.array([20]))
+    features.inputs = inputs  # type: ignore[method-assign]
+    row = int(live.tables.user_rows(np.array([user]))[0])
+    want = np.setdiff1d(live.tables.item_rows(clicked), features.training_items(row))
+    assert len(want) == len(clicked) and len(passed) == 1 and len(passed[0]) == 1
+    np.testing.assert_array_equal(passed[0][0], want)
     assert after.item_ids.tolist() != [i for i in before.item_ids.tolist() if i not in clicked]
     # the tower saw the longer history: the remaining items are scored differently
     common = np.intersect1d(after.item_ids, before.item_ids)

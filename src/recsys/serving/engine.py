@@ -359,6 +359,9 @@ class ServedUsers:
         ranker_ids: ``[W, F', L']`` the ranker's user-side ids, or None to take the
             training rows' (no profile in the batch).
         profile: per user, whether a profile changed its inputs.
+        affinity_items: per user, item indices consumed since training (from the
+            profile, not among the training items) that the ranker's affinity
+            features also sum over; None: none in the batch.
     """
 
     rows: np.ndarray
@@ -367,6 +370,7 @@ class ServedUsers:
     request_time: np.ndarray
     ranker_ids: np.ndarray | None = None
     profile: list[bool] = field(default_factory=list)
+    affinity_items: list[np.ndarray | None] | None = None
 
 
 @dataclass
@@ -554,6 +558,7 @@ class RecommendEngine:
         if features is not None:
             ranker_ids = features.user_ids[np.maximum(served_rows, 0)].copy()
         excluded, times, changed = [], np.empty(len(warm)), []
+        affinity_items: list[np.ndarray | None] = []
         for w, (position, row, items) in enumerate(
             zip(warm, served_rows.tolist(), item_rows, strict=True)
         ):
@@ -580,6 +585,11 @@ class RecommendEngine:
                 times[w] = t.new_user_request_time
             excluded.append(t.excluded(row, seen_now))
             changed.append(bool(len(items)))
+            affinity_items.append(
+                np.setdiff1d(seen_now, features.training_items(row))
+                if features is not None and seen_now is not None and len(seen_now)
+                else None
+            )
         return (
             np.asarray(warm, dtype=np.int64),
             ServedUsers(
@@ -589,6 +599,7 @@ class RecommendEngine:
                 request_time=times,
                 ranker_ids=ranker_ids,
                 profile=changed,
+                affinity_items=affinity_items,
             ),
             also,
         )
@@ -642,6 +653,7 @@ class RecommendEngine:
             lists,
             len(users.rows),
             user_ids=None if users.ranker_ids is None else users.ranker_ids[lists],
+            extra_seen=users.affinity_items,
         )
         logits = np.asarray(self.ranker(dense, ids), dtype=np.float32).reshape(-1)
         if len(logits) != len(pair_users):

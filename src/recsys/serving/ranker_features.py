@@ -12,8 +12,9 @@ exports next to the ``recommend`` model (``ranker_features.npz``), with numpy on
   last ``d`` days before the request time and in total (log scale); the item's
   training interactions in total and in the last ``d`` days before the user's request
   time (log scale); the item's age in years at the request time; item-item affinities
-  to the user's training items (raw and z-scored over the list); then standardized
-  with the training examples' mean and standard deviation;
+  to the user's training items (raw and z-scored over the list; with a real-time
+  profile, also to the items the user consumed since, as if they were training items);
+  then standardized with the training examples' mean and standard deviation;
 * sparse ids ``[n, F, L]`` (``-1`` = padding) in the ranker's feature order: user-side
   features from the user's row (or from per-pair rows the caller built from a real-time
   profile, :class:`~recsys.serving.user_state.ProfileEncoding`), item-side features
@@ -198,8 +199,7 @@ class RankerFeatures:
             for name in self.affinity:
                 table = np.zeros((self.n_users, self.n_items), dtype=np.float32)
                 for user in users:
-                    seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
-                    seen = seen[seen >= 0]
+                    seen = self.training_items(int(user))
                     if len(seen):
                         table[user] = self.item_item[name][seen].sum(axis=0, dtype=np.float32)
                 self._affinity_cache[name] = table
@@ -214,22 +214,53 @@ class RankerFeatures:
 
     # -- features ------------------------------------------------------------------
 
-    def affinity_scores(self, name: str, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def training_items(self, user: int) -> np.ndarray:
+        """The item indices user row ``user`` interacted with in training (the
+        affinities' sum runs over them); empty for ``-1``."""
+        if user < 0:
+            return np.zeros(0, dtype=np.int64)
+        seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
+        return seen[seen >= 0]
+
+    def affinity_scores(
+        self,
+        name: str,
+        users: np.ndarray,
+        items: np.ndarray,
+        extra_seen: Sequence[np.ndarray | None] | None = None,
+        list_ids: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Sum over each user's training items ``j`` of ``item_item[name][j, item]``.
 
         Args:
             name: ``knn`` or ``ease``.
             users: user index per row (``-1``: no training items, affinity 0).
             items: item index per row.
+            extra_seen: per candidate list, items the user consumed since training
+                (from a real-time profile; not among its training items), summed
+                as if they were training items; None: none.
+            list_ids: candidate list of each row (needed with ``extra_seen``).
 
         Returns:
             float32 ``[n]``.
         """
+        out = self._training_affinity(name, users, items)
+        if extra_seen is not None:
+            if list_ids is None:
+                raise ValueError("extra_seen needs list_ids")
+            matrix = self.item_item[name]
+            for group, extra in enumerate(extra_seen):
+                if extra is not None and len(extra):
+                    rows = np.flatnonzero(list_ids == group)
+                    out[rows] += matrix[np.ix_(extra, items[rows])].sum(axis=0, dtype=np.float32)
+        return out
+
+    def _training_affinity(self, name: str, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         cached = self._affinity_cache.get(name)
         known = users >= 0
         if cached is not None:
             if known.all():
-                return cached[users, items]
+                return cached[users, items].copy()
             out = np.zeros(len(users), dtype=np.float32)
             out[known] = cached[users[known], items[known]]
             return out
@@ -246,8 +277,7 @@ class RankerFeatures:
             user = int(sorted_users[lo])
             if user < 0:
                 continue  # no training items: affinity 0
-            seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
-            seen = seen[seen >= 0]
+            seen = self.training_items(user)
             rows = order[lo:hi]
             if len(seen):
                 out[rows] = matrix[np.ix_(seen, items[rows])].sum(axis=0, dtype=np.float32)
@@ -260,6 +290,7 @@ class RankerFeatures:
         retrieval_score: np.ndarray,
         retrieval_rank: np.ndarray,
         list_ids: np.ndarray | None = None,
+        extra_seen: Sequence[np.ndarray | None] | None = None,
     ) -> dict[str, np.ndarray]:
         """Every dense feature except the within-list z-scores, by name (float64).
 
@@ -272,6 +303,8 @@ class RankerFeatures:
                 ``age_fill`` if set, else with the median known age of the row's list
                 (of all rows when ``list_ids`` is None, as the offline code does for
                 the rows of one call).
+            extra_seen: per list, items consumed since training that the affinities
+                also sum over (see :meth:`affinity_scores`).
         """
         ext = np.where(users < 0, self.n_users, users)
         req = self._request_time[ext]
@@ -288,7 +321,9 @@ class RankerFeatures:
             out[f"item_count_{d}d"] = np.log1p(n)
         out["item_age_years"] = self._filled_age(users, items, list_ids)
         for name in self.affinity:
-            out[f"affinity_{name}"] = self.affinity_scores(name, users, items).astype(np.float64)
+            out[f"affinity_{name}"] = self.affinity_scores(
+                name, users, items, extra_seen, list_ids
+            ).astype(np.float64)
         return out
 
     def _filled_age(
@@ -323,6 +358,7 @@ class RankerFeatures:
         retrieval_rank: np.ndarray,
         list_ids: np.ndarray,
         n_lists: int,
+        extra_seen: Sequence[np.ndarray | None] | None = None,
     ) -> np.ndarray:
         """The ranker's scaled dense input ``[n, n_dense]`` float32.
 
@@ -333,8 +369,10 @@ class RankerFeatures:
             retrieval_rank: 0-based rank in the user's retrieval list.
             list_ids: candidate list of each row (z-scores are taken per list).
             n_lists: number of lists.
+            extra_seen: per list, items consumed since training that the affinities
+                also sum over (see :meth:`affinity_scores`).
         """
-        raw = self.raw_features(users, items, retrieval_score, retrieval_rank, list_ids)
+        raw = self.raw_features(users, items, retrieval_score, retrieval_rank, list_ids, extra_seen)
         for name in Z_SOURCES:
             if name in raw:
                 raw[f"{name}_z"] = list_zscore(raw[name], list_ids, n_lists)
@@ -376,13 +414,17 @@ class RankerFeatures:
         list_ids: np.ndarray,
         n_lists: int,
         user_ids: np.ndarray | None = None,
+        extra_seen: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(dense, ids)``: both inputs of the ranker for the given rows.
 
         ``user_ids`` (optional, ``[n, F, L]``) replaces the user table's sparse ids (see
-        :meth:`sparse`).
+        :meth:`sparse`); ``extra_seen`` (optional, per list) adds items consumed since
+        training to the affinities (see :meth:`affinity_scores`).
         """
-        dense = self.dense(users, items, retrieval_score, retrieval_rank, list_ids, n_lists)
+        dense = self.dense(
+            users, items, retrieval_score, retrieval_rank, list_ids, n_lists, extra_seen
+        )
         return dense, self.sparse(users, items, user_ids)
 
     # -- files ---------------------------------------------------------------------
