@@ -53,7 +53,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="turns of every concurrency")
     parser.add_argument("--max-queue-delay-us", type=int, default=100)
+    parser.add_argument(
+        "--recommend-instances",
+        type=int,
+        default=None,
+        help="CPU instances of the recommend entry point (default: RepositoryConfig's; "
+        "0: Triton's default, one)",
+    )
     parser.add_argument("--ranker-repeats", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     parser.add_argument(
@@ -363,6 +370,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
         root = Path(tmp) / "repository"
         repo_cfg = RepositoryConfig(max_queue_delay_us=args.max_queue_delay_us)
+        if args.recommend_instances is not None:
+            repo_cfg = replace(repo_cfg, recommend_instances=args.recommend_instances)
         build_repository(recommender, two_tower, schema, dataset, root, repo_cfg)
         onnx_ranker = root / "ranker" / "1" / "model.onnx"
         twin = RankerTwin(recommender.ranker.model, max_len={

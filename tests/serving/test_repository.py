@@ -108,7 +108,10 @@ def test_every_model_has_a_config_and_a_version_folder(built: Built) -> None:
         config = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
         assert f'name: "{name}"' in config
         assert "dynamic_batching" in config and "max_queue_delay_microseconds: 150" in config
-        assert "instance_group" not in config  # GPU when present, CPU otherwise
+        if name == "recommend":  # its Python is CPU work wherever the stage models run
+            assert "instance_group [ { count: 2 kind: KIND_CPU } ]" in config
+        else:
+            assert "instance_group" not in config  # GPU when present, CPU otherwise
         assert "${" not in config  # every template field was filled
         assert model_versions(root, name) == [1]
     for name in ("user_tower", "ranker"):

@@ -19,10 +19,13 @@ artifacts; CLI ``python -m recsys.serving.cli build-repo``) writes::
 mappings from a profile's raw values to the models' ids (``ProfileEncoding``).
 
 Every model has dynamic batching (a short ``max_queue_delay_microseconds``), a version
-folder, ``version_policy: latest 1`` and NO ``instance_group``: Triton then puts one
-instance on each GPU when there is one and CPU instances otherwise, so the same
-repository serves on this CPU machine (``LocalTritonServer``) and in NVIDIA's
-container. The configs come from the templates in ``serving/models/<name>/``.
+folder and ``version_policy: latest 1``. The stage models have NO ``instance_group``:
+Triton then puts one instance on each GPU when there is one and CPU instances
+otherwise, so the same repository serves on this CPU machine (``LocalTritonServer``)
+and in NVIDIA's container. ``recommend`` asks for ``KIND_CPU`` instances
+(``RepositoryConfig.recommend_instances``, default 2): its Python is CPU work on
+either machine, and a second instance computes while the first waits on its stage
+calls. The configs come from the templates in ``serving/models/<name>/``.
 
 New versions roll in with the model-control API (:func:`add_model_version` +
 :func:`roll_in`): copy the new version folder next to the old one, then
@@ -117,6 +120,10 @@ class RepositoryConfig:
             NVIDIA's onnxruntime backend: ``tensorrt`` (TensorRT EP, FP32, CUDA EP for
             what TensorRT does not take) or ``cuda`` (CUDA EP alone, the backend's
             default on GPU instances). CPU instances ignore it.
+        recommend_instances: CPU instances of the ``recommend`` entry point. Its
+            Python runs the request logic and waits on the stage models, so a second
+            instance works while the first waits (each holds its own copy of the
+            tables); 0 leaves ``instance_group`` out (Triton's default, one).
 
     Example:
         >>> RepositoryConfig(max_queue_delay_us=300).max_batch_size
@@ -132,6 +139,7 @@ class RepositoryConfig:
     version: int = 1
     profile_store: str = ""
     gpu_accelerator: str = "tensorrt"
+    recommend_instances: int = 2
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -142,6 +150,8 @@ class RepositoryConfig:
         for name in ("max_batch_size", "ranker_max_batch_size", "intra_op_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.recommend_instances < 0:
+            raise ValueError(f"recommend_instances must be >= 0, got {self.recommend_instances}")
         for name in ("faiss_threads", "max_k", "version"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -711,6 +721,11 @@ def build_repository(
             "ranker_model": "ranker",
             "ranker_max_batch_size": cfg.ranker_max_batch_size,
             "profile_store": cfg.profile_store,
+            "instance_group": (
+                f"instance_group [ {{ count: {cfg.recommend_instances} kind: KIND_CPU }} ]"
+                if cfg.recommend_instances
+                else "# instance_group: Triton's default"
+            ),
         },
     )
     files["recommend"] = sorted(recommend_dir.iterdir())
