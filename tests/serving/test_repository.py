@@ -150,6 +150,11 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             (built.info.root / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
         )
         assert config.name == name and config.dynamic_batching is not None
+        if name == "recommend":
+            [group] = config.instance_group
+            assert group.count == 2 and group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+        else:
+            assert len(config.instance_group) == 0
         accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
         if name in ("user_tower", "ranker"):
             [trt] = accelerators
@@ -171,6 +176,25 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
     assert "execution_accelerators" not in cuda
     with pytest.raises(ValueError, match="gpu_accelerator"):
         RepositoryConfig(gpu_accelerator="openvino")
+    with pytest.raises(ValueError, match="recommend_instances"):
+        RepositoryConfig(recommend_instances=-1)
+    default_group = render_config(
+        "recommend",
+        {
+            "name": "recommend",
+            "max_batch_size": 8,
+            "max_queue_delay_us": 100,
+            "max_k": 10,
+            "user_tower_model": "user_tower",
+            "retrieval_model": "retrieval",
+            "ranker_model": "ranker",
+            "ranker_max_batch_size": 64,
+            "profile_store": "",
+            "instance_group": "# instance_group: Triton's default",
+        },
+    )
+    parsed = text_format.Parse(default_group, model_config_pb2.ModelConfig())
+    assert len(parsed.instance_group) == 0
 
 
 def test_tensor_block_refuses_a_missing_batch_axis() -> None:
