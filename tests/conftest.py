@@ -1,13 +1,34 @@
-"""Shared pytest set-up: dataset location and GPU skipping."""
+"""Shared pytest set-up: dataset location, GPU skipping, and the real-time test kit.
+
+The kit (``tests/events/rt_testkit.py``: redis-server helpers, event builders and the
+``redis_url`` / ``store`` / ``yoochoose_path`` fixtures) is registered here once under the
+name ``rt_testkit``, so test modules anywhere import it by name (pytest's importlib
+mode puts no test folder on ``sys.path``).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from importlib import util
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if "rt_testkit" not in sys.modules:
+    _spec = util.spec_from_file_location(
+        "rt_testkit", Path(__file__).resolve().parent / "events" / "rt_testkit.py"
+    )
+    assert _spec is not None and _spec.loader is not None
+    _kit = util.module_from_spec(_spec)
+    sys.modules["rt_testkit"] = _kit
+    _spec.loader.exec_module(_kit)
+
+from rt_testkit import redis_url, store, yoochoose_path  # noqa: E402  (fixtures, shared)
+
+__all__ = ["redis_url", "store", "yoochoose_path"]
 
 
 def shared_data_dir() -> Path | None:

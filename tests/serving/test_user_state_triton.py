@@ -10,17 +10,15 @@ Redis is stopped and requests are still answered, from the training tables.
 from __future__ import annotations
 
 import importlib.util
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from rt_testkit import REDIS_BIN, free_port, start_redis  # registered by tests/conftest.py
 
 from recsys.events.consent import ConsentPolicy
 from recsys.events.producer import EventProducer
@@ -31,17 +29,6 @@ from recsys.profiles.processor import EventProcessor, ProcessorConfig
 from recsys.serving.recommend_client import RecommendClient
 from recsys.serving.repository import RepositoryConfig, build_repository
 from recsys.serving.server import LocalTritonServer, TritonServerConfig
-
-if "rt_testkit" not in sys.modules:  # the real-time test kit (redis-server helpers)
-    _spec = util.spec_from_file_location(
-        "rt_testkit", Path(__file__).resolve().parents[1] / "events" / "rt_testkit.py"
-    )
-    assert _spec is not None and _spec.loader is not None
-    _kit = util.module_from_spec(_spec)
-    sys.modules["rt_testkit"] = _kit
-    _spec.loader.exec_module(_kit)
-
-from rt_testkit import REDIS_BIN, free_port, start_redis
 
 pytestmark = [pytest.mark.triton, pytest.mark.redis]
 NEW_USER = 999_001
