@@ -260,7 +260,7 @@ class RankerFeatures:
         known = users >= 0
         if cached is not None:
             if known.all():
-                return cached[users, items].copy()
+                return cached[users, items]  # advanced indexing: a new array
             out = np.zeros(len(users), dtype=np.float32)
             out[known] = cached[users[known], items[known]]
             return out
