@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -98,6 +99,7 @@ def make_consumer(
     record: bool,
     batch_size: int = 500,
     block_ms: int = 100,
+    overlap: bool = True,
 ) -> StreamConsumer:
     store = RedisStore(url, prefix=prefix, partitions=partitions)
     config = ProfileConfig()
@@ -117,15 +119,18 @@ def make_consumer(
             block_ms=block_ms,
             sweep_interval_s=None,
             partitions=owned,
+            overlap_commits=overlap,
         ),
     )
 
 
 def consume(args: list[str]) -> None:
     """Child: consumes one partition until SIGTERM, then writes its stats."""
-    url, prefix, segments, partitions, part, record, out = args
+    url, prefix, segments, partitions, part, record, out, overlap = args
     owned = None if part == "all" else (int(part),)
-    consumer = make_consumer(url, prefix, segments, int(partitions), owned, record == "1")
+    consumer = make_consumer(
+        url, prefix, segments, int(partitions), owned, record == "1", overlap=overlap == "1"
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stages = _time_stages(consumer) if os.environ.get("BENCH_EVENTS_STAGES") else None
@@ -228,6 +233,13 @@ def pct(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
 
 
+def over_per_chunk(values: list[int], limit: int, chunks: int) -> list[int]:
+    """Splits ``values`` (in order) into ``chunks`` runs of equal length and
+    counts the values over ``limit`` in each."""
+    bounds = [k * len(values) // chunks for k in range(chunks + 1)]
+    return [sum(v > limit for v in values[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
 def _proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) a live process has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -268,7 +280,10 @@ def run_phase(
     tmp = Path(tempfile.mkdtemp(prefix="bench_events_"))
     labels = [str(k) for k in range(parts)] if args.consumers > 1 else ["all"]
     consumers = [
-        _child("--_consume", url, prefix, args.segments, str(parts), p, "1", str(tmp / f"c{p}"))
+        _child(
+            "--_consume",
+            *(url, prefix, args.segments, str(parts), p, "1", str(tmp / f"c{p}"), args.overlap),
+        )
         for p in labels
     ]
     producer = _child(
@@ -318,6 +333,7 @@ def run_phase(
         "producer_rate": rate or "max",
         "partitions": parts,
         "consumers": len(labels),
+        "overlap_commits": args.overlap == "1",
         "events": n_events,
         "applied": sum(s["applied"] for s in stats),
         "duplicates": sum(s["duplicates"] for s in stats),
@@ -334,6 +350,13 @@ def run_phase(
         "eval_latency_ms_p99": pct(latencies, 0.99),
         "eval_latency_ms_p999": pct(latencies, 0.999),
         "eval_latency_ms_max": max(latencies) / 1000.0 if latencies else float("nan"),
+        # Where the tail sits: each consumer's events in the order applied,
+        # in 20 chunks, and how many of each chunk took over 5 ms (bursts in
+        # a few chunks are slow stretches, not a steady cost).
+        "events_over_5ms_per_chunk": {
+            p: over_per_chunk(s["latencies_us"], 5000, 20)
+            for p, s in zip(labels, stats, strict=True)
+        },
         "commit_latency_ms_p50": pct(commit_latencies, 0.50),
         "commit_latency_ms_p99": pct(commit_latencies, 0.99),
         # CPU seconds per event, independent of what else shares the cores.
@@ -381,7 +404,9 @@ def fault_test(
     labels = [str(k) for k in range(parts)] if args.consumers > 1 else ["all"]
 
     def start(p: str) -> subprocess.Popen[bytes]:
-        return _child("--_consume", url, prefix, args.segments, str(parts), p, "0", "-")
+        return _child(
+            "--_consume", url, prefix, args.segments, str(parts), p, "0", "-", args.overlap
+        )
 
     procs = {p: start(p) for p in labels}
     applied_key = f"{prefix}:applied"
@@ -429,6 +454,7 @@ def fault_test(
         "events": len(events),
         "partitions": parts,
         "consumers": len(labels),
+        "overlap_commits": args.overlap == "1",
         "kills": kills,
         "applied_after_restart": int(store.r.scard(applied_key)),
         "stored_events": stored_events,
@@ -455,7 +481,13 @@ def main() -> None:
     ap.add_argument("--phases", default="throughput,latency")
     ap.add_argument("--fault", action="store_true", help="also run the kill-and-restart test")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per phase")
-    ap.add_argument("--_consume", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="consumers wait for each commit before computing the next batch "
+        "(ConsumerConfig.overlap_commits=False), the baseline of the overlapped default",
+    )
+    ap.add_argument("--_consume", nargs=8, help=argparse.SUPPRESS)
     ap.add_argument("--_produce", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._consume:
@@ -469,6 +501,7 @@ def main() -> None:
     if args.consumers not in (0, 1, args.partitions):
         ap.error("--consumers must be 1 or the number of partitions")
     args.consumers = args.consumers or args.partitions
+    args.overlap = "0" if args.sequential else "1"
     log = load_yoochoose_clicks(args.data)
     events = log.events[: args.limit] if args.limit else log.events
     redis_proc, url = start_redis()

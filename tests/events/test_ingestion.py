@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from rt_testkit import raw_event
 from recsys.events.batch import load_yoochoose_clicks
 from recsys.events.producer import EventProducer
 from recsys.events.redis_store import RedisStore
-from recsys.events.store import CommitBatch, Delivery, RealtimeStore
+from recsys.events.store import CommitBatch, Delivery, MembershipChange, RealtimeStore
 from recsys.privacy.consent import ConsentPolicy
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.offline import build_profiles
@@ -114,18 +114,34 @@ class _CrashOnCommit:
         self._crash_once()
         return self.inner.commit_and_read(batch, consumer, count, partitions)
 
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        self._crash_once()
+        return self.inner.begin_commit_and_read(batch, consumer, count, partitions)
 
-def test_a_crash_before_commit_redelivers_and_applies_once(store: RealtimeStore) -> None:
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
+def test_a_crash_before_commit_redelivers_and_applies_once(
+    store: RealtimeStore, overlap: bool
+) -> None:
     # One event per publish call, so one per stream entry in both stores.
     EventProducer(store, batch_size=1).publish([raw_event(i, user=f"u{i % 2}") for i in range(10)])
-    first = consumer(store, batch_size=4)
+    first = consumer(store, batch_size=4, overlap_commits=overlap)
     first.run(max_entries=4)  # one batch committed
+    assert first.processor.stats.entries == 4
     crashing = _CrashOnCommit(store)
     first.store = crashing  # type: ignore[assignment]
     first.processor.store = crashing  # type: ignore[assignment]
     with pytest.raises(ConnectionError):
         first.step()
-    assert store.stream_stats()["pending"] == 4  # read but never acknowledged
+    # Read but never acknowledged: the batch the commit read, and with
+    # overlapping also the one read while the first batch was computed.
+    assert store.stream_stats()["pending"] == (6 if overlap else 4)
     restarted = consumer(store, batch_size=4)  # same name, fresh memory
     stats = restarted.run(until_idle=True)
     assert stats.entries == 6 and stats.applied == 6
@@ -141,6 +157,8 @@ def test_two_consumers_sharing_users_stay_exact(store: RealtimeStore) -> None:
         producer.publish([raw_event(n + i, user="shared") for i in range(5)])
         n += 5
         (a if round_ % 2 == 0 else b).step()
+    a.settle()
+    b.settle()
     assert stored_profile(store, "shared").total("click") == 30
     assert a.processor.stats.conflicts + b.processor.stats.conflicts >= 2  # stale caches caught
 
@@ -316,28 +334,182 @@ def test_users_without_a_record_are_not_loaded_and_stale_hints_are_caught(
     assert proc.cache["later"].attributes == {"age": 29}
 
 
-def test_a_consumer_reads_the_next_batch_with_each_commit(store: RealtimeStore) -> None:
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
+def test_a_consumer_reads_the_next_batch_with_each_commit(
+    store: RealtimeStore, overlap: bool
+) -> None:
     EventProducer(store, batch_size=1).publish([raw_event(i, user=f"u{i}") for i in range(9)])
-    c = consumer(store, batch_size=3)
+    c = consumer(store, batch_size=3, overlap_commits=overlap)
     calls: list[str] = []
     inner = store
 
     class _Spy:
         def __getattr__(self, name: str) -> Any:
             attr = getattr(inner, name)
-            if name in ("read", "commit", "commit_and_read"):
+            if name in ("read", "commit", "commit_and_read", "begin_commit_and_read"):
                 calls.append(name)
             return attr
 
     c.store = c.processor.store = _Spy()  # type: ignore[assignment]
     stats = c.run(until_idle=True)
-    assert stats.applied == 9 and store.stream_stats()["pending"] == 0
-    # pending check, first read, then one call per batch (the last reads nothing).
-    assert calls == [
-        "read",
-        "read",
-        "commit_and_read",
-        "commit_and_read",
-        "commit_and_read",
-        "read",
+    assert stats.applied == 9 and stats.batches == 3 and store.stream_stats()["pending"] == 0
+    if overlap:
+        # pending check, first read, a commit-free read so that the second
+        # batch arrives while the first is computed, one call per batch (the
+        # last two read nothing), the read that finds the stream idle.
+        assert calls == ["read", "read", *["begin_commit_and_read"] * 4, "read"]
+    else:
+        # pending check, first read, then one call per batch (the last reads nothing).
+        assert calls == ["read", "read", *["commit_and_read"] * 3, "read"]
+
+
+class _Timeline:
+    """Logs when commits are sent and answered, and when events are evaluated."""
+
+    def __init__(self, inner: RealtimeStore) -> None:
+        self.inner = inner
+        self.log: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        label = ",".join(batch.applied_ids)
+        self.log.append(f"send [{label}]")
+        reply = self.inner.begin_commit_and_read(batch, consumer, count, partitions)
+
+        def answered() -> tuple[list[str], list[Delivery]]:
+            self.log.append(f"reply [{label}]")
+            return reply()
+
+        return answered
+
+    def on_event(self, user: Any, event: Any) -> list[MembershipChange]:
+        self.log.append(f"eval {event.event_id}")
+        return []
+
+    def on_sweep(self, user: Any, now_us: int) -> list[MembershipChange]:
+        return []
+
+    def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
+        return set()
+
+
+def test_the_next_batch_is_computed_while_the_commit_is_in_flight(store: RealtimeStore) -> None:
+    # Two events of one user per batch: the second batch is computed on the
+    # state the first batch's commit (not yet answered) writes.
+    events = [raw_event(i, user="same") for i in range(6)]
+    EventProducer(store, batch_size=1).publish(events)
+    timeline = _Timeline(store)
+    proc = EventProcessor(timeline, GRANT_ALL, hooks=[timeline])  # type: ignore[arg-type]
+    cfg = ConsumerConfig(name="c1", batch_size=2, block_ms=0, sweep_interval_s=None)
+    c = StreamConsumer(timeline, proc, cfg)  # type: ignore[arg-type]
+    stats = c.run(until_idle=True)
+    ids = [e["event_id"] for e in events]
+    assert timeline.log[:12] == [
+        "send []",  # reads the second batch while the first is computed
+        f"eval {ids[0]}",
+        f"eval {ids[1]}",
+        "reply []",
+        f"send [{ids[0]},{ids[1]}]",
+        f"eval {ids[2]}",
+        f"eval {ids[3]}",
+        f"reply [{ids[0]},{ids[1]}]",
+        f"send [{ids[2]},{ids[3]}]",
+        f"eval {ids[4]}",
+        f"eval {ids[5]}",
+        f"reply [{ids[2]},{ids[3]}]",
     ]
+    # The versions the speculative batches expected were the ones written.
+    assert stats.conflicts == 0 and stats.applied == 6 and stats.batches == 3
+    assert stored_profile(store, "same").total("click") == 6
+    assert store.load_users(["same"])["same"].version == 3
+
+
+class _WriteBeforeCommit:
+    """A concurrent writer: before the first commit of a batch with events
+    reaches the store, an API call changes the user's record, so that commit
+    conflicts (a fault that timing alone cannot cause reliably)."""
+
+    def __init__(self, inner: RealtimeStore, user: str) -> None:
+        self.inner = inner
+        self.user = user
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        if batch.applied_ids and not self.fired:
+            self.fired = True
+            age = '{"v": 30, "s": "crm", "c": 1.0, "t": 1}'
+            self.inner.write_attributes(self.user, {"age": age})
+        return self.inner.begin_commit_and_read(batch, consumer, count, partitions)
+
+
+def test_a_conflict_in_flight_voids_the_batch_computed_on_it(store: RealtimeStore) -> None:
+    events = [raw_event(i, user="same" if i % 2 else f"other{i}") for i in range(12)]
+    EventProducer(store, batch_size=1).publish(events)
+    wrapped = _WriteBeforeCommit(store, "same")
+    proc = EventProcessor(wrapped, GRANT_ALL)  # type: ignore[arg-type]
+    cfg = ConsumerConfig(name="c1", batch_size=4, block_ms=0, sweep_interval_s=None)
+    stats = StreamConsumer(wrapped, proc, cfg).run(until_idle=True)  # type: ignore[arg-type]
+    assert wrapped.fired and stats.conflicts == 1
+    assert stats.applied == 12 and stats.entries == 12 and stats.duplicates == 0
+    assert store.stream_stats()["pending"] == 0
+    # Every event once: the speculative batch built on the conflicting one
+    # was discarded, not committed on top of it.
+    assert stored_profile(store, "same").total("click") == 6
+    assert sum(len(store.user_events(u)) for u in {e["user_id"] for e in events}) == 12
+    assert proc.cache["same"].attributes == {"age": 30}
+
+
+class _FailOn:
+    """A segment hook with a bug that shows on one event."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+
+    def on_event(self, user: Any, event: Any) -> list[MembershipChange]:
+        if event.event_id == self.event_id:
+            raise KeyError("no such segment feature")
+        return []
+
+    def on_sweep(self, user: Any, now_us: int) -> list[MembershipChange]:
+        return []
+
+    def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
+        return set()
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
+def test_an_event_that_fails_processing_is_dead_lettered_and_the_rest_applied_once(
+    store: RealtimeStore, overlap: bool
+) -> None:
+    events = [raw_event(i, user="same" if i % 2 else f"other{i}") for i in range(8)]
+    EventProducer(store, batch_size=1).publish(events)
+    bad = events[5]["event_id"]  # in the third batch: computed while the second commits
+    proc = EventProcessor(store, GRANT_ALL, hooks=[_FailOn(bad)])
+    cfg = ConsumerConfig(
+        name="c1", batch_size=2, block_ms=0, sweep_interval_s=None, overlap_commits=overlap
+    )
+    stats = StreamConsumer(store, proc, cfg).run(until_idle=True)
+    assert stats.entries == 8 and stats.applied == 7 and stats.dead_letters == 1
+    (letter,) = store.dead_letters()
+    assert letter.reasons == ("processing failed: KeyError: 'no such segment feature'",)
+    assert letter.event_id == bad
+    # The failed event left no trace in the profile; the others count once.
+    assert stored_profile(store, "same").total("click") == 3
+    assert store.stream_stats()["pending"] == 0

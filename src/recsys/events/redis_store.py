@@ -55,7 +55,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -504,28 +504,50 @@ class _Channel:
 
     def call(self, packed: bytes, decode: bool) -> Any:
         """Sends one packed command and returns its reply."""
+        return self.start(packed, decode)()
+
+    def start(self, packed: bytes, decode: bool) -> Callable[[], Any]:
+        """Sends one packed command now; returns a function that reads its
+        reply (call it exactly once). Meanwhile the kept connection is busy,
+        so other calls, even from this thread, take a pooled one."""
         pool = self.client.connection_pool
-        if self._lock.acquire(blocking=False):
-            try:
+        own = self._lock.acquire(blocking=False)
+        try:
+            if own:
                 if self._own is None:
                     self._own = pool.make_connection()
-                return self._exchange(self._own, packed, decode)
-            finally:
+                conn = self._own
+            else:
+                conn = pool.get_connection()
+        except BaseException:
+            if own:
                 self._lock.release()
-        conn = pool.get_connection()
-        try:
-            return self._exchange(conn, packed, decode)
-        finally:
-            pool.release(conn)
+            raise
 
-    @staticmethod
-    def _exchange(conn: Any, packed: bytes, decode: bool) -> Any:
+        def release() -> None:
+            if own:
+                self._lock.release()
+            else:
+                pool.release(conn)
+
         try:
             conn.send_packed_command([packed])  # connects first when needed
-            return conn.read_response(disable_decoding=not decode)
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
+        except BaseException as e:
+            if isinstance(e, redis.ConnectionError | redis.TimeoutError):
+                conn.disconnect()
+            release()
             raise
+
+        def reply() -> Any:
+            try:
+                return conn.read_response(disable_decoding=not decode)
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()
+                raise
+            finally:
+                release()
+
+        return reply
 
     def close(self) -> None:
         with self._lock:
@@ -557,13 +579,25 @@ class _Script:
         whose reply was lost leaves its entries pending at this consumer,
         which re-reads them when it starts again.
         """
+        return self.start(keys, args, decode)()
+
+    def start(
+        self, keys: Sequence[str], args: Sequence[str | bytes], decode: bool = True
+    ) -> Callable[[], Any]:
+        """Sends the call now; returns a function that waits for its reply
+        (see :meth:`_Channel.start`)."""
         head = [b"EVALSHA", self.sha, b"%d" % len(keys), *(k.encode() for k in keys)]
         packed = _pack(head + [a if isinstance(a, bytes) else a.encode() for a in args])
-        try:
-            return self.channel.call(packed, decode)
-        except NoScriptError:
-            self.channel.client.script_load(self.text)
-            return self.channel.call(packed, decode)
+        pending = self.channel.start(packed, decode)
+
+        def reply() -> Any:
+            try:
+                return pending()
+            except NoScriptError:  # nothing ran: load the script, send again
+                self.channel.client.script_load(self.text)
+                return self.channel.call(packed, decode)
+
+        return reply
 
 
 class RedisStore:
@@ -931,16 +965,34 @@ class RedisStore:
         """Commits ``batch`` and, when it committed, reads the consumer's next
         entries without waiting, in one script call (see
         :meth:`RealtimeStore.commit_and_read`)."""
+        return self.begin_commit_and_read(batch, consumer, count, partitions)()
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        """Sends :meth:`commit_and_read`'s script call and returns a function
+        that waits for its reply: Redis runs the script while the caller
+        computes."""
         owned = self._owned(partitions)
         keys = [self.stream_keys[k] for k in owned]
         labels = [self._labels[k] for k in owned]
         args = [*self._commit_args(batch), consumer, str(count), *labels]
-        text = self._commit_read(keys, args, False).decode("utf-8", "replace")
-        if text[:1] == "C":
-            return _split(text[1:]), []
-        found, entries = self._parse_read(text)
-        self._drained[(consumer, *owned)] = entries < count
-        return [], found
+        pending = self._commit_read.start(keys, args, False)
+        state: tuple[str | int, ...] = (consumer, *owned)
+
+        def reply() -> tuple[list[str], list[Delivery]]:
+            text = pending().decode("utf-8", "replace")
+            if text[:1] == "C":
+                return _split(text[1:]), []
+            found, entries = self._parse_read(text)
+            self._drained[state] = entries < count
+            return [], found
+
+        return reply
 
     def _bump_pipe(self, pipe: Any, user_id: str) -> None:
         pipe.hincrby(self._k("u", user_id), "v", 1)

@@ -21,7 +21,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,17 @@ class SqliteStore:
         if conflicts:
             return conflicts, []
         return [], self.read(consumer, count, 0, False, partitions)
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        # In-process: nothing to overlap with.
+        result = self.commit_and_read(batch, consumer, count, partitions)
+        return lambda: result
 
     def commit(self, batch: CommitBatch) -> list[str]:
         with self._tx() as db:

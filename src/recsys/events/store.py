@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -265,6 +265,19 @@ class RealtimeStore(Protocol):
         entries without waiting (what a consumer does next), in one round
         trip where the store can. Returns the conflicts (then nothing was
         written, acknowledged or read) and the entries read."""
+        ...
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        """Starts :meth:`commit_and_read` and returns a function that waits
+        for its result (call it once). Until then the caller may compute,
+        which overlaps its work with the store's; a store that cannot overlap
+        runs the call at once."""
         ...
 
     def write_attributes(self, user_id: str, values: Mapping[str, str | None]) -> int:

@@ -8,7 +8,9 @@ process at any point loses nothing and applies nothing twice. Past its
 pending entries, each commit also reads the next batch in the same store call
 (:meth:`~recsys.events.store.RealtimeStore.commit_and_read`); a consumer
 stopped between the two keeps that batch pending under its name, and reads it
-again first when it starts.
+again first when it starts. By default the consumer computes the next batch
+while that call is in flight (:attr:`ConsumerConfig.overlap_commits`), so its
+work and the store's overlap instead of alternating.
 
 Scaling out: with a partitioned stream (``StoreConfig(partitions=N)``) each
 consumer process owns some partitions (:attr:`ConsumerConfig.partitions`);
@@ -30,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from recsys.events.store import Delivery, RealtimeStore, partition_of
+from recsys.events.store import RealtimeStore, partition_of
 from recsys.profiles.processor import EventProcessor, ProcessorStats, ReadNext
 
 
@@ -65,6 +67,13 @@ class ConsumerConfig:
             until ``run`` returns, which unfreezes everything and restores the
             collector's thresholds. The collector is process-wide: give this
             to one consumer loop per process.
+        overlap_commits: compute each batch while the previous batch's commit
+            (with the read of the next entries) is in flight
+            (:meth:`~recsys.profiles.processor.EventProcessor.advance`), so the
+            consumer does not sit idle during each store call; False waits for
+            every commit before computing the next batch. Either way each event
+            is applied once: a batch computed on a commit that then conflicts
+            is discarded and both are redone.
     """
 
     name: str = "consumer-1"
@@ -76,6 +85,7 @@ class ConsumerConfig:
     clock: str = "wall"
     partitions: tuple[int, ...] | None = None
     gc_freeze_interval_s: float | None = 1.0
+    overlap_commits: bool = True
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "event"):
@@ -111,42 +121,62 @@ class StreamConsumer:
     def step(self, block_ms: int | None = None) -> int:
         """One read-process-commit round (plus a due claim or sweep).
 
+        With :attr:`ConsumerConfig.overlap_commits` the round's commit may
+        still be in flight when it returns; :meth:`settle` waits for it.
+
         Returns:
-            The number of entries handled.
+            The number of entries taken up (computed) in this round; 0 only
+            when nothing arrived within the wait (then nothing is in flight).
         """
         cfg = self.config
-        deliveries: list[Delivery] = []
         owned = cfg.partitions
         processor = self.processor
         if not self._pending_done:
             deliveries = self.store.read(cfg.name, cfg.batch_size, 0, True, owned)
             self._pending_done = not deliveries
-        if self._pending_done:
+            if deliveries:
+                processor.handle(deliveries)
+                return len(deliveries)
+        if time.monotonic() - self._last_claim >= cfg.claim_interval_s:
+            self._last_claim = time.monotonic()
+            processor.prefetched += self.store.claim_stale(
+                cfg.name, cfg.claim_idle_ms, cfg.batch_size, owned
+            )
+        if not processor.prefetched and processor.in_flight:
+            processor.settle(self._read_next)  # what it read, if anything
+        if not processor.prefetched:
+            wait = cfg.block_ms if block_ms is None else block_ms
+            processor.prefetched = self.store.read(cfg.name, cfg.batch_size, wait, False, owned)
+        if cfg.overlap_commits:
+            n = len(processor.prefetched)
+            processor.advance(self._read_next)
+        else:
             # What the last commit read (already delivered to this consumer).
             deliveries, processor.prefetched = processor.prefetched, []
-            if time.monotonic() - self._last_claim >= cfg.claim_interval_s:
-                self._last_claim = time.monotonic()
-                deliveries += self.store.claim_stale(
-                    cfg.name, cfg.claim_idle_ms, cfg.batch_size, owned
-                )
-            if not deliveries:
-                wait = cfg.block_ms if block_ms is None else block_ms
-                deliveries = self.store.read(cfg.name, cfg.batch_size, wait, False, owned)
-        if deliveries:
-            # Past the pending entries, each commit also reads the next batch.
-            read_next = self._read_next if self._pending_done else None
-            processor.handle(deliveries, read_next)
+            n = len(deliveries)
+            if deliveries:
+                processor.handle(deliveries, self._read_next)
         if (
             cfg.sweep_interval_s is not None
             and time.monotonic() - self._last_sweep >= cfg.sweep_interval_s
         ):
             self.sweep()
-        return len(deliveries)
+        return n
+
+    @property
+    def idle(self) -> bool:
+        """Nothing read and not yet computed, and no commit in flight."""
+        return self._pending_done and not self.processor.prefetched and not self.processor.in_flight
+
+    def settle(self) -> None:
+        """Waits for the commit in flight, if any (see :meth:`step`)."""
+        self.processor.settle(self._read_next)
 
     def sweep(self) -> int:
         """Runs the segment sweep now (over the users of this consumer's
         partitions); returns the number of membership changes."""
         self._last_sweep = time.monotonic()
+        self.settle()  # the sweep reads the cached profiles as committed
         owned = self.config.partitions
         n = self.store.partitions
         owns = None if owned is None else (lambda u: partition_of(u, n) in owned)
@@ -188,10 +218,13 @@ class StreamConsumer:
                 handled += n
                 if max_entries is not None and handled >= max_entries:
                     break
-                if until_idle and n == 0 and self._pending_done:
+                if until_idle and n == 0 and self.idle:
                     break
         finally:
-            if interval is not None:
-                gc.set_threshold(*thresholds)
-                gc.unfreeze()
+            try:
+                self.settle()
+            finally:
+                if interval is not None:
+                    gc.set_threshold(*thresholds)
+                    gc.unfreeze()
         return self.processor.stats

@@ -191,6 +191,16 @@ class _Attempt:
     max_ts: int = 0
 
 
+@dataclass
+class _Flight:
+    """A batch whose commit (and read of the next entries) was sent."""
+
+    attempt: _Attempt
+    deliveries: Sequence[Delivery]
+    touched: set[str]
+    reply: Callable[[], tuple[list[str], list[Delivery]]]
+
+
 class EventProcessor:
     """Applies stream deliveries to profiles; see the module docstring.
 
@@ -222,8 +232,9 @@ class EventProcessor:
         self._grant_sets: dict[frozenset[Purpose], frozenset[Purpose]] = {}
         self.stats = ProcessorStats()
         self.watermark_us = 0
-        #: Entries read by the last :meth:`handle` with ``read_next``, not yet handled.
+        #: Entries read with a commit (``read_next``), not yet handled.
         self.prefetched: list[Delivery] = []
+        self._flight: _Flight | None = None
 
     # -- cache ---------------------------------------------------------------------
     def _decode(self, rec: Any) -> CachedUser:
@@ -295,6 +306,11 @@ class EventProcessor:
         Raises:
             CommitConflictError: conflicts persisted for ``max_attempts``.
         """
+        return self._handle(deliveries, read_next, True)
+
+    def _handle(
+        self, deliveries: Sequence[Delivery], read_next: ReadNext | None, hints: bool
+    ) -> int:
         poison: dict[str, str] = {}
         # Event ids the store reported as applied. Nothing is asked before the
         # first attempt: the commit checks every id atomically and names the
@@ -306,7 +322,7 @@ class EventProcessor:
             try:
                 # Version hints only on the first attempt: after a conflict the
                 # users are loaded, whatever the entries said.
-                attempt = self._build(deliveries, poison, touched, applied, n == 0)
+                attempt = self._build(deliveries, poison, touched, applied, hints and n == 0)
                 if read_next is None:
                     conflicts = self.store.commit(attempt.batch)
                 else:
@@ -314,7 +330,7 @@ class EventProcessor:
                         attempt.batch, read_next.consumer, read_next.count, read_next.partitions
                     )
                     if not conflicts:
-                        self.prefetched = found
+                        self.prefetched = self.prefetched + found
             except _PoisonEntryError as p:
                 self.invalidate(touched)
                 poison[p.entry_id] = p.reason
@@ -333,11 +349,122 @@ class EventProcessor:
             f"batch of {len(deliveries)} entries conflicted {self.config.max_attempts} times"
         )
 
+    # -- overlapped batches ----------------------------------------------------------
+    @property
+    def in_flight(self) -> bool:
+        """True while a commit sent by :meth:`advance` awaits its reply."""
+        return self._flight is not None
+
+    def advance(self, read_next: ReadNext) -> int:
+        """One step of the overlapped loop: computes the :attr:`prefetched`
+        entries while the previous batch's commit is in flight, settles that
+        commit, then sends this batch's commit (which also reads the next
+        entries into :attr:`prefetched`) and returns without its reply.
+
+        The batch is computed on the cached state the commit in flight will
+        write, with the versions it will write. If that commit conflicts,
+        nothing of it was applied: both batches' users are dropped from the
+        cache and the two batches run again through :meth:`handle` (with its
+        retries); the speculative one was never sent. A computation that fails
+        (a poison entry) also waits for the commit in flight and then goes
+        through :meth:`handle`, which dead-letters the entry. With nothing in
+        flight, the step first sends an empty commit that only reads, so the
+        next entries arrive while these are computed.
+
+        Args:
+            read_next: the consumer's reads (each commit reads its next entries).
+
+        Returns:
+            The number of entries whose commit was settled in this step.
+
+        Example:
+            >>> from recsys.events.sqlite_store import SqliteStore
+            >>> proc = EventProcessor(SqliteStore())
+            >>> proc.advance(ReadNext("c", 100)), proc.in_flight
+            (0, False)
+        """
+        hand, self.prefetched = self.prefetched, []
+        flight, self._flight = self._flight, None
+        if flight is None:
+            if not hand:
+                return 0
+            flight = self._send(_Attempt(CommitBatch(), []), [], set(), read_next)
+        touched: set[str] = set()
+        attempt: _Attempt | None = None
+        if hand:
+            try:
+                attempt = self._build(hand, {}, touched, set(), True)
+            except Exception:
+                self.invalidate(touched)  # redone by handle() below
+            except BaseException:
+                self.invalidate(touched)
+                self._flight = flight
+                self.settle(read_next)  # the reply must not stay unread
+                raise
+        else:
+            attempt = _Attempt(CommitBatch(), [])
+        settled = len(flight.deliveries)
+        try:
+            conflicts, found = flight.reply()
+        except BaseException:
+            self.invalidate(flight.touched | touched)
+            raise
+        if conflicts:
+            # The batch in flight wrote nothing; the one computed on it is void.
+            self.invalidate(flight.touched | touched)
+            self.stats.conflicts += 1
+            # The entries' version hints may be what conflicted: load the users.
+            self._handle([*flight.deliveries, *hand], read_next, False)
+            return settled + len(hand)
+        if flight.deliveries:  # else it only read
+            self._accepted(flight.attempt, len(flight.deliveries))
+        self.prefetched = found
+        if attempt is None:
+            self.handle(hand, read_next)
+            return settled + len(hand)
+        if hand or found:
+            self._flight = self._send(attempt, hand, touched, read_next)
+        return settled
+
+    def settle(self, read_next: ReadNext) -> int:
+        """Waits for the commit in flight (if any) and accepts it, or redoes
+        its batch through :meth:`handle` after a conflict; its read lands in
+        :attr:`prefetched`. Returns the number of entries settled."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return 0
+        try:
+            conflicts, found = flight.reply()
+        except BaseException:
+            self.invalidate(flight.touched)
+            raise
+        if conflicts:
+            self.invalidate(flight.touched)
+            self.stats.conflicts += 1
+            self._handle(flight.deliveries, read_next, False)
+        else:
+            if flight.deliveries:
+                self._accepted(flight.attempt, len(flight.deliveries))
+            self.prefetched = self.prefetched + found
+        return len(flight.deliveries)
+
+    def _send(
+        self,
+        attempt: _Attempt,
+        deliveries: Sequence[Delivery],
+        touched: set[str],
+        read_next: ReadNext,
+    ) -> _Flight:
+        try:
+            reply = self.store.begin_commit_and_read(
+                attempt.batch, read_next.consumer, read_next.count, read_next.partitions
+            )
+        except BaseException:
+            self.invalidate(touched)
+            raise
+        return _Flight(attempt, deliveries, touched, reply)
+
     def _accepted(self, attempt: _Attempt, n_entries: int) -> None:
-        for uid in attempt.written:
-            user = self.cache.get(uid)
-            if user is not None:
-                user.version += 1
         s = self.stats
         s.entries += n_entries
         s.applied += attempt.applied
@@ -458,6 +585,10 @@ class EventProcessor:
         for uid in written:
             user = cache[uid]
             profiles.append(ProfileWrite(uid, user.version, encode(user.profile.to_doc())))
+            # The version the commit will write. Bumped now so that a batch
+            # computed while this one's commit is in flight expects it; every
+            # path where the commit does not happen drops the user instead.
+            user.version += 1
         attempt.written = list(written)
         return attempt
 
