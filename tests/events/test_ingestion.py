@@ -513,3 +513,68 @@ def test_an_event_that_fails_processing_is_dead_lettered_and_the_rest_applied_on
     # The failed event left no trace in the profile; the others count once.
     assert stored_profile(store, "same").total("click") == 3
     assert store.stream_stats()["pending"] == 0
+
+
+class _LoseReply:
+    """The connection drops after the store ran a commit but before its reply
+    arrived (a fault no real server can be made to produce on cue)."""
+
+    def __init__(self, inner: RealtimeStore, after: int) -> None:
+        self.inner = inner
+        self.after = after
+        self.commits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+        reply = self.inner.begin_commit_and_read(batch, consumer, count, partitions)
+        if not batch.applied_ids:
+            return reply
+        self.commits += 1
+        if self.commits != self.after:
+            return reply
+
+        def lost() -> tuple[list[str], list[Delivery]]:
+            reply()  # it ran; only its answer is lost
+            raise ConnectionError("connection lost while reading the reply")
+
+        return lost
+
+    def commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        return self.begin_commit_and_read(batch, consumer, count, partitions)()
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
+def test_a_reply_lost_in_flight_and_a_new_run_apply_every_event_once(
+    store: RealtimeStore, overlap: bool
+) -> None:
+    events = [raw_event(i, user=f"u{i % 3}") for i in range(30)]
+    EventProducer(store, batch_size=1).publish(events)
+    flaky = _LoseReply(store, after=2)
+    proc = EventProcessor(flaky, GRANT_ALL)  # type: ignore[arg-type]
+    cfg = ConsumerConfig(
+        name="c1", batch_size=4, block_ms=0, sweep_interval_s=None, overlap_commits=overlap
+    )
+    c = StreamConsumer(flaky, proc, cfg)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        c.run(until_idle=True)
+    c.run(until_idle=True)  # the same process carries on
+    # The lost commit was applied once: its entries were acknowledged, and
+    # the batch computed on it found its users moved and was recomputed.
+    assert sum(stored_profile(store, f"u{k}").total("click") for k in range(3)) == 30
+    assert sum(len(store.user_events(f"u{k}")) for k in range(3)) == 30
+    assert store.stream_stats()["pending"] == 0
+    assert proc.stats.entries == 30 - 4  # the lost batch counted nowhere

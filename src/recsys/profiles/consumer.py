@@ -220,6 +220,14 @@ class StreamConsumer:
                     break
                 if until_idle and n == 0 and self.idle:
                     break
+        except BaseException:
+            # What was read and not acknowledged (with a lost reply, perhaps
+            # committed after all) is pending under this consumer's name: the
+            # next run reads it back from the store, where the commit's event
+            # ids and versions decide what is still to apply.
+            self._pending_done = False
+            self.processor.prefetched = []
+            raise
         finally:
             try:
                 self.settle()
