@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 
 import pytest
+import redis
 
 from recsys.events.backend import StoreConfig, open_store
 from recsys.events.deadletter import DeadLetter
@@ -252,6 +254,40 @@ def test_commit_and_read_commits_then_reads_only_when_committed(store: RealtimeS
     assert store.commit_and_read(stale, "c", 10) == (["a"], [])
     assert store.stream_stats() == {"length": 3, "pending": 1}
     assert first.entry_id == ids[0]
+
+
+def test_a_begun_commit_lands_before_its_reply_is_read(store: RealtimeStore) -> None:
+    # Redis: the first call loads the script (a call that meets NOSCRIPT runs
+    # only when its reply is read and it is sent again).
+    assert store.commit_and_read(CommitBatch(), "c", 10) == ([], [])
+    ids = publish(store, 1, user="a") + publish(store, 1, user="b")
+    store.read("c", 1, 0, pending=False)
+    batch = CommitBatch(profiles=[ProfileWrite("a", 0, "{}")], applied_ids=["e0"], acks=[ids[0]])
+    reply = store.begin_commit_and_read(batch, "c", 10)
+    # Meanwhile the store serves other calls (Redis: on another connection),
+    # and the server runs the commit without waiting for the reply to be read.
+    deadline = time.monotonic() + 5
+    while store.load_users(["a"])["a"].version != 1:
+        assert time.monotonic() < deadline, "the commit did not land"
+        time.sleep(0.001)
+    assert store.applied(["e0"]) == {"e0"}
+    conflicts, nxt = reply()
+    assert conflicts == [] and [d.entry_id for d in nxt] == ids[1:]
+    # The kept connection is free again: the next call's reply is its own.
+    stale = CommitBatch(profiles=[ProfileWrite("a", 0, "{}")], acks=[nxt[0].entry_id])
+    assert store.begin_commit_and_read(stale, "c", 10)() == (["a"], [])
+    assert store.stream_stats() == {"length": 2, "pending": 1}
+
+
+@pytest.mark.redis
+def test_closing_with_a_reply_outstanding_does_not_wait(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    reply = store.begin_commit_and_read(CommitBatch(), "c", 10)
+    store.close()  # returned: it did not wait for the reply's reader
+    with pytest.raises(redis.ConnectionError):
+        reply()
+    # A later call connects again.
+    assert store.commit_and_read(CommitBatch(), "c", 10) == ([], [])
 
 
 @pytest.mark.redis

@@ -550,10 +550,11 @@ class _Channel:
         return reply
 
     def close(self) -> None:
-        with self._lock:
-            if self._own is not None:
-                self._own.disconnect()
-                self._own = None
+        """Disconnects the kept connection. Does not wait for a reply still
+        outstanding (its reader gets a connection error instead)."""
+        own, self._own = self._own, None
+        if own is not None:
+            own.disconnect()
 
 
 class _Script:
