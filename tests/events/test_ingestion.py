@@ -85,24 +85,38 @@ def test_replaying_the_stream_changes_nothing(store: RealtimeStore) -> None:
     assert sum(len(store.user_events(u)) for u in before) == 30
 
 
-class _CrashOnCommit:
-    """Wraps a store; the first commit raises as if the process died mid-batch."""
+Reply = Callable[[], tuple[list[str], list[Delivery]]]
+
+
+class _Intercept:
+    """Wraps a store, forwarding everything; subclasses see each commit
+    before it is sent (:meth:`sent`) and may replace its reply
+    (:meth:`answer`). Overlapped and sequential consumers both commit
+    through ``begin_commit_and_read`` here."""
 
     def __init__(self, inner: RealtimeStore) -> None:
         self.inner = inner
-        self.crashed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def _crash_once(self) -> None:
-        if not self.crashed:
-            self.crashed = True
-            raise ConnectionError("simulated crash before commit")
+    def sent(self, batch: CommitBatch) -> None:
+        """Called before ``batch`` reaches the store."""
 
-    def commit(self, batch: CommitBatch) -> list[str]:
-        self._crash_once()
-        return self.inner.commit(batch)
+    def answer(self, batch: CommitBatch, reply: Reply) -> Reply:
+        """The reply the consumer gets."""
+        return reply
+
+    def begin_commit_and_read(
+        self,
+        batch: CommitBatch,
+        consumer: str,
+        count: int,
+        partitions: Sequence[int] | None = None,
+    ) -> Reply:
+        self.sent(batch)
+        reply = self.inner.begin_commit_and_read(batch, consumer, count, partitions)
+        return self.answer(batch, reply)
 
     def commit_and_read(
         self,
@@ -111,18 +125,35 @@ class _CrashOnCommit:
         count: int,
         partitions: Sequence[int] | None = None,
     ) -> tuple[list[str], list[Delivery]]:
-        self._crash_once()
-        return self.inner.commit_and_read(batch, consumer, count, partitions)
+        return self.begin_commit_and_read(batch, consumer, count, partitions)()
 
-    def begin_commit_and_read(
-        self,
-        batch: CommitBatch,
-        consumer: str,
-        count: int,
-        partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
-        self._crash_once()
-        return self.inner.begin_commit_and_read(batch, consumer, count, partitions)
+
+class _Hook:
+    """A segment hook that changes nothing; subclasses watch the events."""
+
+    def on_event(self, user: Any, event: Any) -> list[MembershipChange]:
+        return []
+
+    def on_sweep(self, user: Any, now_us: int) -> list[MembershipChange]:
+        return []
+
+    def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
+        return set()
+
+
+class _CrashOnCommit(_Intercept):
+    """The first commit raises as if the process died mid-batch."""
+
+    crashed = False
+
+    def sent(self, batch: CommitBatch) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise ConnectionError("simulated crash before commit")
+
+    def commit(self, batch: CommitBatch) -> list[str]:
+        self.sent(batch)
+        return self.inner.commit(batch)
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
@@ -289,15 +320,12 @@ def test_a_duplicate_committed_after_the_read_is_still_applied_once(
     assert store.stream_stats()["pending"] == 0
 
 
-class _CountingLoads:
-    """Wraps a store and records which users it was asked to load."""
+class _CountingLoads(_Intercept):
+    """Records which users the store was asked to load."""
 
     def __init__(self, inner: RealtimeStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.loaded: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def load_users(self, user_ids: Sequence[str]) -> dict[str, Any]:
         self.loaded += user_ids
@@ -363,29 +391,19 @@ def test_a_consumer_reads_the_next_batch_with_each_commit(
         assert calls == ["read", "read", *["commit_and_read"] * 3, "read"]
 
 
-class _Timeline:
+class _Timeline(_Intercept, _Hook):
     """Logs when commits are sent and answered, and when events are evaluated."""
 
     def __init__(self, inner: RealtimeStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.log: list[str] = []
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def sent(self, batch: CommitBatch) -> None:
+        self.log.append(f"send [{','.join(batch.applied_ids)}]")
 
-    def begin_commit_and_read(
-        self,
-        batch: CommitBatch,
-        consumer: str,
-        count: int,
-        partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
-        label = ",".join(batch.applied_ids)
-        self.log.append(f"send [{label}]")
-        reply = self.inner.begin_commit_and_read(batch, consumer, count, partitions)
-
+    def answer(self, batch: CommitBatch, reply: Reply) -> Reply:
         def answered() -> tuple[list[str], list[Delivery]]:
-            self.log.append(f"reply [{label}]")
+            self.log.append(f"reply [{','.join(batch.applied_ids)}]")
             return reply()
 
         return answered
@@ -393,12 +411,6 @@ class _Timeline:
     def on_event(self, user: Any, event: Any) -> list[MembershipChange]:
         self.log.append(f"eval {event.event_id}")
         return []
-
-    def on_sweep(self, user: Any, now_us: int) -> list[MembershipChange]:
-        return []
-
-    def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
-        return set()
 
 
 def test_the_next_batch_is_computed_while_the_commit_is_in_flight(store: RealtimeStore) -> None:
@@ -432,31 +444,21 @@ def test_the_next_batch_is_computed_while_the_commit_is_in_flight(store: Realtim
     assert store.load_users(["same"])["same"].version == 3
 
 
-class _WriteBeforeCommit:
+class _WriteBeforeCommit(_Intercept):
     """A concurrent writer: before the first commit of a batch with events
     reaches the store, an API call changes the user's record, so that commit
     conflicts (a fault that timing alone cannot cause reliably)."""
 
     def __init__(self, inner: RealtimeStore, user: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.user = user
         self.fired = False
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def begin_commit_and_read(
-        self,
-        batch: CommitBatch,
-        consumer: str,
-        count: int,
-        partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+    def sent(self, batch: CommitBatch) -> None:
         if batch.applied_ids and not self.fired:
             self.fired = True
             age = '{"v": 30, "s": "crm", "c": 1.0, "t": 1}'
             self.inner.write_attributes(self.user, {"age": age})
-        return self.inner.begin_commit_and_read(batch, consumer, count, partitions)
 
 
 def test_a_conflict_in_flight_voids_the_batch_computed_on_it(store: RealtimeStore) -> None:
@@ -476,7 +478,7 @@ def test_a_conflict_in_flight_voids_the_batch_computed_on_it(store: RealtimeStor
     assert proc.cache["same"].attributes == {"age": 30}
 
 
-class _FailOn:
+class _FailOn(_Hook):
     """A segment hook with a bug that shows on one event."""
 
     def __init__(self, event_id: str) -> None:
@@ -486,12 +488,6 @@ class _FailOn:
         if event.event_id == self.event_id:
             raise KeyError("no such segment feature")
         return []
-
-    def on_sweep(self, user: Any, now_us: int) -> list[MembershipChange]:
-        return []
-
-    def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
-        return set()
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
@@ -515,26 +511,16 @@ def test_an_event_that_fails_processing_is_dead_lettered_and_the_rest_applied_on
     assert store.stream_stats()["pending"] == 0
 
 
-class _LoseReply:
+class _LoseReply(_Intercept):
     """The connection drops after the store ran a commit but before its reply
     arrived (a fault no real server can be made to produce on cue)."""
 
     def __init__(self, inner: RealtimeStore, after: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.after = after
         self.commits = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def begin_commit_and_read(
-        self,
-        batch: CommitBatch,
-        consumer: str,
-        count: int,
-        partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
-        reply = self.inner.begin_commit_and_read(batch, consumer, count, partitions)
+    def answer(self, batch: CommitBatch, reply: Reply) -> Reply:
         if not batch.applied_ids:
             return reply
         self.commits += 1
@@ -546,15 +532,6 @@ class _LoseReply:
             raise ConnectionError("connection lost while reading the reply")
 
         return lost
-
-    def commit_and_read(
-        self,
-        batch: CommitBatch,
-        consumer: str,
-        count: int,
-        partitions: Sequence[int] | None = None,
-    ) -> tuple[list[str], list[Delivery]]:
-        return self.begin_commit_and_read(batch, consumer, count, partitions)()
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "sequential"])
