@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,13 @@ from rt_testkit import raw_event
 from recsys.events.batch import load_yoochoose_clicks
 from recsys.events.producer import EventProducer
 from recsys.events.redis_store import RedisStore
-from recsys.events.store import CommitBatch, Delivery, MembershipChange, RealtimeStore
+from recsys.events.store import (
+    CommitBatch,
+    CommitReply,
+    Delivery,
+    MembershipChange,
+    RealtimeStore,
+)
 from recsys.privacy.consent import ConsentPolicy
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.offline import build_profiles
@@ -85,9 +91,6 @@ def test_replaying_the_stream_changes_nothing(store: RealtimeStore) -> None:
     assert sum(len(store.user_events(u)) for u in before) == 30
 
 
-Reply = Callable[[], tuple[list[str], list[Delivery]]]
-
-
 class _Intercept:
     """Wraps a store, forwarding everything; subclasses see each commit
     before it is sent (:meth:`sent`) and may replace its reply
@@ -103,7 +106,7 @@ class _Intercept:
     def sent(self, batch: CommitBatch) -> None:
         """Called before ``batch`` reaches the store."""
 
-    def answer(self, batch: CommitBatch, reply: Reply) -> Reply:
+    def answer(self, batch: CommitBatch, reply: CommitReply) -> CommitReply:
         """The reply the consumer gets."""
         return reply
 
@@ -113,7 +116,7 @@ class _Intercept:
         consumer: str,
         count: int,
         partitions: Sequence[int] | None = None,
-    ) -> Reply:
+    ) -> CommitReply:
         self.sent(batch)
         reply = self.inner.begin_commit_and_read(batch, consumer, count, partitions)
         return self.answer(batch, reply)
@@ -401,7 +404,7 @@ class _Timeline(_Intercept, _Hook):
     def sent(self, batch: CommitBatch) -> None:
         self.log.append(f"send [{','.join(batch.applied_ids)}]")
 
-    def answer(self, batch: CommitBatch, reply: Reply) -> Reply:
+    def answer(self, batch: CommitBatch, reply: CommitReply) -> CommitReply:
         def answered() -> tuple[list[str], list[Delivery]]:
             self.log.append(f"reply [{','.join(batch.applied_ids)}]")
             return reply()
@@ -511,7 +514,7 @@ def test_an_event_that_fails_processing_is_dead_lettered_and_the_rest_applied_on
     assert store.stream_stats()["pending"] == 0
 
 
-class _LoseReply(_Intercept):
+class _LoseCommitReply(_Intercept):
     """The connection drops after the store ran a commit but before its reply
     arrived (a fault no real server can be made to produce on cue)."""
 
@@ -520,7 +523,7 @@ class _LoseReply(_Intercept):
         self.after = after
         self.commits = 0
 
-    def answer(self, batch: CommitBatch, reply: Reply) -> Reply:
+    def answer(self, batch: CommitBatch, reply: CommitReply) -> CommitReply:
         if not batch.applied_ids:
             return reply
         self.commits += 1
@@ -540,7 +543,7 @@ def test_a_reply_lost_in_flight_and_a_new_run_apply_every_event_once(
 ) -> None:
     events = [raw_event(i, user=f"u{i % 3}") for i in range(30)]
     EventProducer(store, batch_size=1).publish(events)
-    flaky = _LoseReply(store, after=2)
+    flaky = _LoseCommitReply(store, after=2)
     proc = EventProcessor(flaky, GRANT_ALL)  # type: ignore[arg-type]
     cfg = ConsumerConfig(
         name="c1", batch_size=4, block_ms=0, sweep_interval_s=None, overlap_commits=overlap

@@ -65,6 +65,7 @@ from recsys.events.deadletter import DeadLetter
 from recsys.events.store import (
     AuditRecord,
     CommitBatch,
+    CommitReply,
     Delivery,
     MembershipChange,
     UserRecord,
@@ -974,7 +975,7 @@ class RedisStore:
         consumer: str,
         count: int,
         partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+    ) -> CommitReply:
         """Sends :meth:`commit_and_read`'s script call and returns a function
         that waits for its reply: Redis runs the script while the caller
         computes."""

@@ -21,7 +21,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from recsys.events.deadletter import DeadLetter
 from recsys.events.store import (
     AuditRecord,
     CommitBatch,
+    CommitReply,
     Delivery,
     MembershipChange,
     UserRecord,
@@ -282,7 +283,7 @@ class SqliteStore:
         consumer: str,
         count: int,
         partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+    ) -> CommitReply:
         # In-process: nothing to overlap with.
         result = self.commit_and_read(batch, consumer, count, partitions)
         return lambda: result

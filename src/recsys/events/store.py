@@ -53,6 +53,11 @@ class Delivery(NamedTuple):
     user_version: int | None = None
 
 
+#: What :meth:`RealtimeStore.begin_commit_and_read` returns: call it once to
+#: wait for ``(conflicts, entries read)``.
+CommitReply = Callable[[], tuple[list[str], list[Delivery]]]
+
+
 def stream_user_of(payload: str) -> str | None:
     """The user id of a published payload as validation will read it
     (integers become their decimal string), or None when there is none."""
@@ -273,7 +278,7 @@ class RealtimeStore(Protocol):
         consumer: str,
         count: int,
         partitions: Sequence[int] | None = None,
-    ) -> Callable[[], tuple[list[str], list[Delivery]]]:
+    ) -> CommitReply:
         """Starts :meth:`commit_and_read` and returns a function that waits
         for its result (call it once). Until then the caller may compute,
         which overlaps its work with the store's; a store that cannot overlap

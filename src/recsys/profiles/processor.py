@@ -29,6 +29,7 @@ from recsys.events.deadletter import DeadLetter
 from recsys.events.schema import Event, ItemId
 from recsys.events.store import (
     CommitBatch,
+    CommitReply,
     Delivery,
     MembershipChange,
     ProfileWrite,
@@ -198,7 +199,7 @@ class _Flight:
     attempt: _Attempt
     deliveries: Sequence[Delivery]
     touched: set[str]
-    reply: Callable[[], tuple[list[str], list[Delivery]]]
+    reply: CommitReply
 
 
 class EventProcessor:
@@ -398,31 +399,17 @@ class EventProcessor:
                 self.invalidate(touched)  # redone by handle() below
             except BaseException:
                 self.invalidate(touched)
-                self._flight = flight
-                self.settle(read_next)  # the reply must not stay unread
+                self._land(flight, read_next)  # the reply must not stay unread
                 raise
         else:
             attempt = _Attempt(CommitBatch(), [])
         settled = len(flight.deliveries)
-        try:
-            conflicts, found = flight.reply()
-        except BaseException:
-            self.invalidate(flight.touched | touched)
-            raise
-        if conflicts:
-            # The batch in flight wrote nothing; the one computed on it is void.
-            self.invalidate(flight.touched | touched)
-            self.stats.conflicts += 1
-            # The entries' version hints may be what conflicted: load the users.
-            self._handle([*flight.deliveries, *hand], read_next, False)
+        if not self._land(flight, read_next, hand, touched):
             return settled + len(hand)
-        if flight.deliveries:  # else it only read
-            self._accepted(flight.attempt, len(flight.deliveries))
-        self.prefetched = found
         if attempt is None:
             self.handle(hand, read_next)
             return settled + len(hand)
-        if hand or found:
+        if hand or self.prefetched:
             self._flight = self._send(attempt, hand, touched, read_next)
         return settled
 
@@ -433,20 +420,36 @@ class EventProcessor:
         flight, self._flight = self._flight, None
         if flight is None:
             return 0
+        self._land(flight, read_next)
+        return len(flight.deliveries)
+
+    def _land(
+        self,
+        flight: _Flight,
+        read_next: ReadNext,
+        after: Sequence[Delivery] = (),
+        after_touched: set[str] | frozenset[str] = frozenset(),
+    ) -> bool:
+        """Reads ``flight``'s reply. Committed: accepts it, adds what it read
+        to :attr:`prefetched` and returns True. Conflict: nothing of it was
+        written, so the batch computed on it (``after``, its users
+        ``after_touched``) is void too; both are redone through the retrying
+        path, with the users loaded (the entries' version hints may be what
+        conflicted), and it returns False."""
         try:
             conflicts, found = flight.reply()
         except BaseException:
-            self.invalidate(flight.touched)
+            self.invalidate(flight.touched | after_touched)
             raise
         if conflicts:
-            self.invalidate(flight.touched)
+            self.invalidate(flight.touched | after_touched)
             self.stats.conflicts += 1
-            self._handle(flight.deliveries, read_next, False)
-        else:
-            if flight.deliveries:
-                self._accepted(flight.attempt, len(flight.deliveries))
-            self.prefetched = self.prefetched + found
-        return len(flight.deliveries)
+            self._handle([*flight.deliveries, *after], read_next, False)
+            return False
+        if flight.deliveries:  # else it only read
+            self._accepted(flight.attempt, len(flight.deliveries))
+        self.prefetched = self.prefetched + found
+        return True
 
     def _send(
         self,
