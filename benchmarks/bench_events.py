@@ -17,6 +17,10 @@ process per partition (each a fresh interpreter, as deployed):
    recount (each event applied exactly once) and the event store must hold
    every event once.
 
+``--cpus`` pins redis-server and the consumers, ``--producer-cpus`` the producer
+(the load generator), to CPU lists (``taskset``), to measure the path on a
+given number of cores.
+
 CPU time per event is measured per process (consumers and producer report
 their own ``time.process_time``, redis-server its ``INFO cpu``), so it does
 not depend on what else shares the cores; wall-clock rates and latencies do,
@@ -68,13 +72,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+def pinned(cpus: str) -> list[str]:
+    """The command prefix that runs a process on the CPUs ``cpus`` ('' = anywhere)."""
+    if not cpus:
+        return []
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        sys.exit("--cpus/--producer-cpus need taskset (util-linux)")
+    return [taskset, "-c", cpus]
+
+
+def start_redis(cpus: str = "") -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server not found: apt-get install redis-server")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            *pinned(cpus),
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -221,8 +246,8 @@ def produce(args: list[str]) -> None:
     )
 
 
-def _child(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, *args])
+def _child(*args: str, cpus: str = "") -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*pinned(cpus), sys.executable, __file__, *args])
 
 
 # -- phases ------------------------------------------------------------------------------
@@ -283,11 +308,14 @@ def run_phase(
         _child(
             "--_consume",
             *(url, prefix, args.segments, str(parts), p, "1", str(tmp / f"c{p}"), args.overlap),
+            cpus=args.cpus,
         )
         for p in labels
     ]
     producer = _child(
-        "--_produce", url, prefix, str(parts), args.data, str(args.limit), str(rate), str(tmp / "p")
+        "--_produce",
+        *(url, prefix, str(parts), args.data, str(args.limit), str(rate), str(tmp / "p")),
+        cpus=args.producer_cpus,
     )
     try:
         _wait(
@@ -405,7 +433,9 @@ def fault_test(
 
     def start(p: str) -> subprocess.Popen[bytes]:
         return _child(
-            "--_consume", url, prefix, args.segments, str(parts), p, "0", "-", args.overlap
+            "--_consume",
+            *(url, prefix, args.segments, str(parts), p, "0", "-", args.overlap),
+            cpus=args.cpus,
         )
 
     procs = {p: start(p) for p in labels}
@@ -487,6 +517,16 @@ def main() -> None:
         help="consumers wait for each commit before computing the next batch "
         "(ConsumerConfig.overlap_commits=False), the baseline of the overlapped default",
     )
+    ap.add_argument(
+        "--cpus",
+        default="",
+        help="CPU list (taskset -c syntax) for redis-server and the consumers; default: any",
+    )
+    ap.add_argument(
+        "--producer-cpus",
+        default=None,
+        help="CPU list for the producer (the load generator); default: the same as --cpus",
+    )
     ap.add_argument("--_consume", nargs=8, help=argparse.SUPPRESS)
     ap.add_argument("--_produce", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -502,9 +542,11 @@ def main() -> None:
         ap.error("--consumers must be 1 or the number of partitions")
     args.consumers = args.consumers or args.partitions
     args.overlap = "0" if args.sequential else "1"
+    if args.producer_cpus is None:
+        args.producer_cpus = args.cpus
     log = load_yoochoose_clicks(args.data)
     events = log.events[: args.limit] if args.limit else log.events
-    redis_proc, url = start_redis()
+    redis_proc, url = start_redis(args.cpus)
     results: list[dict[str, Any]] = []
     try:
         for phase in args.phases.split(","):
@@ -523,6 +565,11 @@ def main() -> None:
         "machine": {
             "arch": platform.machine(),
             "cpus": os.cpu_count(),
+            # Where the processes ran ('' = anywhere in cpus_usable); under an
+            # outer taskset every process shares cpus_usable.
+            "cpus_usable": sorted(os.sched_getaffinity(0)),
+            "server_and_consumer_cpus": args.cpus,
+            "producer_cpus": args.producer_cpus,
             "python": platform.python_version(),
             "redis_server": server,
         },
