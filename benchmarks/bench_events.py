@@ -17,7 +17,10 @@ process per partition (each a fresh interpreter, as deployed):
    recount (each event applied exactly once) and the event store must hold
    every event once.
 
-``--cpus`` pins redis-server and the consumers, ``--producer-cpus`` the producer
+``--compare`` runs each phase with overlapped and with sequential commits
+(the baseline), alternated for ``--rounds`` rounds on the same server (emptied
+between runs), and reports per-round ratios; without it, ``--sequential``
+picks the mode. ``--cpus`` pins redis-server and the consumers, ``--producer-cpus`` the producer
 (the load generator), to CPU lists (``taskset``), to measure the path on a
 given number of cores.
 
@@ -42,6 +45,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -415,6 +419,57 @@ def run_phase(
     }
 
 
+def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per phase and commit mode, each round's p99 and events/s and their medians.
+
+    With both modes (``--compare``), also the median over rounds of each
+    round's ratios (the two runs of a round ran back to back, so their ratio
+    is steadier on a shared machine than a ratio of medians):
+    ``sequential_over_overlapped_p99`` (> 1: overlapped has the lower p99) and
+    ``overlapped_over_sequential_events_per_s`` (> 1: overlapped is faster).
+
+    Example:
+        >>> r = [{"phase": "latency", "overlap_commits": o, "round": 1,
+        ...       "eval_latency_ms_p99": p, "events_per_s": 20000.0}
+        ...      for o, p in ((True, 4.0), (False, 12.0))]
+        >>> summarize(r)["latency"]["sequential_over_overlapped_p99"]
+        3.0
+    """
+    runs = [r for r in results if r["phase"] != "fault"]
+    out: dict[str, dict[str, Any]] = {}
+    for phase in dict.fromkeys(r["phase"] for r in runs):
+        entry: dict[str, Any] = {}
+        by_mode: dict[bool, dict[int, dict[str, Any]]] = {}
+        for flag, key in ((True, "overlapped"), (False, "sequential")):
+            mine = [r for r in runs if r["phase"] == phase and r["overlap_commits"] is flag]
+            if not mine:
+                continue
+            by_mode[flag] = {r["round"]: r for r in mine}
+            p99 = [r["eval_latency_ms_p99"] for r in mine]
+            rate = [r["events_per_s"] for r in mine]
+            entry[key] = {
+                "p99_ms": p99,
+                "events_per_s": rate,
+                "median_p99_ms": round(statistics.median(p99), 3),
+                "median_events_per_s": round(statistics.median(rate), 1),
+            }
+        if len(by_mode) == 2:
+            rounds = sorted(set(by_mode[True]) & set(by_mode[False]))
+            ovl, seq = by_mode[True], by_mode[False]
+            entry["sequential_over_overlapped_p99"] = round(
+                statistics.median(
+                    seq[k]["eval_latency_ms_p99"] / ovl[k]["eval_latency_ms_p99"] for k in rounds
+                ),
+                2,
+            )
+            entry["overlapped_over_sequential_events_per_s"] = round(
+                statistics.median(ovl[k]["events_per_s"] / seq[k]["events_per_s"] for k in rounds),
+                2,
+            )
+        out[phase] = entry
+    return out
+
+
 def consumer_segments(path: str) -> list[str]:
     return sorted(SegmentEngine.from_yaml(path).segments)
 
@@ -527,6 +582,18 @@ def main() -> None:
         default=None,
         help="CPU list for the producer (the load generator); default: the same as --cpus",
     )
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="run every phase with overlapped and with sequential commits, alternated, "
+        "and report their ratios (median over rounds)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the phases (with --compare: each pair) this many times",
+    )
     ap.add_argument("--_consume", nargs=8, help=argparse.SUPPRESS)
     ap.add_argument("--_produce", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -541,6 +608,10 @@ def main() -> None:
     if args.consumers not in (0, 1, args.partitions):
         ap.error("--consumers must be 1 or the number of partitions")
     args.consumers = args.consumers or args.partitions
+    if args.compare and args.sequential:
+        ap.error("--compare runs both modes; leave out --sequential")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     args.overlap = "0" if args.sequential else "1"
     if args.producer_cpus is None:
         args.producer_cpus = args.cpus
@@ -548,15 +619,22 @@ def main() -> None:
     events = log.events[: args.limit] if args.limit else log.events
     redis_proc, url = start_redis(args.cpus)
     results: list[dict[str, Any]] = []
+    modes = ["1", "0"] if args.compare else [args.overlap]
+    phases = [p for p in args.phases.split(",") if p]
     try:
-        for phase in args.phases.split(","):
-            if not phase:
-                continue
-            rate = 0.0 if phase == "throughput" else args.rate
-            results.append(run_phase(phase, url, args, len(events), rate))
-        if args.fault:
+        server = redis.Redis.from_url(url)
+        for rnd in range(1, args.rounds + 1):
+            for mode in modes:
+                args.overlap = mode
+                for phase in phases:
+                    rate = 0.0 if phase == "throughput" else args.rate
+                    results.append({**run_phase(phase, url, args, len(events), rate), "round": rnd})
+                    server.flushall()  # every run starts from an empty server
+        for mode in modes if args.fault else []:
+            args.overlap = mode
             results.append(fault_test(url, events, args, args.timeout))
-        server = redis.Redis.from_url(url).info("server")["redis_version"]
+            server.flushall()
+        version = server.info("server")["redis_version"]
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
@@ -571,11 +649,12 @@ def main() -> None:
             "server_and_consumer_cpus": args.cpus,
             "producer_cpus": args.producer_cpus,
             "python": platform.python_version(),
-            "redis_server": server,
+            "redis_server": version,
         },
         "data": {"path": args.data, "events": len(events), "load_report": log.report.summary()},
         "segments": args.segments,
         "results": results,
+        "summary": summarize(results),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -584,16 +663,19 @@ def main() -> None:
     print(
         f"{'phase':<11}{'asked':>8}{'offered':>9}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'commit p99':>12}{'applied':>9}{'dead':>6}{'  load avg (1 min) before/after':>30}"
+        f"{'commits':>12}{'round':>6}"
     )
     for r in results:
         if r["phase"] == "fault":
             continue
+        commits = "overlapped" if r["overlap_commits"] else "sequential"
         print(
             f"{r['phase']:<11}{r['producer_rate']!s:>8}{r['offered_events_per_s']:>9,.0f}"
             f"{r['events_per_s']:>10,.0f}"
             f"{r['eval_latency_ms_p50']:>9.2f}{r['eval_latency_ms_p99']:>9.2f}"
             f"{r['commit_latency_ms_p99']:>12.2f}{r['applied']:>9,}{r['dead_letters']:>6}"
             f"{r['load_avg_before'][0]:>20.2f} / {r['load_avg_after'][0]:.2f}"
+            f"{commits:>12}{r['round']:>6}"
         )
     for r in results:
         if r["phase"] != "fault":
@@ -607,6 +689,20 @@ def main() -> None:
                 f"{r['events']:,} applied; users not matching the offline recount: "
                 f"{r['users_not_matching_offline_recount']}; stored events {r['stored_events']:,}; "
                 f"exactly once: {r['exactly_once']}"
+            )
+    for phase, entry in report["summary"].items():
+        for key in ("overlapped", "sequential"):
+            if key in entry:
+                m = entry[key]
+                print(
+                    f"{phase} {key}: p99 ms {m['p99_ms']} (median {m['median_p99_ms']}), "
+                    f"events/s median {m['median_events_per_s']:,.0f}"
+                )
+        if "sequential_over_overlapped_p99" in entry:
+            print(
+                f"{phase}: per round, sequential p99 / overlapped p99 median "
+                f"{entry['sequential_over_overlapped_p99']}x; overlapped events/s / sequential "
+                f"median {entry['overlapped_over_sequential_events_per_s']}x"
             )
     print(f"results written to {out}")
 
