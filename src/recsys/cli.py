@@ -3,6 +3,7 @@
     recsys download ml-100k          # fetch a dataset from its publisher (checksummed)
     recsys download --list           # known datasets and where they are
     recsys serve ...                 # Triton serving commands (recsys.serving.cli)
+    recsys realtime ...              # events, profiles, segments, privacy (recsys.realtime_cli)
 
 The main job itself is ``scripts/run.sh`` (Hydra app ``training/main.py``).
 """
@@ -16,6 +17,10 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("recsys.data.download", "download public datasets from their publishers"),
     "serve": ("recsys.serving.cli", "build a Triton repository, serve it, query it"),
+    "realtime": (
+        "recsys.realtime_cli",
+        "collect, publish and consume events; segments; access and erasure",
+    ),
 }
 
 

@@ -18,7 +18,8 @@ from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.processor import EventProcessor, ProcessorConfig
 from recsys.profiles.service import ProfileService
 from recsys.segments.engine import SegmentEngine
-from recsys.segments.loader import load_segments_text
+from recsys.segments.errors import RuleError
+from recsys.segments.loader import load_segments, load_segments_text
 from recsys.segments.queries import churn, segment_size
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "segments" / "example.yaml"
@@ -156,6 +157,15 @@ def test_example_file_loads(cfg: ProfileConfig) -> None:
     (seg,) = SegmentEngine.from_yaml(EXAMPLE, cfg).segments.values()
     assert seg.name == SEGMENT and seg.exit is not None and seg.time_based
     assert {"page_view", "purchase"} <= seg.triggers
+
+
+def test_a_list_of_paths_may_name_folders(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("segments: [{name: buyers, enter: 'purchase_count >= 1'}]")
+    names = [s.name for s in load_segments([EXAMPLE.parent, extra])]
+    assert names[-1] == "buyers" and SEGMENT in names and "active_clickers" in names
+    with pytest.raises(RuleError, match="also defined"):
+        load_segments([EXAMPLE.parent, EXAMPLE])
 
 
 @pytest.mark.redis

@@ -222,11 +222,12 @@ def load_segments(
         RuleError: located at ``file:line:column``; also for a name defined
             in two files.
     """
-    if isinstance(paths, str | Path):
-        p = Path(paths)
-        files = sorted(p.glob("*.yaml")) if p.is_dir() else [p]
-    else:
-        files = [Path(x) for x in paths]
+    listed = [paths] if isinstance(paths, str | Path) else list(paths)
+    files = [
+        f
+        for x in listed
+        for f in (sorted(Path(x).glob("*.yaml")) if Path(x).is_dir() else [Path(x)])
+    ]
     out: list[SegmentDefinition] = []
     names: dict[str, str] = {}
     for f in files:
