@@ -88,6 +88,12 @@ def test_bad_input_gets_a_message_not_a_trace(
     assert "recsys realtime publish:" in capsys.readouterr().err
     assert main(["--sqlite", db, "segment", "s", "--since", "yesterday"]) == 2
     assert "Invalid isoformat" in capsys.readouterr().err
+    assert main(["--sqlite", db, "consume", "--own", "1", "--until-idle"]) == 2
+    assert "partitions are 0..0" in capsys.readouterr().err
+    assert main(["--sqlite", db, "--partitions", "2", "stats"]) == 2
+    assert "needs Redis" in capsys.readouterr().err
+    assert main(["--redis", "redis://127.0.0.1:1/0", "stats"]) == 2
+    assert "recsys realtime stats:" in capsys.readouterr().err
 
 
 def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

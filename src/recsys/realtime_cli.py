@@ -41,6 +41,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from recsys.events import StoreConfig, open_store
 from recsys.events.batch import load_event_log, load_yoochoose_clicks
 from recsys.events.collector import CollectorConfig, EventCollector, keys_from_env
@@ -124,6 +126,8 @@ def cmd_consume(args: argparse.Namespace, store: RealtimeStore) -> int:
     consent = ConsentPolicy.grant_all() if args.grant_all else ConsentPolicy()
     processor = EventProcessor(store, ProcessorConfig(consent=consent), hooks=hooks)
     owned = tuple(int(p) for p in args.own.split(",")) if args.own else None
+    if owned is not None and not all(0 <= p < args.partitions for p in owned):
+        raise ValueError(f"--own {args.own}: partitions are 0..{args.partitions - 1}")
     config = ConsumerConfig(
         name=args.name,
         batch_size=args.batch_size,
@@ -249,17 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``recsys realtime <command> [args]``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if not getattr(args, "needs_store", True):
-        try:
-            return int(args.run(args, None))
-        except OSError as e:
-            print(f"recsys realtime {args.command}: {e}", file=sys.stderr)
-            return 2
-    store = _store(args)
+    store: RealtimeStore | None = None
     try:
+        if getattr(args, "needs_store", True):
+            store = _store(args)
         return int(args.run(args, store))
-    except (ValueError, OSError) as e:  # bad input (a file, a key, a time): say what, no trace
+    except (ValueError, OSError, RedisConnectionError) as e:
+        # Bad input (a file, a key, a time) or an unreachable server: say what, no trace.
         print(f"recsys realtime {args.command}: {e}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        if store is not None:
+            store.close()
