@@ -80,6 +80,21 @@ def test_embedded_store_from_publish_to_erasure(
     assert doc["size"] == 0
 
 
+def test_publishing_a_click_log_twice_applies_it_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "rt.db")
+    log = tmp_path / "clicks.txt"
+    log.write_text("SessionId\tItemId\tTime\n3\t11\t1396437466.94\n3\t12\t1396438212.3\n")
+    for _ in range(2):  # a replay: same event ids (yc<line>)
+        rc, doc = _run(capsys, "--sqlite", db, "publish", str(log), "--yoochoose")
+        assert rc == 0 and doc["published"] == 2 and doc["rows_read"] == 2
+    rc, doc = _run(capsys, "--sqlite", db, "consume", "--until-idle", "--grant-all")
+    assert (doc["applied"], doc["duplicates"]) == (2, 2)
+    rc, doc = _run(capsys, "--sqlite", db, "export", "3", "--actor", "test")
+    assert doc["profile"]["n_events"] == 2
+
+
 def test_bad_input_gets_a_message_not_a_trace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
