@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -57,10 +57,13 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _store(args: argparse.Namespace) -> RealtimeStore:
-    url = args.redis or os.environ.get("RECSYS_REDIS_URL") or None
+    # open_store falls back to RECSYS_REDIS_URL when --redis is not given.
     return open_store(
         StoreConfig(
-            redis_url=url, sqlite_path=args.sqlite, prefix=args.prefix, partitions=args.partitions
+            redis_url=args.redis,
+            sqlite_path=args.sqlite,
+            prefix=args.prefix,
+            partitions=args.partitions,
         )
     )
 
@@ -155,7 +158,7 @@ def cmd_check_segments(args: argparse.Namespace, store: RealtimeStore | None) ->
 
 
 def cmd_segment(args: argparse.Namespace, store: RealtimeStore) -> int:
-    now_us = _epoch_us(args.until) if args.until else int(datetime.now(UTC).timestamp() * 1e6)
+    now_us = _epoch_us(args.until) if args.until else time.time_ns() // 1000
     since_us = _epoch_us(args.since) if args.since else now_us - 86_400_000_000
     report = churn(store, args.name, since_us, now_us)
     _print({"size": store.segment_size(args.name), **asdict(report)})
