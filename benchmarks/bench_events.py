@@ -22,7 +22,9 @@ process per partition (each a fresh interpreter, as deployed):
 between runs), and reports per-round ratios; without it, ``--sequential``
 picks the mode. ``--cpus`` pins redis-server and the consumers, ``--producer-cpus`` the producer
 (the load generator), to CPU lists (``taskset``), to measure the path on a
-given number of cores.
+given number of cores; ``--server-cpus`` and ``--consumer-cpus`` place
+redis-server and the consumers apart (for example the consumer on one core,
+redis-server and the producer on the other).
 
 CPU time per event is measured per process (consumers and producer report
 their own ``time.process_time``, redis-server its ``INFO cpu``), so it does
@@ -82,7 +84,7 @@ def pinned(cpus: str) -> list[str]:
         return []
     taskset = shutil.which("taskset")
     if taskset is None:
-        sys.exit("--cpus/--producer-cpus need taskset (util-linux)")
+        sys.exit("--cpus and the other placement options need taskset (util-linux)")
     return [taskset, "-c", cpus]
 
 
@@ -312,7 +314,7 @@ def run_phase(
         _child(
             "--_consume",
             *(url, prefix, args.segments, str(parts), p, "1", str(tmp / f"c{p}"), args.overlap),
-            cpus=args.cpus,
+            cpus=args.consumer_cpus,
         )
         for p in labels
     ]
@@ -327,6 +329,11 @@ def run_phase(
             120,
             "consumers and producer to start",
         )
+        # Where the processes may run, as the kernel reports it.
+        affinity = {
+            "consumers": [sorted(os.sched_getaffinity(c.pid)) for c in consumers],
+            "producer": sorted(os.sched_getaffinity(producer.pid)),
+        }
         load_before = os.getloadavg()
         server.config_resetstat()  # command counts of this phase only
         redis_cpu0 = _redis_cpu(server)
@@ -366,6 +373,7 @@ def run_phase(
         "partitions": parts,
         "consumers": len(labels),
         "overlap_commits": args.overlap == "1",
+        "cpu_affinity": affinity,
         "events": n_events,
         "applied": sum(s["applied"] for s in stats),
         "duplicates": sum(s["duplicates"] for s in stats),
@@ -490,7 +498,7 @@ def fault_test(
         return _child(
             "--_consume",
             *(url, prefix, args.segments, str(parts), p, "0", "-", args.overlap),
-            cpus=args.cpus,
+            cpus=args.consumer_cpus,
         )
 
     procs = {p: start(p) for p in labels}
@@ -583,6 +591,16 @@ def main() -> None:
         help="CPU list for the producer (the load generator); default: the same as --cpus",
     )
     ap.add_argument(
+        "--server-cpus",
+        default=None,
+        help="CPU list for redis-server; default: the same as --cpus",
+    )
+    ap.add_argument(
+        "--consumer-cpus",
+        default=None,
+        help="CPU list for the consumers; default: the same as --cpus",
+    )
+    ap.add_argument(
         "--compare",
         action="store_true",
         help="run every phase with overlapped and with sequential commits, alternated, "
@@ -613,11 +631,13 @@ def main() -> None:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     args.overlap = "0" if args.sequential else "1"
-    if args.producer_cpus is None:
-        args.producer_cpus = args.cpus
+    for placed in ("producer_cpus", "server_cpus", "consumer_cpus"):
+        if getattr(args, placed) is None:
+            setattr(args, placed, args.cpus)
     log = load_yoochoose_clicks(args.data)
     events = log.events[: args.limit] if args.limit else log.events
-    redis_proc, url = start_redis(args.cpus)
+    redis_proc, url = start_redis(args.server_cpus)
+    server_affinity = sorted(os.sched_getaffinity(redis_proc.pid))
     results: list[dict[str, Any]] = []
     modes = ["1", "0"] if args.compare else [args.overlap]
     phases = [p for p in args.phases.split(",") if p]
@@ -646,8 +666,10 @@ def main() -> None:
             # Where the processes ran ('' = anywhere in cpus_usable); under an
             # outer taskset every process shares cpus_usable.
             "cpus_usable": sorted(os.sched_getaffinity(0)),
-            "server_and_consumer_cpus": args.cpus,
+            "server_cpus": args.server_cpus,
+            "consumer_cpus": args.consumer_cpus,
             "producer_cpus": args.producer_cpus,
+            "server_affinity": server_affinity,
             "python": platform.python_version(),
             "redis_server": version,
         },

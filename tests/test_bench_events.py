@@ -68,12 +68,17 @@ def test_summary_of_one_mode_has_no_ratio() -> None:
 def test_compare_run_applies_every_event_once(yoochoose_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "RECSYS_DATA_DIR": str(yoochoose_path.parents[1])}
+    usable = sorted(os.sched_getaffinity(0))
+    consumer_cpu, server_cpu = str(usable[0]), str(usable[-1])
     subprocess.run(
         [
             sys.executable,
             str(SCRIPT),
             *("--out", str(out), "--phases", "latency", "--rate", "4000", "--limit", "2000"),
             *("--compare", "--fault", "--timeout", "120"),
+            # The consumers on one CPU, redis-server and the producer on another.
+            *("--consumer-cpus", consumer_cpu, "--server-cpus", server_cpu),
+            *("--producer-cpus", server_cpu),
         ],
         check=True,
         env=env,
@@ -86,10 +91,19 @@ def test_compare_run_applies_every_event_once(yoochoose_path: Path, tmp_path: Pa
     faults = [r for r in report["results"] if r["phase"] == "fault"]
     assert [r["overlap_commits"] for r in runs] == [True, False]
     for r in runs:
+        # Placed as asked, as the kernel reports it.
+        assert r["cpu_affinity"] == {"consumers": [[usable[0]]] * 2, "producer": [usable[-1]]}
         assert r["applied"] == 2000 and r["dead_letters"] == 0 and r["pending_after"] == 0
         assert 0 < r["eval_latency_ms_p50"] <= r["eval_latency_ms_p99"]
     assert [f["overlap_commits"] for f in faults] == [True, False]
     assert all(f["exactly_once"] and f["applied_after_restart"] == 2000 for f in faults)
     summary = report["summary"]["latency"]
     assert summary["sequential_over_overlapped_p99"] > 0
-    assert report["machine"]["cpus_usable"]
+    machine = report["machine"]
+    assert machine["cpus_usable"] == usable
+    assert machine["server_affinity"] == [usable[-1]]
+    assert (machine["consumer_cpus"], machine["server_cpus"], machine["producer_cpus"]) == (
+        consumer_cpu,
+        server_cpu,
+        server_cpu,
+    )
