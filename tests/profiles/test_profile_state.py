@@ -126,6 +126,17 @@ def test_documents_round_trip_through_json_unchanged() -> None:
         UserProfile.from_doc({**doc, "doc_version": 99})
 
 
+def test_document_buckets_alternate_bucket_and_count() -> None:
+    p = UserProfile("u1")
+    t0 = BASE_US - BASE_US % HOUR_US  # the start of an hour: both events share its bucket
+    for ts, etype in [(t0, "click"), (t0 + MINUTE_US, "click"), (t0 + 2 * MINUTE_US, "like")]:
+        p.apply(event(0, etype=etype, ts_us=ts), CFG)
+    buckets = p.to_doc()["buckets"]
+    minute, hour = t0 // MINUTE_US, t0 // HOUR_US
+    assert buckets["60"] == {"click": [minute, 1, minute + 1, 1], "like": [minute + 2, 1]}
+    assert buckets["3600"] == {"click": [hour, 2], "like": [hour, 1]}
+
+
 def test_config_windows() -> None:
     assert parse_duration("90m") == 5400 and parse_duration("7d") == 604_800
     with pytest.raises(ValueError):

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 from recsys.events.schema import EMPTY_CONTEXT, Event, EventType, ItemId
@@ -337,10 +338,7 @@ class UserProfile:
             "last_us": self.last_us,
             "n_events": self.n_events,
             "type_totals": self.type_totals,
-            "buckets": {
-                str(res): {t: [x for kv in per.items() for x in kv] for t, per in by_type.items()}
-                for res, by_type in self.buckets.items()
-            },
+            "buckets": self._flat_buckets(),
             "recent": self.recent,
             "affinity": self.affinity,
             "categories": self.categories,
@@ -367,6 +365,14 @@ class UserProfile:
             "last_context": self.last_context,
             "segments": self.segments,
         }
+
+    def _flat_buckets(self) -> dict[str, dict[str, list[int]]]:
+        """Buckets as ``{resolution: {type: [bucket, count, bucket, count ...]}}``."""
+        flat = chain.from_iterable  # C-level flattening: this runs for every written profile
+        out: dict[str, dict[str, list[int]]] = {}
+        for res, by_type in self.buckets.items():
+            out[str(res)] = {t: list(flat(per.items())) for t, per in by_type.items()}
+        return out
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> UserProfile:
