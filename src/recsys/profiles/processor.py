@@ -67,6 +67,10 @@ def decode_json(text: str) -> Any:
     (``NaN``, lone surrogates, nesting past 1,024 levels) and reads integers
     beyond 64 bits as floats; refused text and text with a run of 19 digits
     go to the standard library, which accepts it or raises its usual error.
+
+    Example:
+        >>> decode_json('{"item_id": 18446744073709551617, "price": 9.5}')
+        {'item_id': 18446744073709551617, 'price': 9.5}
     """
     if _orjson is not None:
         digits = text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
