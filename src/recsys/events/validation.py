@@ -50,6 +50,42 @@ _MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 _ID_MATCH = ID_PATTERN.match
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+try:  # optional accelerator of event reads; see decode_json
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+# Text orjson reads differently from the standard library (an integer beyond
+# 64 bits becomes a float) holds a run of 19 digits. Found by mapping every
+# digit to "0" and everything else to a space, then looking for 19 zeros: a
+# tenth of the time of a regular expression.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def decode_json(text: str | bytes) -> Any:
+    """Parses JSON text to exactly what :func:`json.loads` returns.
+
+    With the optional package ``orjson`` installed most text parses several
+    times faster. orjson refuses some text the standard library accepts
+    (``NaN``, lone surrogates, nesting past 1,024 levels) and reads integers
+    beyond 64 bits as floats; refused text and text with a run of 19 digits
+    go to the standard library, which accepts it or raises its usual error.
+
+    Example:
+        >>> decode_json('{"item_id": 18446744073709551617, "price": 9.5}')
+        {'item_id': 18446744073709551617, 'price': 9.5}
+    """
+    if _orjson is not None:
+        raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        digits = raw.translate(_DIGITS_TO_ZERO)
+        if _LONG_RUN not in digits:
+            try:
+                return _orjson.loads(text)
+            except ValueError:  # orjson.JSONDecodeError
+                pass
+    return json.loads(text)
+
 
 class EventValidationError(ValueError):
     """A raw event broke the schema.
@@ -204,7 +240,7 @@ class EventValidator:
             EventValidationError: the text is not a JSON object, or breaks the schema.
         """
         try:
-            raw = json.loads(text)
+            raw = decode_json(text)
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise EventValidationError([f"$: not valid JSON ({e})"]) from None
         return self.validate(raw)

@@ -36,12 +36,17 @@ from recsys.events.store import (
     RealtimeStore,
     UserRecord,
 )
-from recsys.events.validation import EventValidationError, EventValidator, ValidationConfig
+from recsys.events.validation import (
+    EventValidationError,
+    EventValidator,
+    ValidationConfig,
+    decode_json,
+)
 from recsys.profiles.attributes import AttributeSchema
 from recsys.profiles.config import ProfileConfig
 from recsys.profiles.state import UserProfile
 
-try:  # optional accelerator of payload reads and profile writes; see decode_json, encode_doc
+try:  # optional accelerator of profile writes; see encode_doc
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
@@ -51,35 +56,6 @@ _ANALYTICS = Purpose.ANALYTICS
 # One encoder for every profile document: json.dumps with options builds a new
 # encoder per call.
 _DOC_ENCODER = json.JSONEncoder(separators=(",", ":"))
-# Text orjson reads differently from the standard library (an integer beyond
-# 64 bits becomes a float) holds a run of 19 digits. Found by mapping every
-# digit to "0" and everything else to a space, then looking for 19 zeros: a
-# tenth of the time of a regular expression.
-_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_RUN = b"0" * 19
-
-
-def decode_json(text: str) -> Any:
-    """Parses JSON text to exactly what :func:`json.loads` returns.
-
-    With the optional package ``orjson`` installed most text parses several
-    times faster. orjson refuses some text the standard library accepts
-    (``NaN``, lone surrogates, nesting past 1,024 levels) and reads integers
-    beyond 64 bits as floats; refused text and text with a run of 19 digits
-    go to the standard library, which accepts it or raises its usual error.
-
-    Example:
-        >>> decode_json('{"item_id": 18446744073709551617, "price": 9.5}')
-        {'item_id': 18446744073709551617, 'price': 9.5}
-    """
-    if _orjson is not None:
-        digits = text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
-        if _LONG_RUN not in digits:
-            try:
-                return _orjson.loads(text)
-            except ValueError:  # orjson.JSONDecodeError
-                pass
-    return json.loads(text)
 
 
 def encode_doc(doc: dict[str, Any]) -> str:

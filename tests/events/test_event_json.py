@@ -1,4 +1,4 @@
-"""The consumer's JSON reads: orjson when installed, exactly the standard library's result."""
+"""Reading event JSON: orjson when installed, exactly the standard library's result."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from recsys.profiles import processor
-from recsys.profiles.processor import decode_json
+from recsys.events import validation
+from recsys.events.validation import decode_json
 
 # Text orjson and the standard library read alike, and text only the standard
 # library reads, or reads differently (integers beyond 64 bits).
@@ -32,7 +32,7 @@ def test_decode_json_reads_what_the_standard_library_reads(
     text: str, fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not fast:
-        monkeypatch.setattr(processor, "_orjson", None)
+        monkeypatch.setattr(validation, "_orjson", None)
     got, want = decode_json(text), json.loads(text)
     # repr: the same types (an int stays an int) and NaN compares by its text.
     assert repr(got) == repr(want)
