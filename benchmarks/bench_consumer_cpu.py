@@ -13,7 +13,13 @@ times each stage on its own over the same events:
 * ``documents``: each batch's written profiles as JSON (one per user and batch);
 * ``build``: all of the above as the consumer runs it (``EventProcessor``'s batch
   computation; users start empty, as the stream's version hints tell it);
-* ``commit_args``: the Redis commit script's arguments for each batch.
+* ``commit_args``: the Redis commit script's arguments for each batch;
+* ``build_after_idle`` (with ``--idle-us N``): ``build`` again, with the process
+  asleep for N microseconds before each batch, as a paced consumer waits for its
+  next entries; only the computation after each wake-up is timed, so the
+  difference from ``build`` is what the wake-ups cost the same work (cold
+  caches), the part of a live consumer's CPU that this replay otherwise leaves
+  out.
 
 Each stage runs ``--repeat`` times; the report gives the best (the least
 disturbed by other work on the machine) and every run. Store calls, the
@@ -72,9 +78,10 @@ def _best_of(repeat: int, run: Callable[[], float]) -> dict[str, Any]:
 
 
 def measure(
-    payloads: list[str], segments: str, batch: int, repeat: int
+    payloads: list[str], segments: str, batch: int, repeat: int, idle_us: int = 0
 ) -> dict[str, dict[str, Any]]:
-    """Seconds per stage over all ``payloads`` (see the module docstring)."""
+    """Seconds per stage over all ``payloads`` (see the module docstring);
+    with ``idle_us`` also ``build_after_idle``."""
     config = ProfileConfig()
     validator = EventValidator(ValidationConfig(max_future_skew_s=None))
     raws = [decode_json(p) for p in payloads]
@@ -146,7 +153,7 @@ def measure(
     redis.prefix, redis.group, redis.stream_keys, redis.partitions = "b", "g", ["b:s:0"], 1
     commit_args: list[float] = []
 
-    def build() -> float:
+    def build(idle_s: float = 0.0) -> float:
         engine = SegmentEngine.from_yaml(segments, config)
         proc = EventProcessor(
             SqliteStore(),
@@ -155,16 +162,28 @@ def measure(
         )
         spent = packing = 0.0
         for i in range(0, len(deliveries), batch):
+            if idle_s:
+                time.sleep(idle_s)  # not timed: only what follows the wake-up
             t0 = clock()
             attempt = proc._build(deliveries[i : i + batch], {}, set(), set(), True)
             t1 = clock()
             redis._commit_args(attempt.batch)
             packing += clock() - t1
             spent += t1 - t0
-        commit_args.append(packing)
+        if not idle_s:
+            commit_args.append(packing)
         return spent
 
-    out["build"] = _best_of(repeat, build)
+    if idle_us:
+        # Alternated, so that both see the machine at the same speeds.
+        pairs = [
+            (_best_of(1, build)["best"], _best_of(1, lambda: build(idle_us / 1e6))["best"])
+            for _ in range(repeat)
+        ]
+        out["build"] = {"best": min(a for a, _ in pairs), "runs": [a for a, _ in pairs]}
+        out["build_after_idle"] = {"best": min(b for _, b in pairs), "runs": [b for _, b in pairs]}
+    else:
+        out["build"] = _best_of(repeat, build)
     out["commit_args"] = {"best": min(commit_args), "runs": commit_args}
     out["documents"]["written_per_event"] = len(written) / len(events)
     return out
@@ -178,13 +197,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=21, help="events per batch (21: paced 20,000/s)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per stage; the best is reported")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N events")
+    ap.add_argument(
+        "--idle-us",
+        type=int,
+        default=0,
+        help="also time the batch computation after N us asleep before each batch (0: off)",
+    )
     args = ap.parse_args()
     if args.batch < 1 or args.repeat < 1:
         ap.error("--batch and --repeat must be at least 1")
+    if args.idle_us < 0:
+        ap.error("--idle-us must not be negative")
     events = load_yoochoose_clicks(args.data).events
     events = events[: args.limit] if args.limit else events
     payloads = [e.to_json() for e in events]
-    stages = measure(payloads, args.segments, args.batch, args.repeat)
+    stages = measure(payloads, args.segments, args.batch, args.repeat, args.idle_us)
     n = len(payloads)
     per_event = {k: round(v["best"] / n * 1e6, 2) for k, v in stages.items()}
     report = {
@@ -197,6 +224,7 @@ def main() -> None:
         },
         "events": n,
         "batch": args.batch,
+        "idle_us": args.idle_us,
         "us_per_event": per_event,
         "us_per_event_runs": {
             k: [round(t / n * 1e6, 2) for t in v["runs"]] for k, v in stages.items()
@@ -206,12 +234,22 @@ def main() -> None:
         },
         "documents_written_per_event": round(stages["documents"]["written_per_event"], 3),
     }
+    if args.idle_us:
+        # Each alternated pair's ratio: the two saw the machine at similar speeds.
+        runs = zip(stages["build_after_idle"]["runs"], stages["build"]["runs"], strict=True)
+        report["build_after_idle_ratios"] = sorted(round(a / b, 3) for a, b in runs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"{n:,} events, batches of {args.batch}; us per event (best of {args.repeat}):")
     for k, v in per_event.items():
-        print(f"  {k:12s} {v:7.2f}")
+        print(f"  {k:16s} {v:7.2f}")
+    if args.idle_us:
+        ratios = report["build_after_idle_ratios"]
+        print(
+            f"  after {args.idle_us} us asleep per batch: {statistics.median(ratios):.2f}x the"
+            f" batch computation (median of {len(ratios)} alternated pairs)"
+        )
     print(f"results written to {out}")
 
 

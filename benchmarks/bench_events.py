@@ -165,6 +165,7 @@ def consume(args: list[str]) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stages = _time_stages(consumer) if os.environ.get("BENCH_EVENTS_STAGES") else None
+    steps = _trace_steps(consumer) if os.environ.get("BENCH_EVENTS_TRACE") else None
     redis.Redis.from_url(url).set(f"{prefix}:ready:{part}", "1")
     profile_dir = os.environ.get("BENCH_EVENTS_PROFILE")
     if profile_dir:
@@ -188,6 +189,7 @@ def consume(args: list[str]) -> None:
                     "latencies_us": stats.latencies_us,
                     "commit_latencies_us": stats.commit_latencies_us,
                     "stage_cpu_s": stages,
+                    "steps": steps,
                 }
             )
         )
@@ -213,6 +215,87 @@ def _time_stages(consumer: StreamConsumer) -> dict[str, float]:
         setattr(store, name, timed(name, getattr(store, name)))
     proc.handle = timed("handle", proc.handle)  # type: ignore[method-assign]
     return totals
+
+
+def _trace_steps(consumer: StreamConsumer) -> list[tuple[int, int, int, int, int]]:
+    """Records every step of the consumer's loop as ``(start, wall, cpu,
+    entries, reply_wait)``: its start (``perf_counter_ns``), its wall and
+    thread CPU nanoseconds, the entries it took up, and the nanoseconds it
+    waited for store replies (commit-and-read replies and reads, blocking
+    reads included). The list fills as it runs."""
+    rows: list[tuple[int, int, int, int, int]] = []
+    waited = [0]
+    store, step = consumer.store, consumer.step
+    begin, read = store.begin_commit_and_read, store.read
+
+    def timed_begin(*a: Any, **kw: Any) -> Any:
+        reply = begin(*a, **kw)
+
+        def timed_reply() -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return reply()
+            finally:
+                waited[0] += time.perf_counter_ns() - t0
+
+        return timed_reply
+
+    def timed_read(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            return read(*a, **kw)
+        finally:
+            waited[0] += time.perf_counter_ns() - t0
+
+    def traced_step(*a: Any, **kw: Any) -> int:
+        waited[0] = 0
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        n = step(*a, **kw)
+        rows.append((t0, time.perf_counter_ns() - t0, time.thread_time_ns() - c0, n, waited[0]))
+        return n
+
+    store.begin_commit_and_read = timed_begin  # type: ignore[method-assign]
+    store.read = timed_read  # type: ignore[method-assign]
+    consumer.step = traced_step  # type: ignore[method-assign]
+    return rows
+
+
+def summarize_steps(rows: list[list[int]], window_ms: float = 50.0) -> dict[str, Any]:
+    """What a consumer's step trace (:func:`_trace_steps`) says about its tail:
+    its utilization (CPU over the wall time from its first step that took
+    entries to its last), step wall times, the entries per step, the reply
+    waits, and the CPU per entry in windows of ``window_ms`` (a window whose
+    CPU per entry stands out is the machine running slower, not a backlog:
+    backlogs make steps larger and cheaper per entry)."""
+    # The first step that took entries also waited for the producer to start.
+    busy = [r for r in rows if r[3] > 0][1:]
+    if not busy:
+        return {"steps": 0}
+    start, end = busy[0][0], busy[-1][0] + busy[-1][1]
+    windows: dict[int, list[int]] = {}
+    for t0, _, cpu, n, _ in busy:
+        w = windows.setdefault(int((t0 - start) // (window_ms * 1e6)), [0, 0])
+        w[0] += cpu
+        w[1] += n
+    mean_n = sum(w[1] for w in windows.values()) / len(windows)
+    # Windows with too few entries (the first and last) say little.
+    per_entry = sorted(w[0] / w[1] / 1e3 for w in windows.values() if w[1] >= mean_n / 2)
+    walls = [r[1] / 1e6 for r in busy]
+    waits = [r[4] / 1e6 for r in busy]
+    entries = [r[3] for r in busy]
+    return {
+        "steps": len(busy),
+        "utilization": round(sum(r[2] for r in busy) / (end - start), 3),
+        "step_ms": {"p50": pct_of(walls, 0.5), "p99": pct_of(walls, 0.99), "max": pct_of(walls, 1)},
+        "entries_per_step": {"p50": pct_of(entries, 0.5), "max": max(entries)},
+        "reply_wait_ms": {"p50": pct_of(waits, 0.5), "p99": pct_of(waits, 0.99)},
+        f"cpu_us_per_entry_{window_ms:g}ms_windows": {
+            "p10": pct_of(per_entry, 0.1),
+            "p50": pct_of(per_entry, 0.5),
+            "p90": pct_of(per_entry, 0.9),
+            "max": pct_of(per_entry, 1.0),
+        },
+    }
 
 
 def produce(args: list[str]) -> None:
@@ -262,6 +345,14 @@ def pct(values: list[int], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+
+
+def pct_of(values: list[float] | list[int], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank), rounded to 3 decimals."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]), 3)
 
 
 def over_per_chunk(values: list[int], limit: int, chunks: int) -> list[int]:
@@ -415,6 +506,13 @@ def run_phase(
             p: {k: round(v / n_events * 1e6, 1) for k, v in s["stage_cpu_s"].items()}
             for p, s in zip(labels, stats, strict=True)
             if s.get("stage_cpu_s")
+        },
+        # With BENCH_EVENTS_TRACE=1: each consumer's loop, step by step (see
+        # summarize_steps).
+        "consumer_steps": {
+            p: summarize_steps(s["steps"])
+            for p, s in zip(labels, stats, strict=True)
+            if s.get("steps") is not None
         },
         # Per Redis command (scripts and the commands they run): calls, and
         # server microseconds per event.
