@@ -52,21 +52,18 @@ def test_times_the_batch_work_after_idle_waits(yoochoose_path: Path, tmp_path: P
     assert len(ratios) == 3 and ratios == sorted(ratios) and all(r > 0 for r in ratios)
 
 
-def test_rejects_a_negative_idle_wait(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch", "0", "--batch and --repeat must be at least 1"),
+        ("--idle-us", "-1", "--idle-us must not be negative"),
+    ],
+)
+def test_rejects_bad_options(tmp_path: Path, option: str, value: str, message: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json"), "--idle-us", "-1"],
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json"), option, value],
         capture_output=True,
         text=True,
         cwd=REPO,
     )
-    assert done.returncode == 2 and "--idle-us must not be negative" in done.stderr
-
-
-def test_rejects_an_empty_batch(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json"), "--batch", "0"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert done.returncode == 2 and "--batch and --repeat must be at least 1" in done.stderr
+    assert done.returncode == 2 and message in done.stderr
