@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,13 +16,19 @@ SCRIPT = REPO / "benchmarks" / "bench_consumer_cpu.py"
 STAGES = {"parse", "validate", "apply", "segments", "documents", "build", "commit_args"}
 
 
+def _report(data: Path, out: Path, *args: str) -> dict[str, Any]:
+    """Runs the benchmark on the YOOCHOOSE log at ``data``; its JSON report."""
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data.parents[1])}
+    command = [sys.executable, str(SCRIPT), "--out", str(out), *args]
+    subprocess.run(command, check=True, env=env, cwd=REPO)
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
 @pytest.mark.slow
 def test_reports_every_stage_per_event(yoochoose_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cpu.json"
-    env = {**os.environ, "RECSYS_DATA_DIR": str(yoochoose_path.parents[1])}
-    args = ["--out", str(out), "--limit", "3000", "--batch", "21", "--repeat", "2"]
-    subprocess.run([sys.executable, str(SCRIPT), *args], check=True, env=env, cwd=REPO)
-    report = json.loads(out.read_text())
+    args = ("--limit", "3000", "--batch", "21", "--repeat", "2")
+    report = _report(yoochoose_path, tmp_path / "cpu.json", *args)
     assert report["events"] == 3000 and report["batch"] == 21
     best = report["us_per_event"]
     assert set(best) == STAGES and all(v > 0 for v in best.values())
@@ -34,11 +41,8 @@ def test_reports_every_stage_per_event(yoochoose_path: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_times_the_batch_work_after_idle_waits(yoochoose_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cpu.json"
-    env = {**os.environ, "RECSYS_DATA_DIR": str(yoochoose_path.parents[1])}
-    args = ["--out", str(out), "--limit", "1000", "--repeat", "3", "--idle-us", "2000"]
-    subprocess.run([sys.executable, str(SCRIPT), *args], check=True, env=env, cwd=REPO)
-    report = json.loads(out.read_text())
+    args = ("--limit", "1000", "--repeat", "3", "--idle-us", "2000")
+    report = _report(yoochoose_path, tmp_path / "cpu.json", *args)
     assert report["idle_us"] == 2000
     best, runs = report["us_per_event"], report["us_per_event_runs"]
     assert set(best) == STAGES | {"build_after_idle"}
