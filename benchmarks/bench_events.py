@@ -219,8 +219,9 @@ def _time_stages(consumer: StreamConsumer) -> dict[str, float]:
 
 def _trace_steps(consumer: StreamConsumer) -> list[tuple[int, int, int, int, int]]:
     """Records every step of the consumer's loop as ``(start, wall, cpu,
-    entries, reply_wait)``: its start (``perf_counter_ns``), its wall and
-    thread CPU nanoseconds, the entries it took up, and the nanoseconds it
+    events, reply_wait)``: its start (``perf_counter_ns``), its wall and
+    thread CPU nanoseconds, the events it took up (deliveries: a grouped
+    stream entry holds several), and the nanoseconds it
     waited for store replies (commit-and-read replies and reads, blocking
     reads included). The list fills as it runs."""
     rows: list[tuple[int, int, int, int, int]] = []
@@ -263,11 +264,11 @@ def _trace_steps(consumer: StreamConsumer) -> list[tuple[int, int, int, int, int
 def summarize_steps(rows: list[list[int]], window_ms: float = 50.0) -> dict[str, Any]:
     """What a consumer's step trace (:func:`_trace_steps`) says about its tail:
     its utilization (CPU over the wall time from its first step that took
-    entries to its last), step wall times, the entries per step, the reply
-    waits, and the CPU per entry in windows of ``window_ms`` (a window whose
-    CPU per entry stands out is the machine running slower, not a backlog:
-    backlogs make steps larger and cheaper per entry)."""
-    # The first step that took entries also waited for the producer to start.
+    events to its last), step wall times, the events per step, the reply
+    waits, and the CPU per event in windows of ``window_ms`` (a window whose
+    CPU per event stands out is the machine running slower, not a backlog:
+    backlogs make steps larger and cheaper per event)."""
+    # The first step that took events also waited for the producer to start.
     busy = [r for r in rows if r[3] > 0][1:]
     if not busy:
         return {"steps": 0}
@@ -278,22 +279,22 @@ def summarize_steps(rows: list[list[int]], window_ms: float = 50.0) -> dict[str,
         w[0] += cpu
         w[1] += n
     mean_n = sum(w[1] for w in windows.values()) / len(windows)
-    # Windows with too few entries (the first and last) say little.
-    per_entry = sorted(w[0] / w[1] / 1e3 for w in windows.values() if w[1] >= mean_n / 2)
+    # Windows with too few events (the first and last) say little.
+    per_event = sorted(w[0] / w[1] / 1e3 for w in windows.values() if w[1] >= mean_n / 2)
     walls = [r[1] / 1e6 for r in busy]
     waits = [r[4] / 1e6 for r in busy]
-    entries = [r[3] for r in busy]
+    events = [r[3] for r in busy]
     return {
         "steps": len(busy),
         "utilization": round(sum(r[2] for r in busy) / (end - start), 3),
         "step_ms": {"p50": pct_of(walls, 0.5), "p99": pct_of(walls, 0.99), "max": pct_of(walls, 1)},
-        "entries_per_step": {"p50": pct_of(entries, 0.5), "max": max(entries)},
+        "events_per_step": {"p50": pct_of(events, 0.5), "max": max(events)},
         "reply_wait_ms": {"p50": pct_of(waits, 0.5), "p99": pct_of(waits, 0.99)},
-        f"cpu_us_per_entry_{window_ms:g}ms_windows": {
-            "p10": pct_of(per_entry, 0.1),
-            "p50": pct_of(per_entry, 0.5),
-            "p90": pct_of(per_entry, 0.9),
-            "max": pct_of(per_entry, 1.0),
+        f"cpu_us_per_event_{window_ms:g}ms_windows": {
+            "p10": pct_of(per_event, 0.1),
+            "p50": pct_of(per_event, 0.5),
+            "p90": pct_of(per_event, 0.9),
+            "max": pct_of(per_event, 1.0),
         },
     }
 

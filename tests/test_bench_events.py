@@ -63,15 +63,15 @@ def test_summary_of_one_mode_has_no_ratio() -> None:
     assert "sequential_over_overlapped_p99" not in entry
 
 
-def _step(t_ms: float, wall_ms: float, cpu_ms: float, entries: int) -> list[int]:
+def _step(t_ms: float, wall_ms: float, cpu_ms: float, events: int) -> list[int]:
     ms = 1_000_000
-    return [int(t_ms * ms), int(wall_ms * ms), int(cpu_ms * ms), entries, int(0.1 * ms)]
+    return [int(t_ms * ms), int(wall_ms * ms), int(cpu_ms * ms), events, int(0.1 * ms)]
 
 
 def test_step_summary_finds_a_slow_window_and_the_utilization() -> None:
-    # The first step waited for the producer; then 1 ms steps of 20 entries at
-    # 0.8 ms of CPU (40 us per entry), except 50-100 ms, where each step costs
-    # twice the CPU per entry; idle steps (no entries) are left out.
+    # The first step waited for the producer; then 1 ms steps of 20 events at
+    # 0.8 ms of CPU (40 us per event), except 50-100 ms, where each step costs
+    # twice the CPU per event; idle steps (no entries) are left out.
     rows = [_step(0.0, 90.0, 1.0, 20)]
     for i in range(200):
         cpu = 1.6 if 50 <= i < 100 else 0.8
@@ -79,11 +79,11 @@ def test_step_summary_finds_a_slow_window_and_the_utilization() -> None:
         rows.append(_step(100.5 + i, 0.1, 0.01, 0))
     summary = bench_events.summarize_steps(rows)
     assert summary["steps"] == 200
-    windows = summary["cpu_us_per_entry_50ms_windows"]
+    windows = summary["cpu_us_per_event_50ms_windows"]
     assert windows["p10"] == windows["p50"] == 40.0 and windows["max"] == 80.0
     # CPU 0.8 * 150 + 1.6 * 50 = 200 ms over 200 ms of steps.
     assert summary["utilization"] == 1.0
-    assert summary["step_ms"]["max"] == 1.0 and summary["entries_per_step"]["max"] == 20
+    assert summary["step_ms"]["max"] == 1.0 and summary["events_per_step"]["max"] == 20
     assert summary["reply_wait_ms"]["p50"] == 0.1
 
 
@@ -127,8 +127,7 @@ def test_compare_run_applies_every_event_once(yoochoose_path: Path, tmp_path: Pa
         assert r["cpu_affinity"] == {"consumers": [[usable[0]]] * 2, "producer": [usable[-1]]}
         assert r["applied"] == 2000 and r["dead_letters"] == 0 and r["pending_after"] == 0
         assert 0 < r["eval_latency_ms_p50"] <= r["eval_latency_ms_p99"]
-        # Both consumers traced their loops; together they took up every entry
-        # but the first step's.
+        # Both consumers traced their loops.
         steps = r["consumer_steps"]
         assert set(steps) == {"0", "1"}
         assert all(s["steps"] > 0 and 0 < s["utilization"] <= 1.0 for s in steps.values())
