@@ -341,19 +341,22 @@ def _child(*args: str, cpus: str = "") -> subprocess.Popen[bytes]:
 
 
 # -- phases ------------------------------------------------------------------------------
-def pct(values: list[int], q: float) -> float:
+def _nearest_rank(values: list[float] | list[int], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank); NaN when empty."""
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def pct(values: list[int], q: float) -> float:
+    """The ``q`` quantile of latencies in microseconds, in milliseconds."""
+    return _nearest_rank(values, q) / 1000.0
 
 
 def pct_of(values: list[float] | list[int], q: float) -> float:
     """The ``q`` quantile of ``values`` (nearest rank), rounded to 3 decimals."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return round(float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]), 3)
+    return round(_nearest_rank(values, q), 3)
 
 
 def over_per_chunk(values: list[int], limit: int, chunks: int) -> list[int]:
