@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recsys import python_build
 from recsys.events.batch import load_yoochoose_clicks
 from recsys.events.redis_store import RedisStore
 from recsys.events.sqlite_store import SqliteStore
@@ -220,6 +221,8 @@ def main() -> None:
             "arch": platform.machine(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            # the build matters as much as the version (recsys.python_build)
+            "python_build": python_build.describe(),
             "load_avg": os.getloadavg(),
         },
         "events": n,

@@ -58,6 +58,7 @@ from typing import Any
 
 import redis
 
+from recsys import python_build
 from recsys.events.batch import load_yoochoose_clicks
 from recsys.events.redis_store import RedisStore
 from recsys.events.schema import Event
@@ -773,6 +774,8 @@ def main() -> None:
             "producer_cpus": args.producer_cpus,
             "server_affinity": server_affinity,
             "python": platform.python_version(),
+            # the build matters as much as the version (recsys.python_build)
+            "python_build": python_build.describe(),
             "redis_server": version,
         },
         "data": {"path": args.data, "events": len(events), "load_report": log.report.summary()},

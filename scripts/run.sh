@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
+RECSYS_STACK=full bash scripts/setup.sh
 VENV="${RECSYS_VENV:-$ROOT/.venv}"
 export PATH="$VENV/bin:$PATH"
 # torch's OpenMP threads otherwise spin while waiting, which wastes a shared

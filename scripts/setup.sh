@@ -5,21 +5,33 @@
 # Device choice: RECSYS_DEVICE=cpu|gpu forces one; otherwise "gpu" when
 # `nvidia-smi -L` lists a GPU, else "cpu". Called by scripts/run.sh and
 # scripts/test.sh, or run directly.
+#
+# RECSYS_STACK=realtime installs only what the real-time service needs
+# (requirements/realtime.txt: events, profiles, segments, privacy, Redis, the
+# collector; no torch), e.g. a consumer's own venv on an optimized interpreter:
+#   PYTHON=/usr/bin/python3.11 RECSYS_STACK=realtime RECSYS_VENV=.venv-realtime scripts/setup.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RECSYS_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
+stack="${RECSYS_STACK:-full}"
+if [[ "$stack" != "full" && "$stack" != "realtime" ]]; then
+  echo "setup: RECSYS_STACK must be full or realtime, not '$stack'" >&2
+  exit 2
+fi
 
 device="${RECSYS_DEVICE:-auto}"
-if [[ "$device" == "auto" ]]; then
+if [[ "$stack" == "realtime" ]]; then
+  device=realtime  # the real-time stack is the same on every machine
+elif [[ "$device" == "auto" ]]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
     device=gpu
   else
     device=cpu
   fi
 fi
-if [[ "$device" != "cpu" && "$device" != "gpu" ]]; then
+if [[ "$device" != "cpu" && "$device" != "gpu" && "$device" != "realtime" ]]; then
   echo "setup: RECSYS_DEVICE must be cpu, gpu or auto, not '$device'" >&2
   exit 2
 fi
@@ -44,6 +56,16 @@ pip_install() {
   # pip warns once per package about local index folders it skips; keep the rest.
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v 'is ignored: it is neither a file' >&2)
 }
+
+if [[ "$device" == "realtime" ]]; then
+  pip_install -r "$ROOT/requirements/realtime.txt"
+  pip_install --no-deps -e "$ROOT"
+  "$VENV/bin/python" -c 'import recsys.realtime_cli, recsys.profiles.consumer, hiredis, orjson' \
+    || { echo "setup: the installed stack does not import; see the error above" >&2; exit 1; }
+  echo "$want" > "$VENV/.recsys-stamp"
+  echo "setup: done in $((SECONDS - start)) s ($(du -sh "$VENV" | cut -f1) in $VENV)"
+  exit 0
+fi
 
 extra=()
 if [[ "$device" == "cpu" ]]; then

@@ -37,6 +37,8 @@ def test_reports_every_stage_per_event(yoochoose_path: Path, tmp_path: Path) -> 
     assert all(len(runs) == 2 for runs in report["us_per_event_runs"].values())
     # Consecutive events of a session share a batch: fewer documents than events.
     assert 0 < report["documents_written_per_event"] < 1
+    # The interpreter that ran it, as the numbers depend on its build.
+    assert report["machine"]["python_build"]["executable"] == os.path.realpath(sys.executable)
 
 
 @pytest.mark.slow

@@ -137,6 +137,7 @@ def test_compare_run_applies_every_event_once(yoochoose_path: Path, tmp_path: Pa
     assert summary["sequential_over_overlapped_p99"] > 0
     machine = report["machine"]
     assert machine["cpus_usable"] == usable
+    assert machine["python_build"]["executable"] == os.path.realpath(sys.executable)
     assert machine["server_affinity"] == [usable[-1]]
     assert (machine["consumer_cpus"], machine["server_cpus"], machine["producer_cpus"]) == (
         consumer_cpu,

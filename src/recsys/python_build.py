@@ -1,0 +1,58 @@
+"""Which CPython build runs this process.
+
+The real-time consumer is pure Python, so its CPU per event depends on how the
+interpreter was compiled: a build with profile-guided optimization and link-time
+optimization and the interpreter linked into its executable (Debian's and
+Ubuntu's ``python3.11``, for example) runs the consumer's batch work 1.2-1.4x
+faster than a plain source build that loads ``libpython`` as a shared library
+(pyenv's default); see ``docs/realtime_benchmark.md``. Benchmark reports record
+this description so that their numbers can be compared.
+
+Example:
+    >>> info = describe()
+    >>> sorted(info)
+    ['build', 'executable', 'libpython_shared', 'version']
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def libpython_shared(maps: str | None = None) -> bool | None:
+    """Whether ``libpython`` is mapped as a shared library in this process.
+
+    Args:
+        maps: text of ``/proc/<pid>/maps``; None reads this process's.
+
+    Returns:
+        True or False, or None where ``/proc`` is not available.
+
+    Example:
+        >>> libpython_shared("7f0-7f1 r-xp 0 08:01 1 /usr/lib/libpython3.11.so.1.0")
+        True
+    """
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            return None
+    return any(
+        os.path.basename(line.rsplit(" ", 1)[-1]).startswith("libpython")
+        for line in maps.splitlines()
+    )
+
+
+def describe() -> dict[str, Any]:
+    """The interpreter's executable (links resolved), version, build string
+    (``sys.version``: build date and compiler) and :func:`libpython_shared`."""
+    return {
+        "executable": os.path.realpath(sys.executable),
+        "version": platform.python_version(),
+        "build": sys.version,
+        "libpython_shared": libpython_shared(),
+    }
