@@ -8,8 +8,10 @@
 #
 # RECSYS_STACK=realtime installs only what the real-time service needs
 # (requirements/realtime.txt: events, profiles, segments, privacy, Redis, the
-# collector; no torch), e.g. a consumer's own venv on an optimized interpreter:
-#   PYTHON=/usr/bin/python3.11 RECSYS_STACK=realtime RECSYS_VENV=.venv-realtime scripts/setup.sh
+# collector; no torch), e.g. a consumer's own venv on an optimized interpreter;
+# RECSYS_MYPYC=1 also compiles its per-event modules with mypyc (needs a C compiler):
+#   PYTHON=/usr/bin/python3.11 RECSYS_STACK=realtime RECSYS_MYPYC=1 \
+#     RECSYS_VENV=.venv-realtime scripts/setup.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +20,11 @@ PYTHON="${PYTHON:-python3.11}"
 stack="${RECSYS_STACK:-full}"
 if [[ "$stack" != "full" && "$stack" != "realtime" ]]; then
   echo "setup: RECSYS_STACK must be full or realtime, not '$stack'" >&2
+  exit 2
+fi
+mypyc="${RECSYS_MYPYC:-0}"
+if [[ "$mypyc" == "1" && "$stack" != "realtime" ]]; then
+  echo "setup: RECSYS_MYPYC=1 applies to RECSYS_STACK=realtime only" >&2
   exit 2
 fi
 
@@ -40,6 +47,9 @@ stamp_of() {
   cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt | sha256sum | cut -c1-16
 }
 want="$device-$(stamp_of)"
+if [[ "$mypyc" == "1" ]]; then
+  want="$want-mypyc-$(find "$ROOT/src" -name '*.py' | LC_ALL=C sort | xargs cat "$ROOT/setup.py" | sha256sum | cut -c1-16)"
+fi
 if [[ -f "$VENV/.recsys-stamp" && "$(cat "$VENV/.recsys-stamp")" == "$want" ]]; then
   exit 0
 fi
@@ -59,7 +69,15 @@ pip_install() {
 
 if [[ "$device" == "realtime" ]]; then
   pip_install -r "$ROOT/requirements/realtime.txt"
-  pip_install --no-deps -e "$ROOT"
+  if [[ "$mypyc" == "1" ]]; then
+    # A compiled copy of the package (not editable): setup.sh builds it again
+    # when a source file changes (the stamp covers src/).
+    pip_install -r "$ROOT/requirements/realtime-compile.txt"
+    (cd "$ROOT" && RECSYS_MYPYC=1 pip_install --no-deps --no-build-isolation --force-reinstall "$ROOT")
+    "$VENV/bin/python" -c 'import recsys.profiles.state as m, sys; sys.exit(0 if m.__file__.endswith(".so") else "setup: recsys.profiles.state is not compiled")'
+  else
+    pip_install --no-deps -e "$ROOT"
+  fi
   "$VENV/bin/python" -c 'import recsys.realtime_cli, recsys.profiles.consumer, hiredis, orjson' \
     || { echo "setup: the installed stack does not import; see the error above" >&2; exit 1; }
   echo "$want" > "$VENV/.recsys-stamp"
