@@ -4,6 +4,7 @@ change that is fine in Python can break the compiled build."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,7 +38,8 @@ def test_compiled_modules_pass_the_realtime_tests(tmp_path: Path) -> None:
 
     env = {**os.environ, "PYTHONPATH": str(src)}
     probe = (
-        "import importlib, sys; print(*(importlib.import_module(m).__file__ for m in sys.argv[1:]))"
+        "import importlib, json, sys; from recsys.python_build import describe; "
+        "[importlib.import_module(m) for m in sys.argv[1:]]; print(json.dumps(describe()))"
     )
     names = [m.removesuffix(".py").replace("/", ".") for m in MODULES]
     loaded = subprocess.run(
@@ -46,9 +48,8 @@ def test_compiled_modules_pass_the_realtime_tests(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    assert len(loaded) == len(MODULES)
-    assert all(path.startswith(str(src)) and path.endswith(".so") for path in loaded), loaded
+    ).stdout
+    assert json.loads(loaded)["recsys_compiled"] == sorted(names)
 
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES],

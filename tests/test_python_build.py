@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from types import ModuleType
 
-from recsys.python_build import describe, libpython_shared
+from recsys.python_build import compiled_modules, describe, libpython_shared
 
 # /proc/<pid>/maps of a python that loads libpython, and of one that does not.
 SHARED = """\
@@ -35,3 +36,18 @@ def test_describe_names_this_interpreter() -> None:
     assert info["build"] == sys.version
     if os.path.exists("/proc/self/maps"):
         assert isinstance(info["libpython_shared"], bool)
+
+
+def test_compiled_modules_lists_recsys_extensions_only() -> None:
+    ext = ModuleType("recsys._ext_probe")
+    ext.__file__ = "/x/recsys/_ext_probe.cpython-311-x86_64-linux-gnu.so"
+    other = ModuleType("elsewhere_probe")
+    other.__file__ = "/x/elsewhere_probe.cpython-311-x86_64-linux-gnu.so"
+    sys.modules.update({ext.__name__: ext, other.__name__: other})
+    try:
+        found = compiled_modules()
+    finally:
+        del sys.modules[ext.__name__], sys.modules[other.__name__]
+    assert "recsys._ext_probe" in found and "elsewhere_probe" not in found
+    assert "recsys.python_build" not in found  # a source module
+    assert "recsys._ext_probe" not in compiled_modules()

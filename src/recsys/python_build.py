@@ -5,13 +5,14 @@ interpreter was compiled: a build with profile-guided optimization and link-time
 optimization and the interpreter linked into its executable (Debian's and
 Ubuntu's ``python3.11``, for example) runs the consumer's batch work 1.2-1.4x
 faster than a plain source build that loads ``libpython`` as a shared library
-(pyenv's default); see ``docs/realtime_benchmark.md``. Benchmark reports record
-this description so that their numbers can be compared.
+(pyenv's default), and compiling its per-event modules with mypyc
+(``RECSYS_MYPYC=1``) saves more; see ``docs/realtime_benchmark.md``. Benchmark
+reports record this description so that their numbers can be compared.
 
 Example:
     >>> info = describe()
     >>> sorted(info)
-    ['build', 'executable', 'libpython_shared', 'version']
+    ['build', 'executable', 'libpython_shared', 'recsys_compiled', 'version']
 """
 
 from __future__ import annotations
@@ -47,12 +48,25 @@ def libpython_shared(maps: str | None = None) -> bool | None:
     )
 
 
+def compiled_modules() -> list[str]:
+    """The ``recsys`` modules imported so far that were loaded from C extensions
+    (a mypyc build), sorted."""
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("recsys.")
+        and str(getattr(module, "__file__", None) or "").endswith((".so", ".pyd"))
+    )
+
+
 def describe() -> dict[str, Any]:
     """The interpreter's executable (links resolved), version, build string
-    (``sys.version``: build date and compiler) and :func:`libpython_shared`."""
+    (``sys.version``: build date and compiler), :func:`libpython_shared` and
+    :func:`compiled_modules`."""
     return {
         "executable": os.path.realpath(sys.executable),
         "version": platform.python_version(),
         "build": sys.version,
         "libpython_shared": libpython_shared(),
+        "recsys_compiled": compiled_modules(),
     }
