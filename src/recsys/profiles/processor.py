@@ -44,6 +44,7 @@ from recsys.events.validation import (
 )
 from recsys.profiles.attributes import AttributeSchema
 from recsys.profiles.config import ProfileConfig
+from recsys.profiles.errors import CommitConflictError, PoisonEntryError
 from recsys.profiles.state import UserProfile
 
 try:  # optional accelerator of profile writes; see encode_doc
@@ -87,10 +88,6 @@ class ReadNext:
     consumer: str
     count: int
     partitions: tuple[int, ...] | None = None
-
-
-class CommitConflictError(RuntimeError):
-    """A batch kept conflicting with concurrent writers past the retry limit."""
 
 
 @dataclass
@@ -176,13 +173,6 @@ class ProcessorStats:
     latencies_us: list[int] = field(default_factory=list)
     commit_latencies_us: list[int] = field(default_factory=list)
     last_commit_us: int = 0
-
-
-class _PoisonEntryError(Exception):
-    def __init__(self, entry_id: str, reason: str) -> None:
-        super().__init__(reason)
-        self.entry_id = entry_id
-        self.reason = reason
 
 
 @dataclass
@@ -337,7 +327,7 @@ class EventProcessor:
                     )
                     if not conflicts:
                         self.prefetched = self.prefetched + found
-            except _PoisonEntryError as p:
+            except PoisonEntryError as p:
                 self.invalidate(touched)
                 poison[p.entry_id] = p.reason
                 continue
@@ -567,7 +557,7 @@ class EventProcessor:
                         if changes:
                             memberships += changes
                 except Exception as e:  # a bug or a bad catalogue: dead-letter, not loop
-                    raise _PoisonEntryError(
+                    raise PoisonEntryError(
                         d.entry_id, f"processing failed: {type(e).__name__}: {e}"
                     ) from e
                 written[uid] = None
