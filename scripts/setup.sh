@@ -70,6 +70,14 @@ pip_install() {
 if [[ "$device" == "realtime" ]]; then
   pip_install -r "$ROOT/requirements/realtime.txt"
   if [[ "$mypyc" == "1" ]]; then
+    if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+      echo "setup: RECSYS_MYPYC=1 needs a C compiler (Debian: apt-get install gcc)" >&2
+      exit 2
+    fi
+    if ! "$VENV/bin/python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+      echo "setup: RECSYS_MYPYC=1 needs the headers of $PYTHON (Debian: apt-get install python3.11-dev)" >&2
+      exit 2
+    fi
     # A compiled copy of the package (not editable): setup.sh builds it again
     # when a source file changes (the stamp covers src/).
     pip_install -r "$ROOT/requirements/realtime-compile.txt"
