@@ -29,24 +29,28 @@ if [[ "$mypyc" == "1" && "$stack" != "realtime" ]]; then
 fi
 
 device="${RECSYS_DEVICE:-auto}"
-if [[ "$stack" == "realtime" ]]; then
-  device=realtime  # the real-time stack is the same on every machine
-elif [[ "$device" == "auto" ]]; then
+if [[ "$device" == "auto" ]]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
     device=gpu
   else
     device=cpu
   fi
 fi
-if [[ "$device" != "cpu" && "$device" != "gpu" && "$device" != "realtime" ]]; then
+if [[ "$device" != "cpu" && "$device" != "gpu" ]]; then
   echo "setup: RECSYS_DEVICE must be cpu, gpu or auto, not '$device'" >&2
   exit 2
+fi
+# What gets installed: the full stack for this device, or the real-time stack
+# (the same on every machine).
+flavor="$device"
+if [[ "$stack" == "realtime" ]]; then
+  flavor=realtime
 fi
 
 stamp_of() {
   cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt | sha256sum | cut -c1-16
 }
-want="$device-$(stamp_of)"
+want="$flavor-$(stamp_of)"
 if [[ "$mypyc" == "1" ]]; then
   want="$want-mypyc-$(find "$ROOT/src" -name '*.py' | LC_ALL=C sort | xargs cat "$ROOT/setup.py" | sha256sum | cut -c1-16)"
 fi
@@ -60,15 +64,14 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
 fi
 
 start=$SECONDS
-echo "setup: installing the $device stack into $VENV (first run only)"
+echo "setup: installing the $flavor stack into $VENV (first run only)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 pip_install() {
   # pip warns once per package about local index folders it skips; keep the rest.
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v 'is ignored: it is neither a file' >&2)
 }
 
-if [[ "$device" == "realtime" ]]; then
-  pip_install -r "$ROOT/requirements/realtime.txt"
+if [[ "$stack" == "realtime" ]]; then
   if [[ "$mypyc" == "1" ]]; then
     if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
       echo "setup: RECSYS_MYPYC=1 needs a C compiler (Debian: apt-get install gcc)" >&2
@@ -78,6 +81,9 @@ if [[ "$device" == "realtime" ]]; then
       echo "setup: RECSYS_MYPYC=1 needs the headers of $PYTHON (Debian: apt-get install python3.11-dev)" >&2
       exit 2
     fi
+  fi
+  pip_install -r "$ROOT/requirements/realtime.txt"
+  if [[ "$mypyc" == "1" ]]; then
     # A compiled copy of the package (not editable): setup.sh builds it again
     # when a source file changes (the stamp covers src/).
     pip_install -r "$ROOT/requirements/realtime-compile.txt"

@@ -3,10 +3,10 @@
 The real-time consumer is pure Python, so its CPU per event depends on how the
 interpreter was compiled: a build with profile-guided optimization and link-time
 optimization and the interpreter linked into its executable (Debian's and
-Ubuntu's ``python3.11``, for example) runs the consumer's batch work 1.2-1.4x
-faster than a plain source build that loads ``libpython`` as a shared library
-(pyenv's default), and compiling its per-event modules with mypyc
-(``RECSYS_MYPYC=1``) saves more; see ``docs/realtime_benchmark.md``. Benchmark
+Ubuntu's ``python3.11``, for example) runs the consumer with less CPU per event
+than a plain source build that loads ``libpython`` as a shared library (pyenv's
+default), and compiling its per-event modules with mypyc (``RECSYS_MYPYC=1``)
+saves more; ``docs/realtime_benchmark.md`` (eleventh round) has the measurements. Benchmark
 reports record this description so that their numbers can be compared.
 
 Example:
