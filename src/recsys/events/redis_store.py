@@ -17,7 +17,7 @@ key                   type    holds
 ``P:ch:<user>``       list    consent history
 ``P:ev:<user>``       list    stored events: per committed batch one element,
                               the user's events of the batch (see
-                              :func:`_event_chunk`)
+                              :func:`~recsys.events.redis_codec.event_chunk`)
 ``P:applied``         set     committed event ids (idempotency keys)
 ``P:dl``              stream  dead letters; ``P:dlu:<user>`` lists a user's ids
 ``P:seg:<segment>``   hash    members -> entry time; ``P:segments`` names them
@@ -62,6 +62,20 @@ import redis
 from redis.exceptions import NoScriptError
 
 from recsys.events.deadletter import DeadLetter
+from recsys.events.redis_codec import (
+    GROUP_SEP,
+    chunk_events,
+    commit_args,
+    delivered,
+    entry_of,
+    expand,
+    join_list,
+    pack_command,
+    parse_read,
+    publish_args,
+    publish_ids,
+    split_list,
+)
 from recsys.events.store import (
     AuditRecord,
     CommitBatch,
@@ -70,7 +84,6 @@ from recsys.events.store import (
     MembershipChange,
     UserRecord,
     canonical_json,
-    partition_of,
     stream_user_of,
 )
 
@@ -400,94 +413,6 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _join(items: Sequence[str]) -> str:
-    """A list as one string for the Lua side (see the module docstring)."""
-    if not items:
-        return ""
-    text = "\0".join(items)
-    if text.count("\0") == len(items) - 1:
-        return "Z" + text
-    return "J" + json.dumps(list(items), separators=(",", ":"), ensure_ascii=False)
-
-
-def _split(text: str) -> list[str]:
-    """Reads back a list the Lua side encoded."""
-    if not text:
-        return []
-    if text[0] == "J":
-        return [str(x) for x in json.loads(text[1:])]
-    return text[1:].split("\0")
-
-
-def _event_chunk(texts: Sequence[str]) -> str:
-    """One list element holding a user's events of a batch: ``Y`` and the
-    texts joined by U+0001, or ``J`` and a JSON array when a text holds U+0000
-    or U+0001 (validated events never do). One element per user and batch
-    instead of one per event saves the commit most of its list work."""
-    text = "\x01".join(texts)
-    if "\0" not in text and text.count("\x01") == len(texts) - 1:
-        return "Y" + text
-    return "J" + json.dumps(list(texts), ensure_ascii=False)
-
-
-def _chunk_events(chunk: str) -> list[str]:
-    """The events in a stored element (a single JSON event is one event)."""
-    if chunk[:1] == "Y":
-        return chunk[1:].split("\x01")
-    if chunk[:1] == "J":
-        return [str(x) for x in json.loads(chunk[1:])]
-    return [chunk]
-
-
-# Joins a user's events of one publish call in one stream entry (field ``g``).
-# JSON text never holds it raw (JSON escapes control characters), so it can only
-# split an invalid payload, and payloads holding it travel alone (field ``e``).
-_GROUP_SEP = "\x1e"
-
-
-def _expand(entry_id: str, published: str, user: str, version: str, body: str) -> list[Delivery]:
-    """The deliveries of one stream entry: one per event it holds. Events of a
-    grouped entry get ids ``<entry id>/<index>`` (unique, for dead letters);
-    acknowledging any of them acknowledges the entry."""
-    if not body:  # deleted after delivery (erasure): acknowledge-only
-        return [Delivery(entry_id, "", 0)]
-    ts = int(published)
-    uid = user or None
-    ver = int(version) if version else None
-    if body[0] != "g":
-        return [Delivery(entry_id, body[1:], ts, None, uid, ver)]
-    return [
-        Delivery(f"{entry_id}/{j}", text, ts, None, uid, ver)
-        for j, text in enumerate(body[1:].split(_GROUP_SEP))
-    ]
-
-
-def _delivered(entry_id: str, fields: list[bytes] | None) -> list[Delivery]:
-    """The deliveries of one entry as ``XREADGROUP`` returns it (field names
-    and values alternating, as bytes; None when deleted after delivery)."""
-    if fields is None:  # deleted after delivery (erasure): acknowledge-only
-        return [Delivery(entry_id, "", 0)]
-    values = dict(zip(fields[::2], fields[1::2], strict=True))
-    if b"e" in values:
-        body = "e" + values[b"e"].decode("utf-8", "replace")
-    elif b"g" in values:
-        body = "g" + values[b"g"].decode("utf-8", "replace")
-    else:
-        body = "e"  # no payload field: an empty event (a dead letter)
-    user = values.get(b"u", b"").decode("utf-8", "replace")
-    hint = values.get(b"v", b"").decode("ascii", "replace") if user else ""
-    return _expand(
-        entry_id, values.get(b"t", b"0").decode(), user, hint if hint.isdigit() else "", body
-    )
-
-
-def _pack(args: Sequence[bytes]) -> bytes:
-    """One command in the Redis protocol. redis-py's packer spends about
-    2 us per argument in Python; this one about a quarter of that, which
-    matters for publishing (one argument per event)."""
-    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
-
-
 class _Channel:
     """Connections for the hot scripts: one kept for the store's main user (a
     consumer's loop), the client's pool for anyone else at the same time
@@ -589,7 +514,7 @@ class _Script:
         """Sends the call now; returns a function that waits for its reply
         (see :meth:`_Channel.start`)."""
         head = [b"EVALSHA", self.sha, b"%d" % len(keys), *(k.encode() for k in keys)]
-        packed = _pack(head + [a if isinstance(a, bytes) else a.encode() for a in args])
+        packed = pack_command(head + [a if isinstance(a, bytes) else a.encode() for a in args])
         pending = self.channel.start(packed, decode)
 
         def reply() -> Any:
@@ -673,11 +598,7 @@ class RedisStore:
 
     def _entry(self, entry_id: str) -> tuple[int, str]:
         """(partition, stream id) of an entry id (or of an event in a grouped entry)."""
-        sid = entry_id.partition("/")[0]
-        if self.partitions == 1:
-            return 0, sid
-        k, _, sid = sid.partition(":")
-        return int(k), sid
+        return entry_of(entry_id, self.partitions)
 
     def _owned(self, partitions: Sequence[int] | None) -> list[int]:
         if partitions is None:
@@ -706,57 +627,18 @@ class RedisStore:
         """
         if not payloads:
             return []
-        ts = str(published_us if published_us is not None else _now_us())
-        maxlen = "" if self.stream_maxlen is None else str(self.stream_maxlen)
-        n = self.partitions
-        if users is None and n > 1:
-            users = [stream_user_of(p) for p in payloads]
-        group = self.group_user_events
-        # Per partition: the entries (payload indices) in order of first event,
-        # and the user of each.
-        entries: list[list[list[int]]] = [[] for _ in range(n)]
-        owners: list[list[str]] = [[] for _ in range(n)]
-        open_groups: list[dict[str, list[int]]] = [{} for _ in range(n)]
-        for i, payload in enumerate(payloads):
-            uid = users[i] if users is not None else None
-            k = partition_of(uid, n) if n > 1 else 0
-            if not uid or not group or _GROUP_SEP in payload:
-                entries[k].append([i])
-                owners[k].append(uid or "")
-                continue
-            members = open_groups[k].get(uid)
-            if members is None:
-                open_groups[k][uid] = members = [i]
-                entries[k].append(members)
-                owners[k].append(uid)
-            else:
-                members.append(i)
-        keys: list[str] = []
-        args: list[str] = [self.prefix, ts, maxlen]
-        for k in range(n):
-            if not entries[k]:
-                continue
-            keys.append(self.stream_keys[k])
-            args.append(str(len(entries[k])))
-            for members, uid in zip(entries[k], owners[k], strict=True):
-                if len(members) == 1:
-                    args += ("e", uid, payloads[members[0]])
-                else:
-                    args += ("g", uid, _GROUP_SEP.join([payloads[i] for i in members]))
+        ts = published_us if published_us is not None else _now_us()
+        keys, args, entries = publish_args(
+            self.prefix,
+            ts,
+            self.stream_maxlen,
+            self.stream_keys,
+            payloads,
+            users,
+            self.group_user_events,
+        )
         ids = str(self._publish(keys, args)).split(" ")
-        out = [""] * len(payloads)
-        pos = 0
-        for k in range(n):
-            label = self._labels[k]
-            for members in entries[k]:
-                sid = label + ids[pos]
-                pos += 1
-                if len(members) == 1:
-                    out[members[0]] = sid
-                else:
-                    for j, i in enumerate(members):
-                        out[i] = f"{sid}/{j}"
-        return out
+        return publish_ids(ids, self._labels, entries, len(payloads))
 
     def _deliveries(self, k: int, entries: Any) -> list[Delivery]:
         """Deliveries of entries as the client returns them (decoded fields)."""
@@ -772,7 +654,7 @@ class RedisStore:
                 body = "g" + fields["g"]
             else:
                 body = "e"  # no payload field: an empty event (a dead letter)
-            out += _expand(label + entry_id, fields.get("t", "0"), fields.get("u", ""), "", body)
+            out += expand(label + entry_id, fields.get("t", "0"), fields.get("u", ""), "", body)
         return out
 
     def read(
@@ -806,7 +688,7 @@ class RedisStore:
         command = [b"XREADGROUP", b"GROUP", self.group.encode(), consumer.encode()]
         command += [b"COUNT", b"%d" % count, b"BLOCK", b"%d" % block_ms, b"STREAMS"]
         command += [k.encode() for k in keys] + [b">"] * len(keys)
-        reply = self._channel.call(_pack(command), False)
+        reply = self._channel.call(pack_command(command), False)
         if not reply:
             return []
         # RESP3 answers with a map, RESP2 with pairs.
@@ -818,7 +700,7 @@ class RedisStore:
             label = label_of[key]
             drained = drained and len(entries_) < count
             for entry_id, fields in entries_:
-                found += _delivered(label + entry_id.decode(), fields)
+                found += delivered(label + entry_id.decode(), fields)
         self._drained[state] = drained
         return found
 
@@ -831,31 +713,7 @@ class RedisStore:
         args = [self.prefix, self.group, consumer, str(count), mode, *labels]
         # Bytes back: a payload that is not UTF-8 must become a dead letter,
         # not stop the consumer.
-        return self._parse_read(self._read(keys, args, False).decode("utf-8", "replace"))
-
-    @staticmethod
-    def _parse_read(text: str) -> tuple[list[Delivery], int]:
-        parts = _split(text)
-        out: list[Delivery] = []
-        entries = 0
-        for i in range(0, len(parts), 5):
-            entries += 1
-            body = parts[i + 4]
-            if body[:1] == "e":  # the common case, inline
-                ver = parts[i + 3]
-                out.append(
-                    Delivery(
-                        parts[i],
-                        body[1:],
-                        int(parts[i + 1]),
-                        None,
-                        parts[i + 2] or None,
-                        int(ver) if ver else None,
-                    )
-                )
-            else:
-                out += _expand(parts[i], parts[i + 1], parts[i + 2], parts[i + 3], body)
-        return out, entries
+        return parse_read(self._read(keys, args, False).decode("utf-8", "replace"))
 
     def claim_stale(
         self,
@@ -883,7 +741,7 @@ class RedisStore:
     def load_users(self, user_ids: Sequence[str]) -> dict[str, UserRecord]:
         if not user_ids:
             return {}
-        flat = _split(self._load([], [self.prefix, *user_ids]))
+        flat = split_list(self._load([], [self.prefix, *user_ids]))
         out: dict[str, UserRecord] = {}
         j = 0
         for uid in user_ids:
@@ -906,53 +764,12 @@ class RedisStore:
     def applied(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
-        flags = self._applied([], [self._k("applied"), _join(event_ids)])
+        flags = self._applied([], [self._k("applied"), join_list(event_ids)])
         return {e for e, f in zip(event_ids, flags, strict=True) if f == "1"}
 
     def _commit_args(self, batch: CommitBatch) -> list[str]:
         """The eight arguments of the Lua ``commit`` function."""
-        last_seen = batch.last_seen
-        writes: list[str] = []
-        for w in batch.profiles:
-            seen = last_seen.get(w.user_id)
-            writes += (w.user_id, str(w.expected_version), w.doc, "" if seen is None else str(seen))
-        per_user: dict[str, list[str]] = {}
-        for uid, text in batch.events:
-            texts = per_user.get(uid)
-            if texts is None:
-                per_user[uid] = [text]
-            else:
-                texts.append(text)
-        events: list[str] = []
-        for uid, texts in per_user.items():
-            events += (uid, _event_chunk(texts))
-        letters: list[str] = []
-        for d in batch.dead_letters:
-            letters += (d.user_id or "", d.to_json())
-        changes: list[str] = []
-        for m in batch.memberships:
-            changes += (m.user_id, m.segment, "1" if m.entered else "0", str(m.at_us), m.trigger)
-        acks: list[str] = []
-        # Events of one grouped entry share its acknowledgement.
-        by_partition: dict[int, dict[str, None]] = {}
-        for entry_id in batch.acks:
-            k, sid = self._entry(entry_id)
-            ids = by_partition.get(k)
-            if ids is None:
-                by_partition[k] = ids = {}
-            ids[sid] = None
-        for k, sids in by_partition.items():
-            acks += (self.stream_keys[k], str(len(sids)), *sids)
-        return [
-            self.prefix,
-            self.group,
-            _join(writes),
-            _join(events),
-            _join(batch.applied_ids),
-            _join(letters),
-            _join(changes),
-            _join(acks),
-        ]
+        return commit_args(self.prefix, self.group, self.stream_keys, batch)
 
     def commit(self, batch: CommitBatch) -> list[str]:
         return [str(x) for x in self._commit([], self._commit_args(batch))]
@@ -989,8 +806,8 @@ class RedisStore:
         def reply() -> tuple[list[str], list[Delivery]]:
             text = pending().decode("utf-8", "replace")
             if text[:1] == "C":
-                return _split(text[1:]), []
-            found, entries = self._parse_read(text)
+                return split_list(text[1:]), []
+            found, entries = parse_read(text)
             self._drained[state] = entries < count
             return [], found
 
@@ -1023,9 +840,7 @@ class RedisStore:
 
     def user_events(self, user_id: str) -> list[str]:
         return [
-            e
-            for chunk in self.r.lrange(self._k("ev", user_id), 0, -1)
-            for e in _chunk_events(chunk)
+            e for chunk in self.r.lrange(self._k("ev", user_id), 0, -1) for e in chunk_events(chunk)
         ]
 
     def active_users(self, since_us: int) -> list[str]:
@@ -1176,7 +991,7 @@ class RedisStore:
                 chunk = self.r.xrange(key, start, "+", count=5000)
                 for entry_id, f in chunk:
                     # The entry's routing user, or any event it holds naming the user.
-                    texts = [f["e"]] if "e" in f else f.get("g", "").split(_GROUP_SEP)
+                    texts = [f["e"]] if "e" in f else f.get("g", "").split(GROUP_SEP)
                     if f.get("u") == user_id or any(stream_user_of(t) == user_id for t in texts):
                         found.setdefault(key, []).append(entry_id)
                         events += len(texts)
