@@ -75,7 +75,8 @@ def test_delivered_reads_xreadgroup_fields() -> None:
 
 
 def test_pack_command_is_the_redis_protocol() -> None:
-    assert pack_command([b"SET", b"k", b"a\r\nb"]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n"
+    packed = pack_command([b"SET", b"k", b"a\r\nb"])
+    assert packed == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n"
 
 
 def test_parse_read_counts_entries_not_events() -> None:
