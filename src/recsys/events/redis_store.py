@@ -67,7 +67,6 @@ from recsys.events.redis_codec import (
     chunk_events,
     commit_args,
     delivered,
-    entry_of,
     expand,
     join_list,
     pack_command,
@@ -595,10 +594,6 @@ class RedisStore:
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
-
-    def _entry(self, entry_id: str) -> tuple[int, str]:
-        """(partition, stream id) of an entry id (or of an event in a grouped entry)."""
-        return entry_of(entry_id, self.partitions)
 
     def _owned(self, partitions: Sequence[int] | None) -> list[int]:
         if partitions is None:
