@@ -159,3 +159,42 @@ def in_process_engine(root: Path, reader: Any = None, **kwargs: Any) -> Any:
         user_state=reader,
         **kwargs,
     )
+
+
+#: Served and offline scores come from two computations of the same models
+#: (onnxruntime and FAISS in the server, torch offline): they agree to this much.
+SCORE_ATOL = 1e-4
+
+
+def assert_same_ranking(
+    got_items: np.ndarray,
+    got_scores: np.ndarray,
+    want_items: np.ndarray,
+    want_scores: np.ndarray,
+    *,
+    atol: float = SCORE_ATOL,
+    what: str = "",
+) -> None:
+    """A served list equals the offline list of the same request, up to float near-ties.
+
+    Exact ties are ordered the same way on both paths (relevance, then item id); two
+    items whose objectives differ by less than the two computations' float error may
+    still come out swapped. So: the same items; each item's score within ``atol`` of
+    its offline score; and where the order differs, only as swaps of neighbours, at
+    most one position in a hundred (at least one swap allowed).
+    """
+    got, want = np.asarray(got_items), np.asarray(want_items)
+    assert len(got) == len(want), f"{what}: {len(got)} items served, {len(want)} offline"
+    assert sorted(got.tolist()) == sorted(want.tolist()), f"{what}: different items"
+    offline_score = dict(zip(want.tolist(), np.asarray(want_scores).tolist(), strict=True))
+    for item, score in zip(got.tolist(), np.asarray(got_scores).tolist(), strict=True):
+        assert abs(score - offline_score[item]) <= atol, (
+            f"{what}: item {item} scored {score} served, {offline_score[item]} offline"
+        )
+    differ = np.flatnonzero(got != want).tolist()
+    assert len(differ) <= max(2, len(got) // 100), f"{what}: positions {differ} differ"
+    for p in differ:
+        swapped = (p + 1 < len(got) and got[p] == want[p + 1] and got[p + 1] == want[p]) or (
+            p > 0 and got[p] == want[p - 1] and got[p - 1] == want[p]
+        )
+        assert swapped, f"{what}: position {p} holds {got[p]} served, {want[p]} offline"

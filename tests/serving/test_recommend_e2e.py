@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from serving_kit import assert_same_ranking
 
 from recsys.data.movielens import load_ml100k
 from recsys.data.splits import stratified_split
@@ -57,7 +58,12 @@ from recsys.serving.recommend_client import (
     RecommendClient,
     recommend_inputs,
 )
-from recsys.serving.repository import add_model_version, build_repository, roll_in
+from recsys.serving.repository import (
+    RepositoryConfig,
+    add_model_version,
+    build_repository,
+    roll_in,
+)
 from recsys.serving.server import LocalTritonServer, TritonServerConfig
 from recsys.training.ranker_trainer import RankerTrainerConfig
 from recsys.training.retrieval import RetrievalData, RetrievalTrainer, RetrievalTrainerConfig
@@ -142,7 +148,8 @@ def served(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     recommender, two_tower, schema, dataset = _train(ml100k_dir)
     workdir = tmp_path_factory.mktemp("e2e")
     root = workdir / "repository"
-    build_repository(recommender, two_tower, schema, dataset, root)  # type: ignore[arg-type]
+    # max_k above the catalogue: the repository serves at most the catalogue size
+    build_repository(recommender, two_tower, schema, dataset, root, RepositoryConfig(max_k=5000))  # type: ignore[arg-type]
     config = TritonServerConfig(
         model_repository=root,
         model_control_mode="explicit",
@@ -160,8 +167,7 @@ def _offline(recommender: TwoStageRecommender, user: int, k: int) -> tuple[np.nd
 
 def _assert_same(rec: object, recommender: TwoStageRecommender, user: int, k: int) -> None:
     items, scores = _offline(recommender, user, k)
-    np.testing.assert_array_equal(rec.item_ids, items, err_msg=f"user {user}")  # type: ignore[attr-defined]
-    np.testing.assert_allclose(rec.scores, scores, atol=1e-4, err_msg=f"user {user}")  # type: ignore[attr-defined]
+    assert_same_ranking(rec.item_ids, rec.scores, items, scores, what=f"user {user}")  # type: ignore[attr-defined]
 
 
 # -- results --------------------------------------------------------------------------------
@@ -265,16 +271,19 @@ def test_unknown_user_gets_popular_items_and_cold_user_is_served(served: Served)
     assert len(cold) == 15 and not np.array_equal(cold.item_ids, unknown.item_ids)
 
 
-def test_k_beyond_the_catalogue_returns_every_unseen_item(served: Served) -> None:
+def test_k_of_the_whole_catalogue_returns_every_unseen_item(served: Served) -> None:
     ctx = served.recommender.context
     user = int(ctx.user_ids[7])
     with RecommendClient(served.url) as client:
-        rec = client.recommend(user, 5000)
+        rec = client.recommend(user, ctx.n_items)
+        with pytest.raises(InferenceError, match=f"exceeds max_k={ctx.n_items}") as info:
+            client.recommend(user, ctx.n_items + 1)
+        assert info.value.status is grpc.StatusCode.INVALID_ARGUMENT
     seen = ctx.item_ids[ctx.seen.rows(np.array([7])).indices]
     assert len(rec) == ctx.n_items - len(seen)
     assert sorted(rec.item_ids.tolist()) == sorted(np.setdiff1d(ctx.item_ids, seen).tolist())
     assert np.isfinite(rec.scores).all() and -1 not in rec.item_ids
-    _assert_same(rec, served.recommender, user, 5000)
+    _assert_same(rec, served.recommender, user, ctx.n_items)
 
 
 # -- bad requests ---------------------------------------------------------------------------
@@ -295,14 +304,28 @@ def _bad(client: RecsysClient, inputs: dict[str, np.ndarray], version: str = "")
         (recommend_inputs(2, 0), "k must be >= 1"),
         (recommend_inputs(2, -7), "k must be >= 1"),
         (recommend_inputs(2, 2**31 - 1), "exceeds max_k"),
-        ({"user_id": np.array([[2]]), "k": np.array([[5]], np.int64)}, "data-type"),
-        ({"user_id": np.array([[2.0]]), "k": np.array([[5]], np.int32)}, "data-type"),
-        ({"user_id": np.array([[2, 3]]), "k": np.array([[5]], np.int32)}, "shape"),
-        ({"user_id": np.array([[2], [3]]), "k": np.array([[5], [5]], np.int32)}, "one user"),
-        ({"user_id": np.zeros((0, 1), np.int64), "k": np.zeros((0, 1), np.int32)}, "byte size"),
+        (recommend_inputs(2, 2**32 + 5), "k=4294967301 exceeds max_k"),  # no int32 wrap
+        (recommend_inputs(2, 2**63 - 1), "exceeds max_k"),
+        ({"user_id": np.array([[2]]), "k": np.array([[5]], np.int32)}, "data-type"),
+        ({"user_id": np.array([[2.0]]), "k": np.array([[5]], np.int64)}, "data-type"),
+        ({"user_id": np.array([[2, 3]]), "k": np.array([[5]], np.int64)}, "shape"),
+        ({"user_id": np.array([[2], [3]]), "k": np.array([[5], [5]], np.int64)}, "one user"),
+        ({"user_id": np.zeros((0, 1), np.int64), "k": np.zeros((0, 1), np.int64)}, "byte size"),
         ({"user_id": np.array([[2]])}, "k"),
     ],
-    ids=["k0", "k-neg", "k-huge", "k-int64", "user-float", "shape", "two-users", "empty", "no-k"],
+    ids=[
+        "k0",
+        "k-neg",
+        "k-huge",
+        "k-wraps-int32",
+        "k-int64-max",
+        "k-int32",
+        "user-float",
+        "shape",
+        "two-users",
+        "empty",
+        "no-k",
+    ],
 )
 def test_bad_requests_get_a_clear_error(
     served: Served, inputs: dict[str, np.ndarray], needle: str

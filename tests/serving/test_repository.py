@@ -19,10 +19,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from serving_kit import in_process_engine, small_two_stage
+from serving_kit import assert_same_ranking, in_process_engine, small_two_stage
 
 from recsys.features.store import ProcessedDataset
 from recsys.index import IndexConfig, ItemIndex
@@ -258,8 +259,7 @@ def test_engine_equals_offline_recommend(built: Built, k: int) -> None:
     answers = built.engine.recommend(np.array(users), np.full(len(users), k))
     for user, answer in zip(users, answers, strict=True):
         items, scores = _offline(built.recommender, user, k)
-        np.testing.assert_array_equal(answer.item_ids, items, err_msg=f"user {user}")
-        np.testing.assert_allclose(answer.scores, scores, atol=1e-4, err_msg=f"user {user}")
+        assert_same_ranking(answer.item_ids, answer.scores, items, scores, what=f"user {user}")
     fallbacks = [a.fallback for a in answers]
     assert fallbacks[-2:] == [True, True] and not any(fallbacks[:-2])
 
@@ -277,16 +277,82 @@ def test_cold_user_is_ranked_from_demographics_and_unknown_user_gets_popular(
     assert np.all(np.diff(unknown.scores) <= 0)
 
 
-def test_k_beyond_the_catalogue_returns_every_unseen_allowed_item(built: Built) -> None:
+def test_k_of_the_whole_catalogue_returns_every_unseen_allowed_item(built: Built) -> None:
     tables = built.engine.tables
     user = int(built.recommender.context.user_ids[3])
     row = int(tables.user_rows(np.array([user]))[0])
-    answer = built.engine.recommend(np.array([user]), np.array([5000]))[0]
+    answer = built.engine.recommend(np.array([user]), np.array([tables.n_items]))[0]
     expected = np.setdiff1d(np.arange(tables.n_items), tables.excluded(row))
     assert sorted(answer.item_ids.tolist()) == sorted(tables.item_ids[expected].tolist())
     assert MISSING_ID not in answer.item_ids and -1 not in answer.item_ids
-    items, _ = _offline(built.recommender, user, 5000)
-    np.testing.assert_array_equal(answer.item_ids, items)
+    items, scores = _offline(built.recommender, user, tables.n_items)
+    assert_same_ranking(answer.item_ids, answer.scores, items, scores, what=f"user {user}")
+
+
+def test_a_long_list_is_mmr_for_its_depth_then_relevance_order(built: Built) -> None:
+    # the work of a long list is bounded: MMR picks the first mmr_depth positions,
+    # the rest follow by relevance (ties to the smaller item id)
+    depth = built.engine.tables.settings.mmr_depth
+    user = int(built.recommender.context.user_ids[7])
+    answer = built.engine.recommend(np.array([user]), np.array([depth + 200]))[0]
+    tail = answer.scores[depth:]
+    assert len(tail) == 200
+    assert (np.diff(tail) <= 0).all()
+    head = answer.scores[:depth]
+    assert (np.diff(head) > 0).any()  # MMR (lambda 0.7) does not keep relevance order
+
+
+def test_max_k_is_capped_at_the_catalogue_size(built: Built) -> None:
+    engine = built.engine  # asked for max_k=5000 on a smaller catalogue
+    assert engine.max_k == engine.tables.n_items < 5000
+    with pytest.raises(RequestValueError, match=f"exceeds max_k={engine.tables.n_items}"):
+        engine.check_k(engine.tables.n_items + 1)
+    text = (built.info.root / "recommend" / "config.pbtxt").read_text()
+    assert 'key: "max_k" value: { string_value: "1000" }' in text  # default, below 1,682
+    assert 'name: "k" data_type: TYPE_INT64' in text
+
+
+def test_non_finite_stage_values_fail_only_their_list(built: Built) -> None:
+    root = built.info.root
+    users = [int(u) for u in built.recommender.context.user_ids[:4]]
+    poisoned = users[2]
+    tables = built.engine.tables
+    row = int(tables.user_rows(np.array([poisoned]))[0])
+    inner = built.engine.user_tower
+
+    def tower(ids: np.ndarray) -> np.ndarray:
+        out = np.array(inner(ids), copy=True)
+        # the poisoned user's tower input is its row's ids: make its embedding NaN
+        match = (ids == tables.user_tower_ids[row][None]).all(axis=(1, 2))
+        out[match, 1] = np.nan
+        return out
+
+    engine = in_process_engine(root)
+    engine.user_tower = tower
+    answers = engine.recommend(np.array(users), np.full(len(users), 10))
+    assert answers[2].error is not None and "user_tower output" in answers[2].error
+    assert f"user {poisoned}" in answers[2].error and len(answers[2].item_ids) == 0
+    clean = built.engine.recommend(np.array(users), np.full(len(users), 10))
+    for i in (0, 1, 3):
+        assert answers[i].error is None
+        np.testing.assert_array_equal(answers[i].item_ids, clean[i].item_ids)
+
+    engine.user_tower = inner
+    assert engine.features is not None
+    features_inputs = engine.features.inputs
+    first_row = int(tables.user_rows(np.array([users[0]]))[0])
+
+    def bad_features(pair_users: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        dense, ids = features_inputs(pair_users, *args, **kwargs)
+        dense = dense.copy()
+        dense[np.flatnonzero(pair_users == first_row)[:1], 0] = np.inf
+        return dense, ids
+
+    engine.features.inputs = bad_features  # type: ignore[method-assign]
+    answers = engine.recommend(np.array(users), np.full(len(users), 10))
+    assert answers[0].error is not None and "ranker dense input" in answers[0].error
+    assert engine.features.dense_names[0] in answers[0].error
+    assert all(a.error is None and len(a.item_ids) == 10 for a in answers[1:])
 
 
 def test_blocked_genre_never_appears(built: Built) -> None:

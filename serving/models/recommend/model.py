@@ -3,7 +3,8 @@
 Inputs (one user per request; ``max_batch_size`` > 0, so clients send ``[1, 1]``):
 
 * ``user_id`` INT64 ``[1]``: the raw user id (as in the dataset);
-* ``k`` INT32 ``[1]``: list length, ``1..max_k`` (``parameters.max_k``).
+* ``k`` INT64 ``[1]``: list length, ``1..max_k`` (``parameters.max_k``, at most the
+  catalogue size). INT64, so no value wraps on the way in.
 
 Outputs: ``item_ids`` INT64 ``[n]`` (raw item ids, best first) and ``scores`` FP32
 ``[n]``, ``n <= k`` (fewer when the catalogue minus the user's seen and blocked items is
@@ -30,8 +31,10 @@ is logged, and the failure is counted (reads then skip the store for one second)
 Empty ``profile_store`` (the default): the training tables alone.
 
 Errors: a bad request (batch of more than one user, empty batch, ``k`` out of range)
-gets INVALID_ARGUMENT and the rest of the batch is still answered; a failing stage
-model fails the requests of that batch with its message. The model keeps serving.
+gets INVALID_ARGUMENT and the rest of the batch is still answered; a list whose stage
+inputs or outputs hold NaN or infinity fails alone with INTERNAL and a message naming
+the stage and the columns; a failing stage model fails the requests of that batch with
+its message. The model keeps serving.
 
 The version folder holds the tables ``RecommendTables`` and ``RankerFeatures`` saved
 (``tables.*``, ``ranker_features.*``) and the feature schema profiles are read with
@@ -47,7 +50,12 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from recsys.serving.engine import RecommendEngine, RecommendTables, RequestValueError
+from recsys.serving.engine import (
+    DEFAULT_MAX_K,
+    RecommendEngine,
+    RecommendTables,
+    RequestValueError,
+)
 from recsys.serving.python_backend import (
     BlsError,
     RequestError,
@@ -84,7 +92,7 @@ class TritonPythonModel:
             user_tower=self._user_tower,
             retrieval=self._retrieval,
             ranker=self._ranker,
-            max_k=int(string_parameter(config, "max_k", "10000")),
+            max_k=int(string_parameter(config, "max_k", str(DEFAULT_MAX_K))),
             user_state=self.reader,
             warn=pb_utils.Logger.log_warn,
         )
@@ -182,6 +190,9 @@ class TritonPythonModel:
                 responses[index] = error_response(pb_utils, error)
             return responses
         for (index, _, _), answer in zip(valid, answers, strict=True):
+            if answer.error is not None:
+                responses[index] = error_response(pb_utils, RequestError(answer.error, "INTERNAL"))
+                continue
             responses[index] = pb_utils.InferenceResponse(
                 [
                     output_tensor(pb_utils, "item_ids", answer.item_ids.reshape(1, -1)),

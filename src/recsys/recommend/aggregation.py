@@ -18,7 +18,15 @@ scores into the final list, in four steps that each read the config
    greedily pick the item maximizing ``lambda * rel - (1 - lambda) * max_sim``,
    where ``rel`` is the relevance min-max scaled to [0, 1] over the list and
    ``max_sim`` the largest cosine similarity of the item's embedding to the items
-   already picked. ``lambda = 1`` keeps the relevance order.
+   already picked. ``lambda = 1`` keeps the relevance order. MMR picks the first
+   ``mmr_depth`` positions; the rest of a longer list follows in relevance order,
+   so the work of a request is bounded however large its ``k`` (the greedy picks
+   cost ``O(depth * N * D)`` instead of ``O(k * N * D)``).
+
+Ties (equal relevance in top-k, equal MMR objective) go to the smaller item id
+when the caller passes the candidates' ids (``tie_ids``), else to the earlier list
+position. Offline evaluation and serving pass the raw item ids, so both order
+exact ties the same way whatever order their candidate lists came in.
 
 Every function works on padded ``[B, N]`` arrays whose invalid slots (``valid``
 False, e.g. FAISS padding) are never picked: they come out as position ``-1``.
@@ -46,6 +54,12 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
+#: List positions MMR picks greedily (:func:`mmr_rerank`); deeper positions follow
+#: in relevance order.
+DEFAULT_MMR_DEPTH = 100
+
+_NO_ID = np.iinfo(np.int64).max
+
 
 class ScoreWeights(Protocol):
     """The weights :func:`relevance` reads (``AggregationConfig`` and the serving
@@ -71,6 +85,8 @@ class AggregationConfig:
         freshness_weight: weight of the freshness bonus in [0, 1].
         freshness_half_life_years: age at which the bonus halves.
         mmr_lambda: MMR trade-off in [0, 1]; 1 disables diversity re-ranking.
+        mmr_depth: list positions MMR picks; later positions follow in relevance
+            order (bounds the work of a long list).
         exclude_seen: never recommend a user's training items.
         exclude_genres: items with any of these genres are never recommended.
         exclude_items: item ids never recommended.
@@ -81,6 +97,7 @@ class AggregationConfig:
     freshness_weight: float = 0.0
     freshness_half_life_years: float = 10.0
     mmr_lambda: float = 1.0
+    mmr_depth: int = DEFAULT_MMR_DEPTH
     exclude_seen: bool = True
     exclude_genres: tuple[str, ...] = ()
     exclude_items: tuple[Any, ...] = ()
@@ -90,6 +107,8 @@ class AggregationConfig:
         self.exclude_items = tuple(self.exclude_items)
         if not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+        if self.mmr_depth < 1:
+            raise ValueError(f"mmr_depth must be >= 1, got {self.mmr_depth}")
         if self.freshness_half_life_years <= 0:
             raise ValueError("freshness_half_life_years must be positive")
         if min(self.ranker_weight, self.retrieval_weight, self.freshness_weight) < 0:
@@ -179,17 +198,46 @@ def relevance(
     return np.where(valid, total, -np.inf)
 
 
-def top_k_positions(scores: FloatArray, valid: BoolArray, k: int) -> IntArray:
-    """Positions of the ``k`` best valid slots per row, best first; ties keep list order.
+def id_order(item_ids: npt.NDArray[Any]) -> IntArray:
+    """Each item's rank in the order of its raw id: the ``tie_ids`` of
+    :func:`top_k_positions` and :func:`mmr_rerank` for ids of any sortable type.
 
-    Rows with fewer than ``k`` valid slots are padded with ``-1``.
+    Example:
+        >>> id_order(np.array(["b", "c", "a"])).tolist()
+        [1, 2, 0]
+    """
+    order = np.argsort(np.asarray(item_ids), kind="stable")
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order), dtype=np.int64)
+    return ranks
+
+
+def top_k_positions(
+    scores: FloatArray, valid: BoolArray, k: int, tie_ids: IntArray | None = None
+) -> IntArray:
+    """Positions of the ``k`` best valid slots per row, best first.
+
+    Args:
+        scores: ``[B, N]`` relevance.
+        valid: ``[B, N]`` selectable slots.
+        k: list length.
+        tie_ids: ``[B, N]`` item ids; equal scores go to the smaller id (None: to
+            the earlier position).
+
+    Returns:
+        ``[B, k]`` positions; rows with fewer than ``k`` valid slots are padded
+        with ``-1``.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n = scores.shape[1]
     masked = np.where(valid, scores, -np.inf)
-    # stable sort of the negated scores keeps equal scores in list (retrieval) order
-    order = np.argsort(-masked, axis=1, kind="stable")[:, : min(k, n)]
+    if tie_ids is None:
+        # a stable sort of the negated scores keeps equal scores in list order
+        order = np.argsort(-masked, axis=1, kind="stable")[:, : min(k, n)]
+    else:
+        order = np.lexsort((np.asarray(tie_ids, dtype=np.int64), -masked), axis=-1)
+        order = order[:, : min(k, n)]
     picked_valid = np.take_along_axis(valid, order, axis=1)
     out = np.where(picked_valid, order, -1).astype(np.int64)
     if out.shape[1] < k:
@@ -203,6 +251,8 @@ def mmr_rerank(
     valid: BoolArray,
     k: int,
     lam: float,
+    tie_ids: IntArray | None = None,
+    depth: int | None = None,
 ) -> IntArray:
     """Maximal marginal relevance selection of ``k`` positions per row.
 
@@ -212,18 +262,33 @@ def mmr_rerank(
         valid: ``[B, N]`` selectable slots.
         k: list length.
         lam: 1 = relevance only, 0 = diversity only.
+        tie_ids: ``[B, N]`` item ids; an exact tie of the objective goes to the
+            smaller id (None: to the earlier position).
+        depth: positions picked by MMR (None: all ``k``); the positions after it
+            take the remaining slots in relevance order.
 
     Returns:
         ``[B, k]`` positions in pick order, ``-1`` padded.
+
+    Example:
+        >>> rel = np.array([[1.0, 1.0, 0.0]])
+        >>> vecs = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+        >>> mmr_rerank(rel, vecs, np.ones((1, 3), bool), 3, 0.5, np.array([[9, 4, 7]])).tolist()
+        [[1, 0, 2]]
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
     if lam == 1.0:
-        return top_k_positions(scores, valid, k)
+        return top_k_positions(scores, valid, k, tie_ids)
     b, n = scores.shape
     v = np.asarray(vectors, dtype=np.float64)
     if v.shape[:2] != (b, n):
         raise ValueError(f"vectors {v.shape} do not match scores {scores.shape}")
+    ids = None if tie_ids is None else np.asarray(tie_ids, dtype=np.int64)
+    if ids is not None and ids.shape != (b, n):
+        raise ValueError(f"tie_ids {ids.shape} do not match scores {scores.shape}")
     v = v / np.maximum(np.linalg.norm(v, axis=2, keepdims=True), 1e-12)
     x = np.asarray(scores, dtype=np.float64)
     lo = np.where(valid, x, np.inf).min(axis=1, keepdims=True)
@@ -234,15 +299,24 @@ def mmr_rerank(
     available = valid.copy()
     rows = np.arange(b)
     out = np.full((b, k), -1, dtype=np.int64)
-    for step in range(min(k, n)):
+    greedy = min(k, n) if depth is None else min(k, n, depth)
+    for step in range(greedy):
         objective = lam * rel - (1.0 - lam) * max_sim if step else rel.copy()
         objective[~available] = -np.inf
-        pick = np.argmax(objective, axis=1)
+        if ids is None:
+            pick = np.argmax(objective, axis=1)
+        else:
+            best = objective.max(axis=1, keepdims=True)
+            pick = np.argmin(np.where(objective == best, ids, _NO_ID), axis=1)
         ok = available[rows, pick]
         out[ok, step] = pick[ok]
         available[rows[ok], pick[ok]] = False
         sim = np.einsum("bnd,bd->bn", v, v[rows, pick])
         max_sim = np.where(ok[:, None], np.maximum(max_sim, sim), max_sim)
+    if greedy < min(k, n):
+        rest = top_k_positions(x, available, min(k, n) - greedy, ids)
+        # (a row that ran out during the greedy steps has no slot left: -1 here too)
+        out[:, greedy : min(k, n)] = rest
     return out
 
 

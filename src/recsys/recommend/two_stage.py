@@ -53,6 +53,7 @@ from recsys.models.dlrm import Ranker, RankerConfig, embedding_bag_configs
 from recsys.recommend.aggregation import (
     AggregationConfig,
     blocked_items,
+    id_order,
     mmr_rerank,
     relevance,
 )
@@ -637,6 +638,7 @@ class TwoStageRecommender:
         self._user_pos = pd.Index(context.user_ids)
         # popularity fallback order: training count, ties to the smaller item index
         self._popular = np.lexsort((np.arange(context.n_items), -context.item_count))
+        self._id_order = id_order(context.item_ids)
 
     @classmethod
     def build(
@@ -833,7 +835,15 @@ class TwoStageRecommender:
             age = self.context.item_age_years(safe_items, rows)
         rel = relevance(valid, cfg, ranker_scores, cands.scores.astype(np.float64), age)
         kk = min(k, valid.shape[1])
-        positions = mmr_rerank(rel, self.diversity_vectors[safe_items], valid, kk, cfg.mmr_lambda)
+        positions = mmr_rerank(
+            rel,
+            self.diversity_vectors[safe_items],
+            valid,
+            kk,
+            cfg.mmr_lambda,
+            tie_ids=self._id_order[safe_items],
+            depth=cfg.mmr_depth,
+        )
         ok = positions >= 0
         safe_pos = np.maximum(positions, 0)
         items = np.where(ok, np.take_along_axis(cands.items, safe_pos, axis=1), -1)

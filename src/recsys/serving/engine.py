@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from recsys.serving.ranker_features import SECONDS_PER_YEAR, RankerFeatures
-from recsys.serving.ranking import AggregationSettings, mmr_rerank, relevance
+from recsys.serving.ranking import AggregationSettings, id_order, mmr_rerank, relevance
 from recsys.serving.user_state import (
     ProfileEncoding,
     ProfileRow,
@@ -63,8 +63,9 @@ LOGGER = logging.getLogger(__name__)
 
 ARRAYS_FILE = "tables.npz"
 META_FILE = "tables.json"
-DEFAULT_MAX_K = 10_000
-"""Largest ``k`` a request may ask for, unless the model config says otherwise."""
+DEFAULT_MAX_K = 1000
+"""Largest ``k`` a request may ask for, unless the model config says otherwise; the
+served limit is never above the catalogue size (:meth:`RecommendEngine.check_k`)."""
 
 UserTowerFn = Callable[[np.ndarray], np.ndarray]
 """``ids [W, F, L] int64 -> embeddings [W, D] float32``."""
@@ -76,6 +77,22 @@ RankerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 class RequestValueError(ValueError):
     """A request value the engine refuses (bad ``k``); the client's fault."""
+
+
+class StageInputError(RuntimeError):
+    """A stage's input or output that ``recommend`` built holds NaN or infinity.
+
+    Such a value would rank garbage silently (NaN compares false with everything),
+    so the lists it touches fail instead, with this message; the other lists of the
+    batch are still answered.
+
+    Attributes:
+        positions: positions, in the served batch, of the lists that failed.
+    """
+
+    def __init__(self, message: str, positions: Sequence[int]) -> None:
+        super().__init__(message)
+        self.positions = sorted({int(p) for p in positions})
 
 
 @dataclass
@@ -181,6 +198,8 @@ class RecommendTables:
         item_order = np.argsort(self.item_ids, kind="stable")
         self._sorted_items = self.item_ids[item_order]
         self._sorted_item_rows = item_order.astype(np.int64)
+        # tie order of the aggregation: equal scores go to the smaller raw item id
+        self.id_order = id_order(self.item_ids)
 
     @property
     def n_users(self) -> int:
@@ -338,12 +357,15 @@ class RankedList:
         scores: their scores.
         fallback: the popularity fallback answered (no two-stage list).
         profile: the user's real-time profile shaped the list (history or seen items).
+        error: why this request could not be answered (then the arrays are empty),
+            e.g. a non-finite stage input (:class:`StageInputError`); None: answered.
     """
 
     item_ids: np.ndarray
     scores: np.ndarray
     fallback: bool
     profile: bool = False
+    error: str | None = None
 
 
 @dataclass
@@ -372,6 +394,23 @@ class ServedUsers:
     profile: list[bool] = field(default_factory=list)
     affinity_items: list[np.ndarray | None] | None = None
 
+    def subset(self, positions: np.ndarray) -> ServedUsers:
+        """The users at ``positions`` (all of them: ``self``)."""
+        if len(positions) == len(self.rows):
+            return self
+        picked = positions.tolist()
+        return ServedUsers(
+            rows=self.rows[positions],
+            tower_ids=self.tower_ids[positions],
+            excluded=[self.excluded[p] for p in picked],
+            request_time=self.request_time[positions],
+            ranker_ids=None if self.ranker_ids is None else self.ranker_ids[positions],
+            profile=[self.profile[p] for p in picked] if self.profile else [],
+            affinity_items=None
+            if self.affinity_items is None
+            else [self.affinity_items[p] for p in picked],
+        )
+
 
 @dataclass
 class UserStateStats:
@@ -394,7 +433,9 @@ class RecommendEngine:
         retrieval: query embeddings and per-row ``top_n`` -> item indices, scores and
             per-row counts of real results.
         ranker: ``(dense, ids)`` -> logits (None: no ranker).
-        max_k: the largest ``k`` accepted.
+        max_k: the largest ``k`` accepted; capped at the catalogue size (a longer
+            list cannot exist, and accepting it would only let one request buy
+            more work).
         user_state: real-time profiles (e.g. a
             :class:`~recsys.serving.user_state.ProfileStoreReader`); None: the
             training tables alone.
@@ -429,7 +470,7 @@ class RecommendEngine:
         self.user_tower = user_tower
         self.retrieval = retrieval
         self.ranker = ranker
-        self.max_k = int(max_k)
+        self.max_k = min(int(max_k), tables.n_items)
         self.user_state = user_state
         self.warn = warn or LOGGER.warning
         self.user_state_stats = UserStateStats()
@@ -441,7 +482,7 @@ class RecommendEngine:
         if k > self.max_k:
             raise RequestValueError(
                 f"k={k} exceeds max_k={self.max_k} (the catalogue has {self.tables.n_items} "
-                "items; any k above that already returns every item the user has not seen)"
+                "items; max_k is at most that)"
             )
 
     @property
@@ -482,8 +523,9 @@ class RecommendEngine:
         else:
             warm, served, also_seen = self._from_profiles(rows, profiles)
         if served is not None and len(warm):
-            answers = self._two_stage(served, ks_arr[warm])
-            for position, answer in zip(warm.tolist(), answers, strict=True):
+            for position, answer in zip(
+                warm.tolist(), self._two_stage_checked(served, ks_arr[warm], raw[warm]), strict=True
+            ):
                 out[position] = answer
         for position in range(len(raw)):
             if out[position] is None:
@@ -498,6 +540,33 @@ class RecommendEngine:
                     profile=extra is not None and len(extra) > 0,
                 )
         return [r for r in out if r is not None]
+
+    def _two_stage_checked(
+        self, users: ServedUsers, ks: np.ndarray, raw: np.ndarray
+    ) -> list[RankedList | None]:
+        """:meth:`_two_stage`, with the lists whose stage inputs are not finite failed
+        (:class:`StageInputError`) and the others computed without them."""
+        keep = np.arange(len(users.rows))
+        failed: dict[int, str] = {}
+        while len(keep):
+            try:
+                answers = self._two_stage(users.subset(keep), ks[keep])
+            except StageInputError as error:
+                bad = keep[error.positions]
+                for position in bad.tolist():
+                    failed[position] = f"user {int(raw[position])}: {error}"
+                keep = np.setdiff1d(keep, bad)
+                continue
+            done: list[RankedList | None] = [None] * len(users.rows)
+            for position, answer in zip(keep.tolist(), answers, strict=True):
+                done[position] = answer
+            break
+        else:
+            done = [None] * len(users.rows)
+        empty_items, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        for position, message in failed.items():
+            done[position] = RankedList(empty_items, empty_scores, fallback=False, error=message)
+        return done
 
     # -- user state ------------------------------------------------------------------
 
@@ -622,11 +691,14 @@ class RecommendEngine:
             raise RuntimeError(
                 f"user tower returned {embeddings.shape[0]} rows for {len(users.rows)}"
             )
+        _require_finite("user_tower output", embeddings)
         queries = t.query_vectors(embeddings)
         wanted = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
         excluded = users.excluded
         top_n = np.minimum(wanted + np.array([len(e) for e in excluded]), t.n_items)
         ids, scores, counts = self.retrieval(queries, top_n)
+        real = np.arange(np.shape(scores)[1])[None, :] < np.asarray(counts).reshape(-1, 1)
+        _require_finite("retrieval scores", np.where(real, scores, 0.0))
         width = int(wanted.max())
         items = np.full((len(users.rows), width), -1, dtype=np.int64)
         cand_scores = np.full((len(users.rows), width), -np.inf, dtype=np.float32)
@@ -655,9 +727,11 @@ class RecommendEngine:
             user_ids=None if users.ranker_ids is None else users.ranker_ids[lists],
             extra_seen=users.affinity_items,
         )
+        _require_finite("ranker dense input", dense, lists, self.features.dense_names)
         logits = np.asarray(self.ranker(dense, ids), dtype=np.float32).reshape(-1)
         if len(logits) != len(pair_users):
             raise RuntimeError(f"ranker returned {len(logits)} scores for {len(pair_users)} pairs")
+        _require_finite("ranker logits", logits[:, None], lists)
         out = np.zeros(valid.shape, dtype=np.float64)
         out[valid] = logits
         return out
@@ -678,7 +752,15 @@ class RecommendEngine:
         kk = np.minimum(ks, widths)
         # MMR is greedy: the first kk picks of a longer run are the picks of a kk-run.
         vectors = t.item_embeddings[np.maximum(items, 0)]
-        positions = mmr_rerank(rel, vectors, valid, int(kk.max()), settings.mmr_lambda)
+        positions = mmr_rerank(
+            rel,
+            vectors,
+            valid,
+            int(kk.max()),
+            settings.mmr_lambda,
+            tie_ids=t.id_order[np.maximum(items, 0)],
+            depth=settings.mmr_depth,
+        )
         out: list[RankedList | None] = []
         for w in range(len(users.rows)):
             pos = positions[w, : int(kk[w])]
@@ -696,3 +778,32 @@ class RecommendEngine:
                 )
             )
         return out
+
+
+def _require_finite(
+    stage: str,
+    values: np.ndarray,
+    lists: np.ndarray | None = None,
+    columns: Sequence[str] = (),
+) -> None:
+    """Raises :class:`StageInputError` naming the lists and columns of ``values``
+    (``[rows, columns]``) that hold NaN or infinity.
+
+    Args:
+        stage: what ``values`` is, for the message.
+        values: one row per list, or per (list, candidate) pair with ``lists``.
+        lists: the list of each row (None: row ``r`` is list ``r``).
+        columns: column names for the message.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.all(axis=1))
+    bad_cols = np.flatnonzero(~finite.all(axis=0)).tolist()
+    names = [columns[c] if c < len(columns) else str(c) for c in bad_cols]
+    owners = bad_rows if lists is None else np.asarray(lists)[bad_rows]
+    raise StageInputError(
+        f"the {stage} holds NaN or infinity ({len(bad_rows)} row(s); column(s) "
+        f"{', '.join(names)}): the list is not served rather than ranked on garbage",
+        owners.tolist(),
+    )

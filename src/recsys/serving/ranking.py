@@ -22,7 +22,9 @@ from typing import Any
 
 # One implementation for offline evaluation and serving (re-exported here).
 from recsys.recommend.aggregation import (
+    DEFAULT_MMR_DEPTH,
     freshness_decay,
+    id_order,
     mmr_rerank,
     relevance,
     top_k_positions,
@@ -32,6 +34,7 @@ from recsys.recommend.aggregation import (
 __all__ = [
     "AggregationSettings",
     "freshness_decay",
+    "id_order",
     "mmr_rerank",
     "relevance",
     "top_k_positions",
@@ -52,6 +55,7 @@ class AggregationSettings:
         freshness_weight: weight of the freshness bonus.
         freshness_half_life_years: age at which the bonus halves.
         mmr_lambda: MMR trade-off in [0, 1]; 1 = relevance order.
+        mmr_depth: list positions MMR picks; later ones follow in relevance order.
         exclude_seen: never recommend a user's training items.
     """
 
@@ -60,11 +64,14 @@ class AggregationSettings:
     freshness_weight: float = 0.0
     freshness_half_life_years: float = 10.0
     mmr_lambda: float = 1.0
+    mmr_depth: int = DEFAULT_MMR_DEPTH
     exclude_seen: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+        if self.mmr_depth < 1:
+            raise ValueError(f"mmr_depth must be >= 1, got {self.mmr_depth}")
         if self.freshness_half_life_years <= 0:
             raise ValueError("freshness_half_life_years must be positive")
         if min(self.ranker_weight, self.retrieval_weight, self.freshness_weight) < 0:

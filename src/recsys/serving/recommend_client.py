@@ -6,7 +6,7 @@ Thin wrappers over :class:`~recsys.serving.client.RecsysClient` and
 (:mod:`recsys.serving.repository`):
 
 * inputs ``user_id`` INT64 ``[1, 1]`` (the raw user id, as in the dataset) and ``k``
-  INT32 ``[1, 1]``: one user per request; Triton's dynamic batcher merges concurrent
+  INT64 ``[1, 1]``: one user per request; Triton's dynamic batcher merges concurrent
   requests on the server;
 * outputs ``item_ids`` INT64 ``[1, n]`` (raw item ids, best first) and ``scores`` FP32
   ``[1, n]``, with ``n <= k`` (fewer when the catalogue minus the user's seen items is
@@ -14,7 +14,7 @@ Thin wrappers over :class:`~recsys.serving.client.RecsysClient` and
 
 The server checks the values (``k`` in ``1..max_k``, ``user_id >= 0``) and answers a
 bad request with INVALID_ARGUMENT; this client only refuses values that cannot be sent
-as those tensors (not an integer, outside int64 / int32).
+as those tensors (not an integer, outside int64).
 
 Example::
 
@@ -51,7 +51,6 @@ ITEMS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 OUTPUTS: tuple[str, str] = (ITEMS_OUTPUT, SCORES_OUTPUT)
 
-_INT32 = np.iinfo(np.int32)
 _INT64 = np.iinfo(np.int64)
 
 
@@ -97,23 +96,23 @@ def recommend_inputs(user_id: int, k: int) -> dict[str, np.ndarray]:
 
     Args:
         user_id: raw user id (int64).
-        k: number of items wanted (int32; the server checks the range).
+        k: number of items wanted (int64; the server checks the range).
 
     Returns:
-        ``{"user_id": int64 [1, 1], "k": int32 [1, 1]}``.
+        ``{"user_id": int64 [1, 1], "k": int64 [1, 1]}``.
 
     Raises:
         InvalidRequestError: a value is not an integer or does not fit its tensor.
 
     Example:
         >>> {n: (a.dtype.name, a.shape) for n, a in recommend_inputs(1, 10).items()}
-        {'user_id': ('int64', (1, 1)), 'k': ('int32', (1, 1))}
+        {'user_id': ('int64', (1, 1)), 'k': ('int64', (1, 1))}
     """
     user = _as_int(user_id, "user_id", _INT64)
-    count = _as_int(k, "k", _INT32)
+    count = _as_int(k, "k", _INT64)
     return {
         USER_INPUT: np.array([[user]], dtype=np.int64),
-        K_INPUT: np.array([[count]], dtype=np.int32),
+        K_INPUT: np.array([[count]], dtype=np.int64),
     }
 
 
@@ -154,8 +153,8 @@ class RecommendClient:
 
         Args:
             user_id: raw user id; unknown and cold users get popular items.
-            k: items wanted (``1..max_k`` of the server); more than the catalogue
-                returns every item the user has not seen.
+            k: items wanted (``1..max_k`` of the server; max_k is at most the
+                catalogue size).
             model_version: a version of the ``recommend`` model; "" = the newest.
 
         Returns:

@@ -111,7 +111,8 @@ class RepositoryConfig:
             batcher: how long a request may wait for others to join its batch.
         intra_op_threads: onnxruntime ``intra_op_thread_count`` of the ONNX models.
         faiss_threads: OpenMP threads of FAISS in each retrieval instance.
-        max_k: the largest ``k`` a ``recommend`` request may ask for.
+        max_k: the largest ``k`` a ``recommend`` request may ask for; the repository
+            serves at most the catalogue size.
         version: the version folder to write (1 for a new repository).
         profile_store: the real-time profile store ``recommend`` reads users from
             (``redis://host:port/db[?prefix=P]`` or ``sqlite:///path``); empty: off,
@@ -715,7 +716,7 @@ def build_repository(
         {
             **common,
             "max_batch_size": cfg.max_batch_size,
-            "max_k": cfg.max_k,
+            "max_k": min(cfg.max_k, tables.n_items),
             "user_tower_model": "user_tower",
             "retrieval_model": "retrieval",
             "ranker_model": "ranker",
