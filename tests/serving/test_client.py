@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import numpy as np
@@ -26,11 +27,11 @@ def _rows(batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 8)).astype(np.float32)
 
 
-def _executions(url: str, model: str) -> tuple[int, int]:
-    """(inference_count, execution_count) from the server's statistics."""
-    client = grpcclient.InferenceServerClient(url)
+def _executions(server: Any, model: str) -> tuple[int, int]:
+    """(inference_count, execution_count) from the server's statistics (an admin API)."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
-        stats = client.get_inference_statistics(model).model_stats[0]
+        stats = client.get_inference_statistics(model, headers=server.admin_headers).model_stats[0]
         return int(stats.inference_count), int(stats.execution_count)
     finally:
         client.close()
@@ -154,12 +155,13 @@ def test_infer_matches_onnxruntime_and_torch(
 
 @pytest.mark.triton
 def test_metadata_readiness_and_config(triton_server) -> None:
-    with RecsysClient(triton_server.grpc_url) as client:
+    config_ = ClientConfig(triton_server.grpc_url, admin_key=triton_server.admin_key)
+    with RecsysClient(config_) as client:
         assert client.is_ready()
         assert client.is_model_ready("mlp")
         assert not client.is_model_ready("broken")  # in the repository, never loaded
         meta = client.model_metadata("mlp")
-        config = client.model_config("mlp")
+        config = client.model_config("mlp")  # a restricted API: needs the admin key
     assert meta.name == "mlp"
     assert meta.platform == "onnxruntime_onnx"
     assert meta.versions == ("1",)
@@ -183,14 +185,14 @@ def test_python_backend_model_runs_with_the_venv_numpy(triton_server) -> None:
 @pytest.mark.triton
 def test_64_concurrent_async_requests_succeed_and_are_batched(triton_server, ort_forward) -> None:
     rows = [_rows(1, seed=100 + i) for i in range(64)]
-    before = _executions(triton_server.grpc_url, "mlp")
+    before = _executions(triton_server, "mlp")
 
     async def run() -> list[dict[str, np.ndarray]]:
         async with AsyncRecsysClient(triton_server.grpc_url) as client:
             return await asyncio.gather(*(client.infer("mlp", {"x": r}, ["y"]) for r in rows))
 
     results = asyncio.run(run())
-    after = _executions(triton_server.grpc_url, "mlp")
+    after = _executions(triton_server, "mlp")
     for row, out in zip(rows, results, strict=True):
         np.testing.assert_allclose(out["y"], ort_forward(row), atol=ATOL)
     inferences, executions = after[0] - before[0], after[1] - before[1]
@@ -299,7 +301,7 @@ def test_stand_in_isolates_bad_requests_inside_a_batch(triton_server, triton_rep
     wrong_shape = [np.zeros((1, 5), np.int64) for _ in range(4)]
     out_of_range = [np.array([[1, 99, 2]], np.int64) for _ in range(4)]
     requests = good + wrong_shape + out_of_range
-    before = _executions(triton_server.grpc_url, "embed_sum")
+    before = _executions(triton_server, "embed_sum")
 
     async def run() -> list[object]:
         async with AsyncRecsysClient(triton_server.grpc_url) as client:
@@ -307,7 +309,7 @@ def test_stand_in_isolates_bad_requests_inside_a_batch(triton_server, triton_rep
             return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(run())
-    after = _executions(triton_server.grpc_url, "embed_sum")
+    after = _executions(triton_server, "embed_sum")
     for ids, out in zip(good, results[:24], strict=True):
         assert isinstance(out, dict), out
         np.testing.assert_allclose(out["vec"], session.run(["vec"], {"ids": ids})[0], atol=ATOL)

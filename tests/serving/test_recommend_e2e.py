@@ -194,7 +194,8 @@ def test_concurrent_requests_are_batched_and_equal_offline(served: Served) -> No
         _assert_same(rec, served.recommender, user, 20)
     control = grpcclient.InferenceServerClient(url=served.url)
     try:
-        model = control.get_inference_statistics("recommend").model_stats[0]
+        stats = control.get_inference_statistics("recommend", headers=served.server.admin_headers)
+        model = stats.model_stats[0]
     finally:
         control.close()
     # the dynamic batcher merged requests: fewer executions than requests
@@ -453,3 +454,30 @@ def test_a_version_that_fails_to_load_is_reported_and_the_old_one_keeps_serving(
     assert not loop.errors, loop.errors[:3]
     assert loop.ok > 0
     assert served.server.is_model_ready("ranker", str(version - 1))
+
+
+# -- readiness ------------------------------------------------------------------------------
+
+
+def test_readiness_turns_red_when_a_stage_model_is_unloaded(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.serving.cli import main as serving_cli
+
+    health = ["health", "--url", served.url]
+    assert serving_cli(health) == 0
+    served.server.unload_model("user_tower")  # an admin call: the server's own key
+    try:
+        deadline = time.monotonic() + 30
+        while served.server.is_model_ready("user_tower") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        capsys.readouterr()
+        assert serving_cli(health) == 1
+        assert "user_tower: not ready" in capsys.readouterr().err
+        with RecommendClient(served.url) as client, pytest.raises(InferenceError):
+            client.recommend(2, 5)  # the server-wide readiness would still say ready
+    finally:
+        served.server.load_model("user_tower")
+    assert serving_cli(health) == 0
+    with RecommendClient(served.url) as client:
+        assert len(client.recommend(2, 5)) == 5

@@ -6,10 +6,14 @@ Commands (``python -m recsys.serving.cli <command> --help`` for every option)::
         generate the Triton model repository from a training run
     serve --repository artifacts/triton_repo [--grpc-port 8001]
         serve it with the local tritonserver (explicit model control, all models loaded)
-    recommend --user-id 1 --k 10 [--url 127.0.0.1:8001]
+    recommend --user-id 1 --k 10 [--url 127.0.0.1:8001] [--ssl --ca-file ca.pem]
         one typed gRPC request to the ``recommend`` model
     roll-in --repository artifacts/triton_repo --model ranker --source new/ranker/1
         copy a new version into the repository and load it on the running server
+        (model control is an admin API: the key comes from RECSYS_TRITON_ADMIN_KEY or
+        RECSYS_TRITON_ADMIN_KEY_FILE, as for ``serve``)
+    health [--url 127.0.0.1:8001]
+        exit 0 when every model ``recommend`` needs is ready, else 1 (naming them)
     demo --artifacts artifacts/ml-100k --users 1 2 3 --k 10
         build, serve, query and stop: :func:`serve_demo`
 
@@ -35,9 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.serving.client import ClientConfig
+from recsys.serving.client import ClientConfig, RecsysClient
 from recsys.serving.errors import InferenceError, ServerStartError, ServingError
+from recsys.serving.health import SERVED_MODELS, check_readiness
 from recsys.serving.recommend_client import Recommendation, RecommendClient
+from recsys.serving.security import (
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_FILE_ENV,
+    AdminKeyError,
+    admin_key_from_env,
+)
 
 if TYPE_CHECKING:
     from recsys.serving.repository import RepositoryConfig
@@ -195,12 +206,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         str(args.http_port),
         "--metrics-port",
         str(args.metrics_port),
+        "--host",
+        args.host,
     ]
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None:
+            argv += [flag, str(path)]
     return server.main(argv)
 
 
+def _client_config(args: argparse.Namespace, *, admin: bool = False) -> ClientConfig:
+    """The client of a command: URL, deadline, TLS, and the admin key when it needs one."""
+    admin_key = None
+    if admin:
+        admin_key = admin_key_from_env()
+        if admin_key is None:
+            raise AdminKeyError(
+                f"this command uses an admin API of the server: set {ADMIN_KEY_ENV} or "
+                f"{ADMIN_KEY_FILE_ENV} to the key the server was started with"
+            )
+    return ClientConfig(
+        url=args.url,
+        client_timeout_s=args.timeout,
+        ssl=args.ssl or args.ca_file is not None,
+        root_certificates=None if args.ca_file is None else str(args.ca_file),
+        private_key=None if args.key is None else str(args.key),
+        certificate_chain=None if args.cert is None else str(args.cert),
+        admin_key=admin_key,
+    )
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser, timeout: float) -> None:
+    parser.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
+    parser.add_argument("--timeout", type=float, default=timeout, help="deadline in seconds")
+    parser.add_argument("--ssl", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca-file", type=Path, default=None, help="PEM CA of the server (TLS)")
+    parser.add_argument("--cert", type=Path, default=None, help="client PEM certificate (mTLS)")
+    parser.add_argument("--key", type=Path, default=None, help="client PEM key (mTLS)")
+
+
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    config = ClientConfig(url=args.url, client_timeout_s=args.timeout)
+    config = _client_config(args)
     with RecommendClient(config) as client:
         start = time.perf_counter()
         rec = client.recommend(args.user_id, args.k, model_version=args.model_version)
@@ -213,14 +259,12 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_roll_in(args: argparse.Namespace) -> int:
-    import tritonclient.grpc as grpcclient
-
     from recsys.serving.repository import add_model_version, model_versions
 
+    config = _client_config(args, admin=True)
     version = add_model_version(args.repository, args.model, args.source, args.version)
     print(f"copied {args.source} to {args.repository}/{args.model}/{version}")
-    client = grpcclient.InferenceServerClient(url=args.url)
-    try:
+    with RecsysClient(config) as client:
         client.load_model(args.model)
         deadline = time.monotonic() + args.timeout
         while not client.is_model_ready(args.model, str(version)):
@@ -228,11 +272,16 @@ def _cmd_roll_in(args: argparse.Namespace) -> int:
                 print(f"version {version} not ready after {args.timeout:.0f} s", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-    finally:
-        client.close()
     ready = model_versions(args.repository, args.model)
     print(f"{args.model} version {version} is serving (versions on disk: {ready})")
     return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    with RecsysClient(_client_config(args)) as client:
+        result = check_readiness(client.is_model_ready, args.models)
+    print(result.summary(), file=sys.stdout if result.ready else sys.stderr)
+    return 0 if result.ready else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -290,14 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--http-port", type=int, default=8000, help="-1 turns HTTP off")
     serve.add_argument("--metrics-port", type=int, default=8002, help="-1 turns metrics off")
+    serve.add_argument("--host", default="127.0.0.1", help="address every endpoint binds")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: gRPC TLS")
+    serve.add_argument("--tls-key", type=Path, default=None, help="its PEM private key")
     serve.set_defaults(fn=_cmd_serve)
 
     rec = sub.add_parser("recommend", help="ask the recommend model for one user")
     rec.add_argument("--user-id", type=int, required=True)
     rec.add_argument("--k", type=int, default=10)
-    rec.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
+    _add_client_arguments(rec, timeout=10.0)
     rec.add_argument("--model-version", default="", help="'' = the newest version")
-    rec.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(fn=_cmd_recommend)
 
@@ -306,9 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--model", required=True, help="e.g. ranker")
     roll.add_argument("--source", type=Path, required=True, help="a version folder or model.onnx")
     roll.add_argument("--version", type=int, default=None, help="default: newest + 1")
-    roll.add_argument("--url", default="127.0.0.1:8001")
-    roll.add_argument("--timeout", type=float, default=120.0)
+    _add_client_arguments(roll, timeout=120.0)
     roll.set_defaults(fn=_cmd_roll_in)
+
+    health = sub.add_parser("health", help="exit 0 when every model recommend needs is ready")
+    _add_client_arguments(health, timeout=2.0)
+    health.add_argument("--models", nargs="+", default=list(SERVED_MODELS))
+    health.set_defaults(fn=_cmd_health)
 
     demo = sub.add_parser("demo", help="build, serve, query a few users, stop")
     demo.add_argument("--artifacts", type=Path, default=Path("artifacts/ml-100k"))

@@ -31,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -41,6 +42,7 @@ import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from recsys.serving.errors import InferenceError, InvalidRequestError, parse_status
+from recsys.serving.security import admin_headers
 
 
 @dataclass
@@ -55,6 +57,14 @@ class ClientConfig:
         backoff_multiplier: factor applied to the wait after each retry.
         backoff_max_s: cap on a single wait.
         verbose: let tritonclient print every request and response.
+        ssl: connect with TLS (a server started with Triton's ``--grpc-use-ssl``).
+        root_certificates: PEM file of the CA that signed the server's certificate
+            (None: the system's roots).
+        private_key: PEM key of this client's certificate (mutual TLS).
+        certificate_chain: PEM certificate of this client (mutual TLS).
+        admin_key: the server's admin key (:mod:`recsys.serving.security`), sent
+            with the calls of restricted APIs (model configs, load, unload); None:
+            those calls are refused by a restricted server.
 
     Example::
 
@@ -69,16 +79,45 @@ class ClientConfig:
     backoff_multiplier: float = 2.0
     backoff_max_s: float = 1.0
     verbose: bool = False
+    ssl: bool = False
+    root_certificates: str | None = None
+    private_key: str | None = None
+    certificate_chain: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if "://" in self.url:
             raise ValueError(f"url takes host:port without a scheme, not {self.url!r}")
+        tls_files = (self.root_certificates, self.private_key, self.certificate_chain)
+        if not self.ssl and any(f is not None for f in tls_files):
+            raise ValueError("root_certificates, private_key and certificate_chain need ssl=True")
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("give private_key and certificate_chain together (mutual TLS)")
+        for path in tls_files:
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"TLS file {path} does not exist")
         if self.client_timeout_s is not None and self.client_timeout_s <= 0:
             raise ValueError("client_timeout_s must be positive (or None)")
         if self.max_retries < 0 or self.backoff_initial_s < 0 or self.backoff_max_s < 0:
             raise ValueError("max_retries and backoff times must not be negative")
         if self.backoff_multiplier < 1:
             raise ValueError("backoff_multiplier must be >= 1")
+
+    def channel_options(self) -> dict[str, Any]:
+        """The keyword arguments of tritonclient's ``InferenceServerClient``."""
+        return {
+            "url": self.url,
+            "verbose": self.verbose,
+            "ssl": self.ssl,
+            "root_certificates": self.root_certificates,
+            "private_key": self.private_key,
+            "certificate_chain": self.certificate_chain,
+        }
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The headers of a restricted call (empty without an admin key)."""
+        return admin_headers(self.admin_key)
 
     def backoff_delays(self) -> Iterator[float]:
         """Yields the wait before each retry: initial, initial*m, ..., capped at max."""
@@ -247,9 +286,7 @@ class RecsysClient:
 
     def __init__(self, config: ClientConfig | str) -> None:
         self.config = ClientConfig(url=config) if isinstance(config, str) else config
-        self._client = grpcclient.InferenceServerClient(
-            url=self.config.url, verbose=self.config.verbose
-        )
+        self._client = grpcclient.InferenceServerClient(**self.config.channel_options())
 
     def _call(self, fn: Any, model_name: str = "", model_version: str = "") -> Any:
         delays = self.config.backoff_delays()
@@ -341,12 +378,51 @@ class RecsysClient:
         """Returns the model's configuration as the server completed it (JSON dict)."""
         response = self._call(
             lambda: self._client.get_model_config(
-                model_name, model_version, as_json=True, client_timeout=self.config.client_timeout_s
+                model_name,
+                model_version,
+                headers=self.config.admin_headers,
+                as_json=True,
+                client_timeout=self.config.client_timeout_s,
             ),
             model_name,
             model_version,
         )
         return dict(response["config"])
+
+    def load_model(self, model_name: str, config_json: str | None = None) -> None:
+        """Loads (or reloads) a model on a server in explicit model-control mode.
+
+        Sends the admin key (``ClientConfig.admin_key``): model control is a
+        restricted API.
+
+        Raises:
+            InferenceError: refused (PERMISSION_DENIED-like without the key) or the
+                model failed to load; the message is the server's.
+        """
+        self._call(
+            lambda: self._client.load_model(
+                model_name,
+                headers=self.config.admin_headers,
+                config=config_json,
+                client_timeout=self.config.client_timeout_s,
+            ),
+            model_name,
+        )
+
+    def unload_model(self, model_name: str) -> None:
+        """Unloads a model (explicit model-control mode); sends the admin key.
+
+        Raises:
+            InferenceError: refused or failed.
+        """
+        self._call(
+            lambda: self._client.unload_model(
+                model_name,
+                headers=self.config.admin_headers,
+                client_timeout=self.config.client_timeout_s,
+            ),
+            model_name,
+        )
 
     def close(self) -> None:
         """Closes the gRPC channel."""
@@ -383,9 +459,7 @@ class AsyncRecsysClient:
 
     def __init__(self, config: ClientConfig | str) -> None:
         self.config = ClientConfig(url=config) if isinstance(config, str) else config
-        self._client = grpcclient_aio.InferenceServerClient(
-            url=self.config.url, verbose=self.config.verbose
-        )
+        self._client = grpcclient_aio.InferenceServerClient(**self.config.channel_options())
 
     async def _call(self, fn: Any, model_name: str = "", model_version: str = "") -> Any:
         delays = self.config.backoff_delays()

@@ -99,8 +99,18 @@ class InferenceError(ServingError):
 
     @property
     def retryable(self) -> bool:
-        """True when the server was unreachable (the request never ran)."""
-        return self.status is grpc.StatusCode.UNAVAILABLE
+        """True when the server was unreachable (the request never ran).
+
+        Triton refuses a restricted API called without its key with UNAVAILABLE too;
+        that refusal is final, not retried.
+        """
+        return self.status is grpc.StatusCode.UNAVAILABLE and not self.refused
+
+    @property
+    def refused(self) -> bool:
+        """True when the server refused a restricted API: the admin key was missing
+        or wrong (:mod:`recsys.serving.security`)."""
+        return "is restricted, expecting header" in self.message
 
 
 class InvalidRequestError(InferenceError, ValueError):

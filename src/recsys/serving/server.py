@@ -64,6 +64,16 @@ from recsys.serving.errors import (
     TritonNotInstalledError,
     parse_status,
 )
+from recsys.serving.security import (
+    RESTRICTED_APIS,
+    AdminKeyError,
+    TlsConfig,
+    admin_headers,
+    admin_key_from_env,
+    check_admin_key,
+    generate_admin_key,
+    restricted_api_args,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -279,6 +289,13 @@ class TritonServerConfig:
         repository_poll_s: poll interval for "poll" mode.
         log_file: where the server writes its log; None puts it in the work folder
             (deleted by ``stop``).
+        admin_key: the key of the restricted APIs (:mod:`recsys.serving.security`);
+            None: a random key made at each start, which only this object (its
+            :meth:`LocalTritonServer.load_model` and ``admin_headers``) knows.
+        restricted_apis: the API groups behind the key; () leaves every API open
+            (never do that on a reachable address).
+        tls: serve gRPC over TLS (mutual with ``tls.root_cert``); None: plain gRPC,
+            fine on loopback.
         extra_args: more tritonserver arguments, appended as given.
 
     Example::
@@ -304,6 +321,9 @@ class TritonServerConfig:
     shutdown_timeout_s: float = 10.0
     repository_poll_s: int = 5
     log_file: Path | None = None
+    admin_key: str | None = field(default=None, repr=False)
+    restricted_apis: tuple[str, ...] = RESTRICTED_APIS
+    tls: TlsConfig | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -324,6 +344,13 @@ class TritonServerConfig:
                 raise ValueError(f"{name} must be in 0..65535, not {port}")
         if self.startup_timeout_s <= 0 or self.shutdown_timeout_s <= 0:
             raise ValueError("startup_timeout_s and shutdown_timeout_s must be positive")
+        if self.admin_key is not None:
+            check_admin_key(self.admin_key)
+        unknown = sorted(set(self.restricted_apis) - set(_TRITON_APIS))
+        if unknown:
+            raise ValueError(f"restricted_apis: unknown API groups {unknown}")
+        if self.tls is not None:
+            self.tls.check()
 
     def command(
         self,
@@ -331,6 +358,7 @@ class TritonServerConfig:
         backend_directory: Path,
         ports: dict[str, int | None],
         shm_prefix: str,
+        admin_key: str,
     ) -> list[str]:
         """Builds the tritonserver command line.
 
@@ -340,6 +368,7 @@ class TritonServerConfig:
             ports: resolved ports, keys "grpc", "http" and "metrics" (None = off).
             shm_prefix: a shared-memory name prefix unique to this server, so servers
                 started side by side on one machine never share python-stub regions.
+            admin_key: the key of ``restricted_apis``.
 
         Returns:
             The argv list.
@@ -368,12 +397,31 @@ class TritonServerConfig:
         if self.model_control_mode == "poll":
             args.append(f"--repository-poll-secs={self.repository_poll_s}")
         args += [f"--load-model={name}" for name in self.load_models]
+        if self.restricted_apis:
+            args += restricted_api_args(
+                admin_key, self.restricted_apis, http=ports["http"] is not None
+            )
+        if self.tls is not None:
+            args += self.tls.args()
         # The stand-in is a second backend built on libtriton_python.so; each backend
         # takes its own --backend-config, so both get the unique prefix.
         for backend in ("python", "onnxruntime"):
             args.append(f"--backend-config={backend},shm-region-prefix-name={shm_prefix}")
         args += list(self.extra_args)
         return args
+
+
+_TRITON_APIS = (
+    "health",
+    "metadata",
+    "inference",
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
 
 
 def _flag(value: bool) -> str:
@@ -407,6 +455,7 @@ class LocalTritonServer:
         self._ports: dict[str, int | None] = {}
         self._shm_prefix = ""
         self._control_client: Any = None
+        self._admin_key = config.admin_key or generate_admin_key()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -465,11 +514,13 @@ class LocalTritonServer:
             else (cfg.metrics_port or find_free_port(cfg.host)),
         }
         self._shm_prefix = f"recsys_triton_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
-        command = cfg.command(dist.binary, backend_dir, self._ports, self._shm_prefix)
+        command = cfg.command(
+            dist.binary, backend_dir, self._ports, self._shm_prefix, self._admin_key
+        )
         self._log_path = cfg.log_file or self._workdir / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = open(self._log_path, "ab")  # noqa: SIM115 (closed in _cleanup)
-        LOGGER.info("starting %s", " ".join(command))
+        LOGGER.info("starting %s", " ".join(_redacted(command, self._admin_key)))
         self._process = subprocess.Popen(
             command,
             stdout=self._log_handle,
@@ -485,7 +536,7 @@ class LocalTritonServer:
     def _wait_until_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.config.startup_timeout_s
-        client = grpcclient.InferenceServerClient(url=self.grpc_url)
+        client = self._new_client()
         try:
             while True:
                 returncode = self._process.poll()
@@ -660,12 +711,33 @@ class LocalTritonServer:
 
     # -- explicit model control ------------------------------------------------------
 
+    def _new_client(self) -> Any:
+        tls = self.config.tls
+        if tls is None:
+            return grpcclient.InferenceServerClient(url=self.grpc_url)
+        return grpcclient.InferenceServerClient(url=self.grpc_url, ssl=True, **tls.client_files())
+
     def _client(self) -> Any:
         if not self.is_running:
             raise RuntimeError("the server is not running")
         if self._control_client is None:
-            self._control_client = grpcclient.InferenceServerClient(url=self.grpc_url)
+            self._control_client = self._new_client()
         return self._control_client
+
+    @property
+    def admin_key(self) -> str:
+        """The key of the restricted APIs (the configured one, or this start's random one)."""
+        return self._admin_key
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """gRPC metadata that opens the restricted APIs (tritonclient's ``headers=``)."""
+        return admin_headers(self._admin_key, "grpc")
+
+    @property
+    def http_admin_headers(self) -> dict[str, str]:
+        """HTTP headers that open the restricted APIs."""
+        return admin_headers(self._admin_key, "http")
 
     def load_model(self, model_name: str, config_json: str | None = None) -> None:
         """Loads (or reloads) a model; needs ``model_control_mode="explicit"``.
@@ -696,15 +768,20 @@ class LocalTritonServer:
         client = self._client()
         try:
             if action == "load":
-                client.load_model(model_name, config=config_json)
+                client.load_model(model_name, headers=self.admin_headers, config=config_json)
             else:
-                client.unload_model(model_name)
+                client.unload_model(model_name, headers=self.admin_headers)
         except InferenceServerException as error:
             raise ModelLoadError(
                 str(error.message()),
                 status=parse_status(error.status()),
                 model_name=model_name,
             ) from None
+
+
+def _redacted(command: list[str], key: str) -> list[str]:
+    """The command line with the admin key replaced, for logs."""
+    return [arg.replace(key, "<admin key>") for arg in command]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -726,8 +803,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--log-file", type=Path, default=None)
     parser.add_argument("--startup-timeout", type=float, default=120.0)
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (gRPC TLS)")
+    parser.add_argument("--tls-key", type=Path, default=None, help="its PEM private key")
+    parser.add_argument(
+        "--tls-client-ca", type=Path, default=None, help="PEM CA of client certificates (mTLS)"
+    )
+    parser.add_argument("--tls-ca", type=Path, default=None, help="PEM CA of --tls-cert")
+    parser.add_argument("--tls-own-cert", type=Path, default=None, help="mTLS: this CLI's cert")
+    parser.add_argument("--tls-own-key", type=Path, default=None, help="mTLS: this CLI's key")
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        admin_key = admin_key_from_env()
+    except AdminKeyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if admin_key is None:
+        print(
+            "admin APIs (model load/unload, configs, shared memory, logging, trace, "
+            "statistics) are locked with a one-off key: set RECSYS_TRITON_ADMIN_KEY or "
+            "RECSYS_TRITON_ADMIN_KEY_FILE to use roll-in against this server",
+            file=sys.stderr,
+        )
+    tls = None
+    if args.tls_cert is not None or args.tls_key is not None:
+        if args.tls_cert is None or args.tls_key is None:
+            print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        tls = TlsConfig(
+            args.tls_cert,
+            args.tls_key,
+            root_cert=args.tls_client_ca,
+            ca_cert=args.tls_ca,
+            client_cert=args.tls_own_cert,
+            client_key=args.tls_own_key,
+        )
     config = TritonServerConfig(
         model_repository=args.model_repository,
         host=args.host,
@@ -741,6 +851,8 @@ def main(argv: list[str] | None = None) -> int:
         log_verbose=args.log_verbose,
         log_file=args.log_file,
         startup_timeout_s=args.startup_timeout,
+        admin_key=admin_key,
+        tls=tls,
         extra_args=tuple(extra),
     )
     # A process started in the background by a non-interactive shell inherits
@@ -755,8 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 1
     print(
-        f"tritonserver ready: grpc {server.grpc_url}, http {server.http_url}, "
-        f"metrics {server.metrics_url}, log {server.log_path}. Ctrl-C stops it.",
+        f"tritonserver ready: grpc {server.grpc_url}{' (TLS)' if tls else ''}, "
+        f"http {server.http_url}, metrics {server.metrics_url}, log {server.log_path}. "
+        "Ctrl-C stops it.",
         flush=True,
     )
     try:
