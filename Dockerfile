@@ -5,7 +5,18 @@
 #   scripts/run.sh                                      # trains; writes artifacts/ml-100k
 #   python -m recsys.serving.cli build-repo --artifacts artifacts/ml-100k --out artifacts/triton_repo
 #   docker build -t recsys-triton .
-#   docker run --gpus all -p 8001:8001 -v $PWD/artifacts/triton_repo:/models recsys-triton
+#   python -c 'import secrets; print(secrets.token_urlsafe(32))' > secrets/triton_admin_key
+#   docker run --gpus all -p 127.0.0.1:8001:8001 -p 127.0.0.1:8000:8000 \
+#     -v $PWD/secrets/triton_admin_key:/run/secrets/triton_admin_key:ro \
+#     -v $PWD/artifacts/triton_repo:/models recsys-triton
+#
+# The entry point (recsys.serving.container) refuses to start without an admin key:
+# model load/unload, configs, shared memory, logging, trace and statistics need it;
+# inference, health and metadata stay open. Ports are published on the host's
+# loopback: put a proxy in front for other hosts (TLS, request size limits; Triton
+# 2.51's HTTP endpoint has no body limit). gRPC TLS: mount a certificate and key and
+# set RECSYS_TRITON_TLS_CERT / RECSYS_TRITON_TLS_KEY (RECSYS_TRITON_TLS_CLIENT_CA for
+# mutual TLS). docs/serving.md, "Security".
 #
 # The ONNX models' configs ask for the TensorRT execution provider on GPU instances
 # (FP32; CUDA EP for the rest; `build-repo --gpu-accelerator cuda` for CUDA EP alone).
@@ -22,7 +33,9 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.
 COPY src/ /opt/recsys/src/
 ENV PYTHONPATH=/opt/recsys/src
 
+ENV RECSYS_TRITON_ADMIN_KEY_FILE=/run/secrets/triton_admin_key
 EXPOSE 8000 8001 8002
-HEALTHCHECK --interval=10s --timeout=3s CMD curl -fsS localhost:8000/v2/health/ready || exit 1
-ENTRYPOINT ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
-            "--load-model=*", "--strict-readiness=true"]
+# Ready only when every model recommend calls is ready: Triton's own /v2/health/ready
+# stays 200 when a stage model is unloaded.
+HEALTHCHECK --interval=10s --timeout=5s CMD python3 -m recsys.serving.health --http 127.0.0.1:8000
+ENTRYPOINT ["python3", "-m", "recsys.serving.container"]

@@ -100,7 +100,13 @@ def _imports(path: Path) -> list[str]:
 
 def backend_closure() -> dict[Path, set[str]]:
     """Every recsys module file the backend models can import -> its other imports."""
-    todo = [MODELS / "recommend" / "model.py", MODELS / "retrieval" / "model.py"]
+    todo = [
+        MODELS / "recommend" / "model.py",
+        MODELS / "retrieval" / "model.py",
+        # the image's entry point and HEALTHCHECK run on the container's Python too
+        SRC / "recsys" / "serving" / "container.py",
+        SRC / "recsys" / "serving" / "health.py",
+    ]
     seen: dict[Path, set[str]] = {}
     while todo:
         path = todo.pop()

@@ -289,3 +289,94 @@ def test_tls_settings_are_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="need ssl=True"):
         ClientConfig(root_certificates=str(cert))
+
+
+# -- the serving image's entry point --------------------------------------------------------
+
+
+def test_the_image_refuses_to_start_without_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from recsys.serving import container
+
+    with pytest.raises(AdminKeyError, match="needs an admin key"):
+        container.command({})
+    args = container.command({ADMIN_KEY_ENV: GOOD_KEY})
+    assert args[0] == "tritonserver" and "--model-control-mode=explicit" in args
+    assert [a for a in args if a.startswith("--grpc-restricted-protocol=")] == [
+        restricted_api_args(GOOD_KEY)[1]
+    ]
+    assert not any(a.startswith("--grpc-use-ssl") for a in args)
+
+
+def test_the_image_serves_tls_when_given_a_certificate(tmp_path: Path) -> None:
+    from recsys.serving import container
+
+    cert, key = _self_signed(tmp_path, "server")
+    env = {ADMIN_KEY_ENV: GOOD_KEY, container.TLS_CERT_ENV: str(cert)}
+    with pytest.raises(ValueError, match="together"):
+        container.command(env)
+    args = container.command({**env, container.TLS_KEY_ENV: str(key)})
+    assert "--grpc-use-ssl=true" in args and f"--grpc-server-cert={cert}" in args
+    mutual = container.command(
+        {**env, container.TLS_KEY_ENV: str(key), container.TLS_CLIENT_CA_ENV: str(cert)}
+    )
+    assert "--grpc-use-ssl-mutual=true" in mutual and f"--grpc-root-cert={cert}" in mutual
+
+
+@pytest.mark.triton
+def test_the_image_command_line_starts_a_locked_server(
+    triton_repo: Any, triton_dist: Any, tmp_path: Path
+) -> None:
+    """The image's flags run as they are on the real binary (addresses on loopback here)."""
+    import subprocess
+    import time
+
+    from recsys.serving import container
+    from recsys.serving.server import build_backend_directory, find_free_port, server_environment
+
+    grpc_port, http_port = find_free_port(), find_free_port()
+    args = container.command(
+        {ADMIN_KEY_ENV: GOOD_KEY, container.MODELS_ENV: str(triton_repo.root)},
+        binary=str(triton_dist.binary),
+    )
+    args = [a.replace("0.0.0.0", "127.0.0.1") for a in args if a != "--load-model=*"]
+    args += [
+        "--load-model=mlp",
+        f"--backend-directory={build_backend_directory(triton_dist, tmp_path / 'backends')}",
+        f"--grpc-port={grpc_port}",
+        f"--http-port={http_port}",
+        "--allow-metrics=false",
+    ]
+    process = subprocess.Popen(
+        args,
+        env=server_environment(triton_dist),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if client.is_model_ready("mlp"):
+                    break
+            except InferenceServerException:
+                pass
+            time.sleep(0.2)
+        assert client.is_model_ready("mlp")
+        _refused(lambda: client.unload_model("mlp"))
+        client.get_inference_statistics("mlp", headers=admin_headers(GOOD_KEY))
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_dockerfile_uses_the_locked_entry_point_and_the_truthful_health_check() -> None:
+    text = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    assert 'ENTRYPOINT ["python3", "-m", "recsys.serving.container"]' in lines
+    health = [ln for ln in lines if ln.startswith("HEALTHCHECK")]
+    assert len(health) == 1 and "recsys.serving.health" in health[0]
+    assert "/v2/health/ready" not in health[0]
+    assert "-p 127.0.0.1:8001:8001" in text  # the documented run publishes on loopback
