@@ -289,13 +289,15 @@ def run_perf_analyzer(
     return found
 
 
-def mean_batch(url: str, previous: tuple[int, int]) -> tuple[float, tuple[int, int]]:
-    """Mean requests per ``recommend`` execution since ``previous`` (Triton's statistics)."""
+def mean_batch(server: Any, previous: tuple[int, int]) -> tuple[float, tuple[int, int]]:
+    """Mean requests per ``recommend`` execution since ``previous`` (Triton's statistics,
+    an admin API: the server's key opens it)."""
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(url=url)
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
     try:
-        stats = client.get_inference_statistics("recommend").model_stats[0]
+        stats = client.get_inference_statistics("recommend", headers=server.admin_headers)
+        stats = stats.model_stats[0]
     finally:
         client.close()
     now = (int(stats.inference_count), int(stats.execution_count))
@@ -386,7 +388,7 @@ def main() -> None:
             startup_timeout_s=300,
         )
         with LocalTritonServer(server_cfg) as server:
-            stats = mean_batch(server.grpc_url, (0, 0))[1]
+            stats = mean_batch(server, (0, 0))[1]
             # same answers on both sides before timing anything
             from recsys.serving.recommend_client import RecommendClient
 
@@ -398,7 +400,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for c in args.concurrency:
                     r = run_triton(server.grpc_url, users, args.k, c, args.requests)
-                    r.mean_batch, stats = mean_batch(server.grpc_url, stats)
+                    r.mean_batch, stats = mean_batch(server, stats)
                     results.append(r)
                     n = run_naive(naive, users, args.k, c, args.requests)
                     results.append(n)

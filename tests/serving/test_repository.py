@@ -308,7 +308,8 @@ def test_max_k_is_capped_at_the_catalogue_size(built: Built) -> None:
     with pytest.raises(RequestValueError, match=f"exceeds max_k={engine.tables.n_items}"):
         engine.check_k(engine.tables.n_items + 1)
     text = (built.info.root / "recommend" / "config.pbtxt").read_text()
-    assert 'key: "max_k" value: { string_value: "1000" }' in text  # default, below 1,682
+    # the default: the retrieval depth N, so every request costs the same
+    assert f'key: "max_k" value: {{ string_value: "{N_CANDIDATES}" }}' in text
     assert 'name: "k" data_type: TYPE_INT64' in text
 
 

@@ -57,8 +57,13 @@ def test_command_line_has_ports_modes_and_a_private_shm_prefix(tmp_path: Path) -
         log_verbose=1,
         extra_args=("--model-load-thread-count=1",),
     )
+    key = "a" * 32
     args = config.command(
-        Path("/bin/tritonserver"), Path("/b"), {"grpc": 9001, "http": None, "metrics": 9002}, "P_"
+        Path("/bin/tritonserver"),
+        Path("/b"),
+        {"grpc": 9001, "http": None, "metrics": 9002},
+        "P_",
+        key,
     )
     assert args[0] == "/bin/tritonserver"
     for expected in (
@@ -75,8 +80,12 @@ def test_command_line_has_ports_modes_and_a_private_shm_prefix(tmp_path: Path) -
         "--load-model=b",
         "--backend-config=python,shm-region-prefix-name=P_",
         "--backend-config=onnxruntime,shm-region-prefix-name=P_",
+        # admin APIs behind the key; HTTP is off, so only the gRPC flag
+        "--grpc-restricted-protocol=model-repository,model-config,shared-memory,logging,"
+        f"trace,statistics:recsys-admin-key={key}",
     ):
         assert expected in args, expected
+    assert not any(a.startswith("--http-restricted-api") for a in args)
     assert args[-1] == "--model-load-thread-count=1"
     assert not any(a.startswith("--http-port") for a in args)
     assert not any(a.startswith("--repository-poll-secs") for a in args)

@@ -3,8 +3,8 @@
 Inputs (one user per request; ``max_batch_size`` > 0, so clients send ``[1, 1]``):
 
 * ``user_id`` INT64 ``[1]``: the raw user id (as in the dataset);
-* ``k`` INT64 ``[1]``: list length, ``1..max_k`` (``parameters.max_k``, at most the
-  catalogue size). INT64, so no value wraps on the way in.
+* ``k`` INT64 ``[1]``: list length, ``1..max_k`` (``parameters.max_k``: by default the
+  retrieval depth N, at most the catalogue size). INT64, so no value wraps on the way in.
 
 Outputs: ``item_ids`` INT64 ``[n]`` (raw item ids, best first) and ``scores`` FP32
 ``[n]``, ``n <= k`` (fewer when the catalogue minus the user's seen and blocked items is
@@ -51,7 +51,6 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from recsys.serving.engine import (
-    DEFAULT_MAX_K,
     RecommendEngine,
     RecommendTables,
     RequestValueError,
@@ -92,7 +91,7 @@ class TritonPythonModel:
             user_tower=self._user_tower,
             retrieval=self._retrieval,
             ranker=self._ranker,
-            max_k=int(string_parameter(config, "max_k", str(DEFAULT_MAX_K))),
+            max_k=int(string_parameter(config, "max_k", str(tables.num_candidates))),
             user_state=self.reader,
             warn=pb_utils.Logger.log_warn,
         )

@@ -313,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     build.add_argument("--max-batch-size", type=int, default=64)
     build.add_argument("--max-queue-delay-us", type=int, default=100)
-    build.add_argument("--max-k", type=int, default=10_000)
+    build.add_argument(
+        "--max-k",
+        type=int,
+        default=None,
+        help="largest k served (default: the retrieval depth N; at most the catalogue)",
+    )
     build.add_argument(
         "--profile-store",
         default="",

@@ -63,9 +63,24 @@ LOGGER = logging.getLogger(__name__)
 
 ARRAYS_FILE = "tables.npz"
 META_FILE = "tables.json"
-DEFAULT_MAX_K = 1000
-"""Largest ``k`` a request may ask for, unless the model config says otherwise; the
-served limit is never above the catalogue size (:meth:`RecommendEngine.check_k`)."""
+
+
+def served_max_k(max_k: int | None, num_candidates: int, n_items: int) -> int:
+    """The largest ``k`` served: ``max_k``, by default the retrieval depth N, and never
+    above the catalogue size.
+
+    With ``k <= N`` every request costs the same (N candidates are retrieved and ranked
+    whatever ``k`` is), so a burst of long lists costs no more than one of short lists; a
+    larger ``max_k`` lets a request buy up to ``k`` candidates of work.
+
+    Example:
+        >>> served_max_k(None, 200, 1682), served_max_k(5000, 200, 1682)
+        (200, 1682)
+    """
+    if max_k is not None and max_k < 1:
+        raise ValueError(f"max_k must be >= 1, got {max_k}")
+    return min(num_candidates if max_k is None else int(max_k), n_items)
+
 
 UserTowerFn = Callable[[np.ndarray], np.ndarray]
 """``ids [W, F, L] int64 -> embeddings [W, D] float32``."""
@@ -433,9 +448,8 @@ class RecommendEngine:
         retrieval: query embeddings and per-row ``top_n`` -> item indices, scores and
             per-row counts of real results.
         ranker: ``(dense, ids)`` -> logits (None: no ranker).
-        max_k: the largest ``k`` accepted; capped at the catalogue size (a longer
-            list cannot exist, and accepting it would only let one request buy
-            more work).
+        max_k: the largest ``k`` accepted (None: the retrieval depth N); capped at
+            the catalogue size (see :func:`served_max_k`).
         user_state: real-time profiles (e.g. a
             :class:`~recsys.serving.user_state.ProfileStoreReader`); None: the
             training tables alone.
@@ -450,7 +464,7 @@ class RecommendEngine:
         user_tower: UserTowerFn,
         retrieval: RetrievalFn,
         ranker: RankerFn | None,
-        max_k: int = DEFAULT_MAX_K,
+        max_k: int | None = None,
         user_state: UserStateSource | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
@@ -463,14 +477,12 @@ class RecommendEngine:
                 f"ranker features cover {features.n_users} users x {features.n_items} items, "
                 f"the tables {tables.n_users} x {tables.n_items}"
             )
-        if max_k < 1:
-            raise ValueError(f"max_k must be >= 1, got {max_k}")
         self.tables = tables
         self.features = features
         self.user_tower = user_tower
         self.retrieval = retrieval
         self.ranker = ranker
-        self.max_k = min(int(max_k), tables.n_items)
+        self.max_k = served_max_k(max_k, tables.num_candidates, tables.n_items)
         self.user_state = user_state
         self.warn = warn or LOGGER.warning
         self.user_state_stats = UserStateStats()

@@ -60,7 +60,7 @@ from recsys.features.store import ProcessedDataset
 from recsys.models.two_tower import TwoTower
 from recsys.recommend.aggregation import blocked_items
 from recsys.recommend.two_stage import TwoStageRecommender
-from recsys.serving.engine import DEFAULT_MAX_K, RecommendTables
+from recsys.serving.engine import RecommendTables, served_max_k
 from recsys.serving.ranker_features import RankerFeatures, stack_padded
 from recsys.serving.ranking import AggregationSettings
 from recsys.serving.user_state import (
@@ -111,8 +111,9 @@ class RepositoryConfig:
             batcher: how long a request may wait for others to join its batch.
         intra_op_threads: onnxruntime ``intra_op_thread_count`` of the ONNX models.
         faiss_threads: OpenMP threads of FAISS in each retrieval instance.
-        max_k: the largest ``k`` a ``recommend`` request may ask for; the repository
-            serves at most the catalogue size.
+        max_k: the largest ``k`` a ``recommend`` request may ask for; None: the
+            retrieval depth N (every request then costs the same); never more than
+            the catalogue size.
         version: the version folder to write (1 for a new repository).
         profile_store: the real-time profile store ``recommend`` reads users from
             (``redis://host:port/db[?prefix=P]`` or ``sqlite:///path``); empty: off,
@@ -136,7 +137,7 @@ class RepositoryConfig:
     max_queue_delay_us: int = 100
     intra_op_threads: int = 1
     faiss_threads: int = 1
-    max_k: int = DEFAULT_MAX_K
+    max_k: int | None = None
     version: int = 1
     profile_store: str = ""
     gpu_accelerator: str = "tensorrt"
@@ -153,7 +154,9 @@ class RepositoryConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.recommend_instances < 0:
             raise ValueError(f"recommend_instances must be >= 0, got {self.recommend_instances}")
-        for name in ("faiss_threads", "max_k", "version"):
+        if self.max_k is not None and self.max_k < 1:
+            raise ValueError(f"max_k must be >= 1, got {self.max_k}")
+        for name in ("faiss_threads", "version"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue_delay_us < 0:
@@ -716,7 +719,7 @@ def build_repository(
         {
             **common,
             "max_batch_size": cfg.max_batch_size,
-            "max_k": min(cfg.max_k, tables.n_items),
+            "max_k": served_max_k(cfg.max_k, tables.num_candidates, tables.n_items),
             "user_tower_model": "user_tower",
             "retrieval_model": "retrieval",
             "ranker_model": "ranker",
