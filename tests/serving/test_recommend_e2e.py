@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib.util
+import json
 import shutil
 import threading
 import time
@@ -454,6 +455,108 @@ def test_a_version_that_fails_to_load_is_reported_and_the_old_one_keeps_serving(
     assert not loop.errors, loop.errors[:3]
     assert loop.ok > 0
     assert served.server.is_model_ready("ranker", str(version - 1))
+
+
+# -- adversarial requests, over HTTP JSON and gRPC ----------------------------------------------
+
+
+def _post(server: LocalTritonServer, path: str, body: bytes) -> tuple[int, str]:
+    import http.client
+
+    assert server.http_url is not None
+    host, port = server.http_url.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def _infer_body(user: Any = 2, k: Any = 5, **extra: Any) -> dict[str, Any]:
+    inputs = [
+        {"name": "user_id", "shape": [1, 1], "datatype": "INT64", "data": [user]},
+        {"name": "k", "shape": [1, 1], "datatype": "INT64", "data": [k]},
+    ]
+    return {"inputs": inputs, **extra}
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_bad_http_bodies_get_an_error_and_the_server_keeps_serving(served: Served) -> None:
+    server = served.server
+    path = "/v2/models/recommend/infer"
+    with RecommendClient(served.url) as client:
+        want = client.recommend(2, 5).item_ids.tolist()
+    good = json.dumps(_infer_body()).encode()
+    oversize = _infer_body()
+    for tensor in oversize["inputs"]:
+        tensor["shape"], tensor["data"] = [65, 1], tensor["data"] * 65  # max_batch_size 64
+    huge = b'{"inputs": [' + b"1," * 4_000_000 + b"1]}"  # 8 MB, not a valid request
+    cases: list[tuple[str, bytes, str]] = [
+        ("malformed", b"{not json", "failed to parse the request JSON"),
+        ("non-utf8", b"\xff\xfe\x00", "failed to parse the request JSON"),
+        ("huge", huge, ""),
+        ("k wraps int32", json.dumps(_infer_body(k=4294967301)).encode(), "exceeds max_k"),
+        ("k beyond int64", json.dumps(_infer_body(k=2**70)).encode(), ""),
+        ("k negative", json.dumps(_infer_body(k=-1)).encode(), "k must be >= 1"),
+        ("k text", json.dumps(_infer_body(k="ten")).encode(), ""),
+        ("k float", json.dumps(_infer_body(k=2.5)).encode(), ""),
+        ("emoji user", json.dumps(_infer_body(user="\U0001f600\u202e")).encode(), ""),
+        ("far-future user id", json.dumps(_infer_body(user=2**63 - 1)).encode(), ""),
+        ("oversize batch", json.dumps(oversize).encode(), "batch-size"),
+        ("missing k", json.dumps({"inputs": _infer_body()["inputs"][:1]}).encode(), "expected 2"),
+        (
+            "extra input",
+            json.dumps(
+                {"inputs": [*_infer_body()["inputs"], {**_infer_body()["inputs"][1], "name": "x"}]}
+            ).encode(),
+            "",
+        ),
+    ]
+    before = _rss_kb(int(server.pid or 0))
+    for name, body, needle in cases:
+        status, text = _post(server, path, body)
+        if name == "far-future user id":  # a valid request: an unknown user, popular items
+            assert status == 200, text
+            continue
+        assert 400 <= status < 600 and status != 200, (name, status)
+        assert "error" in json.loads(text), (name, text)
+        assert needle in text, (name, text)
+        status, text = _post(server, path, good)  # the next good request is answered right
+        assert status == 200, (name, text)
+        got = next(o for o in json.loads(text)["outputs"] if o["name"] == "item_ids")["data"]
+        assert got == want, name
+    for _ in range(10):  # memory stays bounded under repeated oversize bodies
+        _post(server, path, huge)
+    assert _rss_kb(int(server.pid or 0)) - before < 300_000
+    status, _ = _post(server, "/v2/models/nope/infer", good)
+    assert status in (400, 404)
+    status, _ = _post(server, "/v2/models/recommend/versions/9/infer", good)
+    assert status in (400, 404)
+
+
+def test_two_hundred_concurrent_clients_all_get_their_answer(served: Served) -> None:
+    users = served.recommender.context.user_ids[200:400].tolist()
+    with RecommendClient(served.url) as client:
+        want = {u: client.recommend(u, 10).item_ids.tolist() for u in users}
+
+    async def one(user: int) -> list[int]:
+        async with AsyncRecommendClient(ClientConfig(served.url, client_timeout_s=120)) as c:
+            return (await c.recommend(user, 10)).item_ids.tolist()
+
+    async def everyone() -> list[list[int]]:
+        return list(await asyncio.gather(*(one(u) for u in users)))
+
+    got = asyncio.run(everyone())
+    assert len(got) == 200
+    assert {u: g for u, g in zip(users, got, strict=True)} == want
 
 
 # -- readiness ------------------------------------------------------------------------------
