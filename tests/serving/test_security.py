@@ -278,6 +278,57 @@ def test_grpc_over_tls(triton_repo: Any, tmp_path: Path) -> None:
         assert not server.is_model_ready("mlp")
 
 
+@pytest.mark.triton
+def test_grpc_over_mutual_tls(triton_repo: Any, tmp_path: Path) -> None:
+    from recsys.serving.server import LocalTritonServer, TritonServerConfig
+
+    cert, key = _self_signed(tmp_path, "server")
+    client_cert, client_key = _self_signed(tmp_path, "client")  # its own CA
+    config = TritonServerConfig(
+        model_repository=triton_repo.root,
+        model_control_mode="explicit",
+        load_models=("mlp",),
+        http_port=None,
+        tls=TlsConfig(
+            cert, key, root_cert=client_cert, client_cert=client_cert, client_key=client_key
+        ),
+        startup_timeout_s=120,
+    )
+    x = np.ones((1, 8), np.float32)
+    with LocalTritonServer(config) as server:
+        mutual = ClientConfig(
+            server.grpc_url,
+            ssl=True,
+            root_certificates=str(cert),
+            private_key=str(client_key),
+            certificate_chain=str(client_cert),
+            max_retries=0,
+        )
+        with RecsysClient(mutual) as client:
+            assert client.infer("mlp", {"x": x}, ["y"])["y"].shape == (1, 4)
+        no_cert = ClientConfig(
+            server.grpc_url, ssl=True, root_certificates=str(cert), max_retries=0
+        )
+        with RecsysClient(no_cert) as client, pytest.raises(InferenceError):
+            client.infer("mlp", {"x": x}, ["y"])
+
+
+def test_roll_in_without_a_key_says_where_the_key_comes_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.serving.cli import main
+
+    monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+    monkeypatch.delenv(ADMIN_KEY_FILE_ENV, raising=False)
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"x")
+    args = ["roll-in", "--repository", str(tmp_path), "--model", "m", "--source", str(source)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert ADMIN_KEY_ENV in err and ADMIN_KEY_FILE_ENV in err
+    assert not (tmp_path / "m").exists()  # nothing was copied before the refusal
+
+
 def test_tls_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="server cert"):
         TlsConfig(tmp_path / "missing.crt", tmp_path / "missing.key").check()
