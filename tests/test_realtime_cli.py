@@ -30,9 +30,16 @@ CSV = (
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    rc, doc, _err = _run_err(capsys, *argv)
+    return rc, doc
+
+
+def _run_err(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    """The exit status, the JSON (or text) printed, and what went to stderr."""
     rc = main(list(argv))
-    out = capsys.readouterr().out.strip()
-    return rc, json.loads(out.splitlines()[-1]) if out.startswith("{") else out
+    captured = capsys.readouterr()
+    out = captured.out.strip()
+    return rc, json.loads(out.splitlines()[-1]) if out.startswith("{") else out, captured.err
 
 
 def test_check_segments_lists_rules_and_locates_errors(
@@ -56,6 +63,8 @@ def test_embedded_store_from_publish_to_erasure(
     log.write_text(CSV)
     rc, doc = _run(capsys, "--sqlite", db, "publish", str(log))
     assert rc == 0 and doc["published"] == 7 and doc["dead_letters"] == 1
+    assert doc["rejected_share"] == 0.125 and doc["ok"] is True
+    assert list(doc["rejected"].values()) == [1] and doc["conflicts"]["count"] == 0
     rc, doc = _run(
         capsys,
         *("--sqlite", db, "consume", "--until-idle", "--grant-all", "--sweep-interval", "0"),
@@ -86,11 +95,15 @@ def test_publishing_a_click_log_twice_applies_it_once(
     db = str(tmp_path / "rt.db")
     log = tmp_path / "clicks.txt"
     log.write_text("SessionId\tItemId\tTime\n3\t11\t1396437466.94\n3\t12\t1396438212.3\n")
-    for _ in range(2):  # a replay: same event ids (yc<line>)
-        rc, doc = _run(capsys, "--sqlite", db, "publish", str(log), "--yoochoose")
-        assert rc == 0 and doc["published"] == 2 and doc["rows_read"] == 2
+    rc, doc = _run(capsys, "--sqlite", db, "publish", str(log), "--yoochoose")
+    assert rc == 0 and doc["published"] == 2 and doc["rows_read"] == 2
+    # A replay (same event ids yc<line>, same content): reported as duplicates,
+    # not published again; nothing new was published, so the status says so.
+    rc, doc, err = _run_err(capsys, "--sqlite", db, "publish", str(log), "--yoochoose")
+    assert rc == 1 and (doc["published"], doc["duplicates"], doc["dead_letters"]) == (0, 2, 0)
+    assert "nothing was published (2 already published)" in err
     rc, doc = _run(capsys, "--sqlite", db, "consume", "--until-idle", "--grant-all")
-    assert (doc["applied"], doc["duplicates"]) == (2, 2)
+    assert (doc["applied"], doc["duplicates"]) == (2, 0)
     rc, doc = _run(capsys, "--sqlite", db, "export", "3", "--actor", "test")
     assert doc["profile"]["n_events"] == 2
 
@@ -172,7 +185,12 @@ def test_collector_process_accepts_keyed_batches_and_stops_on_sigterm(
         ).encode()
         req = urllib.request.Request(url, body, {"X-API-Key": "k1"}, method="POST")
         with urllib.request.urlopen(req, timeout=10) as reply:
-            assert json.loads(reply.read()) == {"accepted": 1, "rejected": []}
+            assert json.loads(reply.read()) == {
+                "accepted": 1,
+                "duplicates": 0,
+                "rejected": [],
+                "conflicts": [],
+            }
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -180,3 +198,54 @@ def test_collector_process_accepts_keyed_batches_and_stops_on_sigterm(
             proc.kill()
     stats = {"stream": {"length": 1, "pending": 0}, "dead_letters": 0}
     assert _run(capsys, "--sqlite", db, "stats") == (0, stats)
+
+
+def test_publish_reports_conflicts_and_fails_past_the_rejected_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "rt.db")
+    first = tmp_path / "first.csv"
+    first.write_text(CSV)
+    assert _run(capsys, "--sqlite", db, "publish", str(first))[0] == 0
+    # Reused ids: c0 again unchanged (a duplicate), c1 with another item, c2 for
+    # another user, and inside the file n1 twice with different times.
+    header = "event_id,user_id,session_id,type,timestamp,item_id\n"
+    second = tmp_path / "second.csv"
+    second.write_text(
+        header
+        + "c0,u1,s1,click,2024-05-01T08:00:00Z,100\n"
+        + "c1,u1,s1,click,2024-05-01T08:01:00Z,555\n"
+        + "c2,u7,s1,click,2024-05-01T08:02:00Z,102\n"
+        + "n1,u3,s3,click,2024-05-01T09:00:00Z,1\n"
+        + "n1,u3,s3,click,2024-05-01T09:05:00Z,1\n"
+        + "n2,u3,s3,click,2024-05-01T09:06:00,1\n"
+    )
+    rc, doc, err = _run_err(capsys, "--sqlite", db, "publish", str(second))
+    assert (doc["published"], doc["duplicates"], doc["rows_read"]) == (1, 1, 6)
+    conflicts = doc["conflicts"]
+    assert conflicts["count"] == 3
+    assert conflicts["reasons"] == {
+        "event_id: already used by an event with different content": 2,
+        "event_id: already used by an event of another user": 1,
+    }
+    assert [(x["line"], x["event_id"]) for x in conflicts["examples"]] == [
+        (2, "c1"),
+        (3, "c2"),
+        (5, "n1"),
+    ]
+    assert sum(doc["rejected"].values()) == 1 and doc["dead_letters"] == 4
+    # 4 of 6 rows refused (3 conflicts, 1 invalid) is over the default 0.5.
+    assert rc == 1 and doc["rejected_share"] == 0.6667 and doc["ok"] is False
+    assert "4 of 6 rows refused (66.7%), over --max-rejected-share 0.5" in err
+    rc, doc = _run(capsys, "--sqlite", db, "stats")
+    assert doc == {"stream": {"length": 8, "pending": 0}, "dead_letters": 5}
+    rc, doc = _run(capsys, "--sqlite", db, "export", "u7", "--actor", "test")
+    (letter,) = doc["dead_letters"]
+    assert letter["source"] == "file:second.csv:3" and letter["raw"]["event_id"] == "c2"
+    assert letter["reasons"] == ["event_id: already used by an event of another user"]
+    # A looser threshold accepts the same share; a bad value is an input error.
+    third = tmp_path / "third.csv"
+    third.write_text(header + "t3,u1,s1,click,2024-05-01T08:03:00Z,1\n" + "x,u1,s1,click,bad,1\n")
+    args = ("--sqlite", db, "publish", str(third), "--max-rejected-share", "0.5")
+    assert _run(capsys, *args)[0] == 0  # 1 of 2 is not over 0.5
+    assert main(["--sqlite", db, "publish", str(third), "--max-rejected-share", "2"]) == 2

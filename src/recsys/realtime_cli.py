@@ -6,7 +6,7 @@ file given by ``--sqlite`` (default ``realtime.db``), so one machine needs no
 server and a deployment points every process at the same Redis.
 
     recsys realtime collect --port 8088            # HTTP collector (keys: RECSYS_COLLECTOR_KEYS)
-    recsys realtime publish events.parquet         # batch path: validate a log, publish it
+    recsys realtime publish events.parquet         # batch path: validate a log, publish it once
     recsys realtime consume --segments configs/segments --own 0   # profiles + segments
     recsys realtime check-segments configs/segments    # rule errors with file:line:column
     recsys realtime segment daily_regulars --since 2024-05-01T00:00:00Z
@@ -18,6 +18,21 @@ server and a deployment points every process at the same Redis.
 hand (so nothing read is lost: unacknowledged entries come back at restart)
 and print their counters as JSON. The commands that read or change personal
 data (``export``, ``erase``) take ``--actor``, which the audit trail records.
+
+``publish`` validates every row, dead-letters the refused ones, and publishes
+each event id once (the store remembers published ids): rows already published
+with the same content count as ``duplicates`` (so a rerun publishes only what
+is new), an id already used with other content or for another user is a
+conflict and a dead letter. It prints a JSON summary (``published``,
+``duplicates``, ``rejected`` per reason with ``examples``, ``conflicts`` with
+their count per reason and examples, ``rejected_share``) and exits 1 when
+nothing was published, or when the share of rows refused (invalid or
+conflicting) is over ``--max-rejected-share`` (default 0.5): the valid rows are
+published either way.
+
+Exit status: 0 done; 1 ``publish`` found too little to publish, or a segment
+rule error; 2 bad input (a missing file, a bad time, no collector keys) or an
+unreachable store, with a one-line message.
 
 Example:
     >>> import tempfile, os
@@ -39,6 +54,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,6 +62,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from recsys.events import StoreConfig, open_store
 from recsys.events.batch import load_event_log, load_yoochoose_clicks
 from recsys.events.collector import CollectorConfig, EventCollector, keys_from_env
+from recsys.events.deadletter import DeadLetter
 from recsys.events.producer import EventProducer
 from recsys.events.store import RealtimeStore
 from recsys.privacy import ConsentPolicy, erase_user, export_user
@@ -95,7 +112,18 @@ def _epoch_us(text: str) -> int:
 
 # -- commands --------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace, store: RealtimeStore) -> int:
-    config = CollectorConfig(host=args.host, port=args.port, api_keys=keys_from_env())
+    config = CollectorConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=keys_from_env(),
+        max_batch=args.max_batch,
+        max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        backlog=args.backlog,
+        max_connections=args.max_connections,
+        store_threads=args.store_threads,
+    )
     collector = EventCollector(store, config)  # refuses to start without keys
     with _stop_on_signals() as stop:
         host, port = collector.start()
@@ -108,19 +136,56 @@ def cmd_collect(args: argparse.Namespace, store: RealtimeStore) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, store: RealtimeStore) -> int:
+    if not 0.0 <= args.max_rejected_share <= 1.0:
+        raise ValueError(f"--max-rejected-share must be in [0, 1], got {args.max_rejected_share}")
     log = load_yoochoose_clicks(args.path) if args.yoochoose else load_event_log(args.path)
-    store.add_dead_letters(log.dead_letters)
-    published = EventProducer(store).publish(log.events)
+    result = EventProducer(store).publish_unique(log.events)
+    now_us = time.time_ns() // 1000
+    name = Path(args.path).name
+    conflicts: dict[str, int] = {}
+    examples: list[dict[str, Any]] = []
+    letters = list(log.dead_letters)
+    for c in result.conflicts:
+        line = log.lines[c.index]
+        source = f"file:{name}:{line}"
+        letters.append(DeadLetter.from_raw(c.event.to_dict(), [c.reason], source, now_us))
+        conflicts[c.reason] = conflicts.get(c.reason, 0) + 1
+        if len(examples) < 5:
+            examples.append({"line": line, "event_id": c.event.event_id, "reason": c.reason})
+    store.add_dead_letters(letters)
     r = log.report
+    refused = r.rows_rejected + len(result.conflicts)
+    share = refused / r.rows_read if r.rows_read else 0.0
+    problem = ""
+    if result.published == 0:
+        already = f" ({result.duplicates} already published)" if result.duplicates else ""
+        problem = f"nothing was published{already}"
+    elif share > args.max_rejected_share:
+        problem = (
+            f"{refused} of {r.rows_read} rows refused ({share:.1%}), "
+            f"over --max-rejected-share {args.max_rejected_share:g}"
+        )
     _print(
         {
-            "published": published,
-            "dead_letters": len(log.dead_letters),
+            "published": result.published,
+            "duplicates": result.duplicates,
             "rows_read": r.rows_read,
+            "dead_letters": len(letters),
             "rejected": r.rejected,
             "examples": r.examples,
+            "conflicts": {
+                "count": len(result.conflicts),
+                "reasons": conflicts,
+                "examples": examples,
+            },
+            "rejected_share": round(share, 4),
+            "max_rejected_share": args.max_rejected_share,
+            "ok": not problem,
         }
     )
+    if problem:
+        print(f"recsys realtime publish: {args.path}: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -200,13 +265,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="serve the HTTP collector until stopped")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8088)
+    d = CollectorConfig()
+    p.add_argument("--host", default=d.host, help=f"listen address (default {d.host})")
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="events per request")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    p.add_argument(
+        "--header-timeout", type=float, default=d.header_timeout_s, help="seconds for headers"
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=d.body_timeout_s, help="seconds for a body"
+    )
+    p.add_argument("--backlog", type=int, default=d.backlog, help="listen backlog")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help="open connections beyond which requests get 503",
+    )
+    p.add_argument(
+        "--store-threads", type=int, default=d.store_threads, help="threads publishing batches"
+    )
     p.set_defaults(run=cmd_collect)
 
     p = sub.add_parser("publish", help="validate an event log and publish it to the stream")
     p.add_argument("path", help="Parquet, CSV or TSV log (columns: event fields)")
     p.add_argument("--yoochoose", action="store_true", help="the file is a YOOCHOOSE click log")
+    p.add_argument(
+        "--max-rejected-share",
+        type=float,
+        default=0.5,
+        help="exit 1 when more than this share of the rows is refused (default 0.5)",
+    )
     p.set_defaults(run=cmd_publish)
 
     p = sub.add_parser("consume", help="apply the stream to profiles and segments")

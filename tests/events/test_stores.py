@@ -13,17 +13,28 @@ from typing import Any
 
 import pytest
 import redis
+from rt_testkit import event, raw_event
 
 from recsys.events.backend import StoreConfig, open_store
 from recsys.events.deadletter import DeadLetter
 from recsys.events.redis_store import RedisStore
+from recsys.events.sqlite_store import SqliteStore
 from recsys.events.store import (
+    CONFLICT_REASONS,
+    DUPLICATE,
+    OTHER_CONTENT,
+    OTHER_USER,
+    PUBLISHED,
     CommitBatch,
+    EventKey,
     MembershipChange,
     ProfileWrite,
+    PublishResult,
     RealtimeStore,
+    canonical_event,
     partition_of,
 )
+from recsys.events.validation import EventValidator, ValidationConfig
 
 
 def publish(store: RealtimeStore, n: int, user: str = "u1") -> list[str]:
@@ -346,3 +357,101 @@ def test_a_blocked_read_returns_user_versions(redis_url: str) -> None:
     ]
     # The versions came with the entries (stamped when published): one call.
     assert len(calls) == 1 and b"XREADGROUP" in calls[0]
+
+
+# -- publishing once per event id (publish_new) ---------------------------------------
+def keyed(n: int, user: str = "u1", item: int = 0) -> tuple[str, EventKey]:
+    """A validated event e<n> as publish_new takes it: (text, key)."""
+    return canonical_event(event(n, user=user, item=100 + n + item))
+
+
+def publish_new(store: RealtimeStore, events: list[tuple[str, EventKey]]) -> PublishResult:
+    return store.publish_new([t for t, _ in events], [k for _, k in events])
+
+
+def test_publish_new_publishes_each_id_once_and_names_conflicts(store: RealtimeStore) -> None:
+    first = publish_new(store, [keyed(1), keyed(2), keyed(1)])
+    assert first.outcomes == [PUBLISHED, PUBLISHED, DUPLICATE]
+    got = store.read("c", 10, 0, pending=False)
+    assert [d.entry_id for d in got] == first.entry_ids and len(got) == 2
+    assert [d.payload for d in got] == [keyed(1)[0], keyed(2)[0]]
+    # Ids known from an earlier call: a resend, other content, another user;
+    # and within the call a new id used twice with different content.
+    again = publish_new(store, [keyed(2), keyed(1, item=7), keyed(2, user="u2"), keyed(3),
+                                keyed(3, item=1)])  # fmt: skip
+    assert again.outcomes == [DUPLICATE, OTHER_CONTENT, OTHER_USER, PUBLISHED, OTHER_CONTENT]
+    (new,) = store.read("c", 10, 0, pending=False)
+    assert new.entry_id == again.entry_ids[0] and json.loads(new.payload)["event_id"] == "e3"
+    assert again.count(PUBLISHED) == 1 and set(CONFLICT_REASONS) == {OTHER_USER, OTHER_CONTENT}
+    assert store.publish_new([], []) == PublishResult([], [])
+    with pytest.raises(ValueError, match="2 payloads but 1 keys"):
+        store.publish_new(["a", "b"], [keyed(9)[1]])
+
+
+def test_the_digest_ignores_field_order_and_utc_offsets() -> None:
+    raw = raw_event(1, etype="search", payload={"query": "q", "category": "c"})
+    moved = dict(reversed(list(raw.items())))
+    moved["payload"] = {"category": "c", "query": "q"}
+    moved["timestamp"] = "2024-05-01T10:01:00+02:00"
+    validator = EventValidator(ValidationConfig(max_future_skew_s=None))
+    a, b = (canonical_event(validator.validate(r)) for r in (raw, moved))
+    assert a == b
+    assert a[1].digest != canonical_event(validator.validate({**raw, "session_id": "s9"}))[1].digest
+
+
+def test_concurrent_publishers_of_the_same_ids_publish_each_once(store: RealtimeStore) -> None:
+    events = [keyed(n, user=f"u{n % 7}") for n in range(300)]
+    results: list[PublishResult] = []
+
+    def publisher(offset: int) -> None:
+        rotated = events[offset:] + events[:offset]  # each thread starts elsewhere
+        for start in range(0, 300, 50):
+            results.append(publish_new(store, rotated[start : start + 50]))
+
+    threads = [threading.Thread(target=publisher, args=(k * 25,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    published = sum(r.count(PUBLISHED) for r in results)
+    assert published == 300 and sum(r.count(DUPLICATE) for r in results) == 1200 - 300
+    got = store.read("c", 1000, 0, pending=False)
+    assert sorted(json.loads(d.payload)["event_id"] for d in got) == sorted(
+        f"e{n}" for n in range(300)
+    )
+
+
+def test_erasure_removes_the_users_id_registrations(store: RealtimeStore) -> None:
+    victim, other = "victim-a1b2", "other-c3d4"
+    publish_new(store, [keyed(1, user=victim), keyed(2, user=other), keyed(3, user=victim)])
+    dump_before = _registrations(store)
+    assert victim in dump_before and other in dump_before
+    counts = store.erase_user(victim, "tomb")
+    assert "event_ids" not in counts  # the categories stay those of the access export
+    dump = _registrations(store)
+    assert victim not in dump and other in dump
+    # The other user's ids are still known; the victim's are free again (the
+    # consumer's applied ids still keep an erased event from coming back).
+    assert publish_new(store, [keyed(2, user=other)]).outcomes == [DUPLICATE]
+    assert publish_new(store, [keyed(1, user="someone")]).outcomes == [PUBLISHED]
+
+
+def _registrations(store: RealtimeStore) -> str:
+    """Everything the store keeps about published event ids, as text."""
+    if isinstance(store, SqliteStore):
+        return repr(store._db.execute("SELECT * FROM event_ids").fetchall())
+    assert isinstance(store, RedisStore)
+    keys = sorted(store.r.scan_iter(match=f"{store.prefix}:e*", count=1000))
+    return repr(keys) + repr(store.r.hgetall(f"{store.prefix}:eid"))
+
+
+def test_ids_stay_right_after_the_newest_entries_were_erased(store: RealtimeStore) -> None:
+    # SQLite numbers rows after the highest number ever given (AUTOINCREMENT),
+    # not after the highest left: the ids returned must be the rows' ids.
+    publish(store, 3, user="keep")
+    publish(store, 2, user="gone")
+    store.read("c", 10, 0, pending=False)
+    store.erase_user("gone", "tomb")
+    ids = publish(store, 2, user="next")
+    ids += publish_new(store, [keyed(7, user="next")]).entry_ids
+    assert [d.entry_id for d in store.read("c", 10, 0, pending=False)] == ids

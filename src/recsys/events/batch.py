@@ -39,11 +39,15 @@ class EventLog:
 
     Attributes:
         events: the valid events, in file order.
+        lines: where each event came from, numbered as the dead letters'
+            sources are (data rows from 1 in CSV, TSV and Parquet logs; file
+            lines in the YOOCHOOSE log), for reports about it later.
         dead_letters: one per refused row, with its reasons.
         report: rows read, kept and rejected per reason.
     """
 
     events: list[Event] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     report: LoadReport = field(default_factory=lambda: LoadReport(source=""))
 
@@ -132,6 +136,7 @@ def load_event_log(path: str | Path, validator: EventValidator | None = None) ->
         else:
             try:
                 log.events.append(validator.validate(raw))
+                log.lines.append(line)
                 continue
             except EventValidationError as e:
                 errors = list(e.errors)
@@ -184,6 +189,7 @@ def load_yoochoose_clicks(path: str | Path, validator: EventValidator | None = N
                     "item_id": int(item),
                 }
                 log.events.append(validator.validate(raw))
+                log.lines.append(line)
                 continue
             except ValueError as e:
                 errors = list(e.errors) if isinstance(e, EventValidationError) else [f"row: {e}"]

@@ -2,42 +2,114 @@
 
 ``POST /v1/events`` with header ``X-API-Key: <key>`` (or ``Authorization:
 Bearer <key>``) and a body that is a JSON array of events or
-``{"events": [...]}``. Every event is validated: valid ones are published to
-the stream (canonical JSON) before the reply, invalid ones are stored as dead
-letters and reported back by index with their errors. ``GET /healthz``
-answers 200.
+``{"events": [...]}``, sent with ``Content-Length`` or ``Transfer-Encoding:
+chunked``. Every event is validated: valid ones are published to the stream
+(canonical JSON) before the reply, once per event id
+(:meth:`~recsys.events.store.RealtimeStore.publish_new`); invalid ones and id
+conflicts are stored as dead letters and reported back by index. ``GET
+/healthz`` answers 200.
 
-Replies: 200 ``{"accepted": n, "rejected": [{"index", "event_id", "errors"}]}``;
-400 body not JSON or not a batch; 401 missing or unknown key; 413 body or
-batch too large; 404/405 otherwise.
+How it runs: an ASGI application (:meth:`EventCollector.asgi`) served by
+uvicorn on one event loop (uvloop when installed) with the httptools parser,
+keep-alive, and a listen backlog of ``CollectorConfig.backlog``. A batch is
+parsed and validated on the loop (CPU work, which threads could not run in
+parallel anyway); its store calls, which block on I/O, run in a bounded thread
+pool (``store_threads``), so a slow store never stops the loop from reading
+other requests, answering 401s and enforcing timeouts.
+:meth:`EventCollector.start` serves from a background thread (tests,
+``recsys realtime collect``); :meth:`EventCollector.handle` is the same
+processing without HTTP.
+
+Limits, in the order a request meets them:
+
+* the request line and headers: at most ``max_header_bytes`` (431), within
+  ``header_timeout_s`` of the connection or of the request's first byte
+  (408; a connection that sends nothing is closed); idle keep-alive
+  connections close after ``keep_alive_s``; past ``max_connections`` open
+  connections, 503;
+* the key, from the headers alone: nothing of the body is read without one;
+* the declared ``Content-Length`` (413 at once when over ``max_body_bytes``),
+  then the body as it arrives (413 as soon as it passes the limit, chunked
+  bodies included), so no more than the limit is ever held per request; the
+  whole body within ``body_timeout_s`` of the headers (408);
+* at most ``max_batch`` events per request (413).
+
+Replies (JSON, except uvicorn's own 503 past ``max_connections``):
+
+===  ==========================================================================
+200  ``{"accepted": n, "duplicates": n, "rejected": [{"index", "event_id",
+     "errors"}], "conflicts": [{"index", "event_id", "reason"}]}``; accepted
+     events are in the stream; duplicates (exact resends of published
+     events) were not published again; rejected events and conflicts (an id
+     already used with other content or by another user) are dead letters
+400  malformed HTTP (a bad or doubled ``Content-Length``, both framings, an
+     unsupported ``Transfer-Encoding``); or a body that is not UTF-8, empty,
+     not JSON (nesting too deep, a number past 4,300 digits) or not a batch,
+     which becomes a dead letter
+401  missing or unknown key (``WWW-Authenticate: Bearer``)
+404  unknown path; 405 other methods (``Allow`` header)
+408  headers or body too slow
+411  a body with neither ``Content-Length`` nor ``Transfer-Encoding: chunked``
+413  body over ``max_body_bytes`` or more than ``max_batch`` events (nothing
+     of the request is kept: the client must split it)
+431  headers over ``max_header_bytes``
+503  the store failed (send the batch again: what was published comes back
+     as duplicates) or too many connections
+===  ==========================================================================
+
+Replies that leave a request body unread close the connection; they half
+close it first and discard what the client still sends for up to
+``linger_s``, so a client writing its body reads the reply instead of a
+connection reset.
 
 Example:
     >>> from recsys.events.sqlite_store import SqliteStore
     >>> c = EventCollector(SqliteStore(), CollectorConfig(api_keys={"web": "s3cret"}))
     >>> c.handle(b'[]', "s3cret")
-    (200, {'accepted': 0, 'rejected': []})
+    (200, {'accepted': 0, 'duplicates': 0, 'rejected': [], 'conflicts': []})
     >>> c.handle(b'[]', "wrong")[0]
     401
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
+import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from recsys.events.deadletter import DeadLetter
-from recsys.events.store import RealtimeStore
-from recsys.events.validation import EventValidationError, EventValidator
+from recsys.events.store import (
+    CONFLICT_REASONS,
+    DUPLICATE,
+    PUBLISHED,
+    EventKey,
+    RealtimeStore,
+    canonical_event,
+)
+from recsys.events.validation import EventValidationError, EventValidator, decode_json
 
 KEYS_ENV = "RECSYS_COLLECTOR_KEYS"
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 def keys_from_env(var: str = KEYS_ENV) -> dict[str, str]:
@@ -57,11 +129,27 @@ class CollectorConfig:
     """Settings of :class:`EventCollector`.
 
     Attributes:
-        host: address to listen on.
+        host: address to listen on (loopback by default).
         port: TCP port (0 picks a free one).
         api_keys: key name -> secret key; the name labels dead letters and logs.
         max_batch: most events per request.
-        max_body_bytes: largest request body.
+        max_body_bytes: largest request body, enforced while it is read.
+        max_header_bytes: largest request line plus headers.
+        header_timeout_s: time for a request line and headers to arrive.
+        body_timeout_s: time for a body to arrive after its headers.
+        keep_alive_s: idle time after which a keep-alive connection closes.
+        linger_s: how long a connection closed with a body unread keeps
+            discarding what the client sends (so it reads the reply).
+        backlog: listen backlog (the kernel caps it at ``net.core.somaxconn``).
+        max_connections: open connections (and requests) beyond which new
+            requests get 503; also bounds memory to about this many bodies.
+        store_threads: threads validating and publishing batches: two let one
+            batch's store call overlap the next one's validation; more only
+            contend for the interpreter lock (the work is Python).
+        loop: uvicorn's event loop: ``auto`` (uvloop when installed),
+            ``uvloop`` or ``asyncio``.
+        shutdown_timeout_s: :meth:`EventCollector.stop` waits this long for
+            requests in flight.
     """
 
     host: str = "127.0.0.1"
@@ -69,15 +157,345 @@ class CollectorConfig:
     api_keys: Mapping[str, str] = field(default_factory=dict)
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000
+    max_header_bytes: int = 16_384
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
+    linger_s: float = 2.0
+    backlog: int = 2048
+    max_connections: int = 1024
+    store_threads: int = 2
+    loop: str = "auto"
+    shutdown_timeout_s: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_body_bytes", "max_header_bytes", "backlog"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CollectorConfig.{name} must be >= 1")
+        for name in ("max_connections", "store_threads", "keep_alive_s", "shutdown_timeout_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CollectorConfig.{name} must be >= 1")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CollectorConfig.{name} must be > 0")
+        if self.linger_s < 0:
+            raise ValueError("CollectorConfig.linger_s must be >= 0")
+        if self.loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError(
+                f"CollectorConfig.loop: expected auto, uvloop or asyncio, got {self.loop!r}"
+            )
+
+
+def _reply_bytes(status: int, payload: Mapping[str, Any], close: bool) -> bytes:
+    """A complete HTTP/1.1 response, for replies the protocol sends itself."""
+    body = json.dumps(payload).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _LingeringTransport(asyncio.Transport):
+    """The connection's transport with a lingering close.
+
+    Closing a socket while the peer is still sending makes the kernel answer
+    with a reset, which can destroy the reply before the client reads it (a
+    401 or 413 sent before the body). So :meth:`close` half-closes instead:
+    the reply is flushed and followed by FIN, incoming data is discarded, and
+    the socket closes when the client closes its side or after ``linger_s``.
+    """
+
+    def __init__(self, inner: asyncio.Transport, linger_s: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.linger_s = linger_s
+        self.lingering = False
+
+    def close(self) -> None:
+        if self.lingering or self.inner.is_closing():
+            return
+        if self.linger_s <= 0 or not self.inner.can_write_eof():
+            self.inner.close()
+            return
+        self.lingering = True
+        try:
+            self.inner.write_eof()
+            # Flow control may have paused reading (a body over 64 KiB in
+            # hand); discarding needs it on, or the client blocks in its send.
+            if not self.inner.is_reading():
+                self.inner.resume_reading()
+        except (OSError, RuntimeError):
+            self.inner.close()
+            return
+        asyncio.get_running_loop().call_later(self.linger_s, self.inner.close)
+
+    def close_now(self) -> None:
+        self.lingering = True
+        self.inner.close()
+
+    def is_closing(self) -> bool:
+        return self.lingering or self.inner.is_closing()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.lingering:
+            self.inner.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        if not self.lingering:
+            self.inner.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self.inner.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self.inner.can_write_eof()
+
+    def abort(self) -> None:
+        self.lingering = True
+        self.inner.abort()
+
+    def pause_reading(self) -> None:
+        # Lingering reads on, to discard: a paused socket would fill up and
+        # stall the client before it reads the reply.
+        if not self.lingering:
+            self.inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self.inner.is_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.inner.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.inner.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self.inner.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.inner.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.inner.set_write_buffer_limits(high, low)
+
+
+class _CollectorProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus what it lacks for an open endpoint:
+    a deadline for the request line and headers (uvicorn only times out idle
+    keep-alive connections), a cap on header bytes (llhttp has none), JSON
+    error replies that name the parse error, and the lingering close.
+
+    :meth:`EventCollector.start` subclasses it with the limits as class
+    attributes (uvicorn builds protocols from a class).
+    """
+
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 16_384
+    linger_s: float = 2.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self._wrapped = _LingeringTransport(cast(asyncio.Transport, transport), self.linger_s)
+        self._header_timer: asyncio.TimerHandle | None = None
+        # From the end of a message (or the connection's start) to the end of
+        # the next request's headers, received bytes count against
+        # max_header_bytes.
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._header_size = 0  # of the parsed request line and headers
+        self._too_big = False
+        super().connection_made(self._wrapped)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._awaiting_headers and not self._wrapped.is_closing():
+            if self._header_bytes:
+                self._reject(408, "request headers not received in time")
+            else:
+                self._wrapped.close()  # connected and said nothing
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answers ``status`` itself and closes: for problems found below the
+        application (parse errors, limits on headers)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                self._wrapped.close()
+                return
+            # The application is waiting for the body: it sees a disconnect.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._wrapped.write(_reply_bytes(status, {"error": message}, close=True))
+        self._wrapped.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._wrapped.lingering:
+            return  # discarding what follows a final reply
+        self._unset_keepalive_if_required()
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "protocol upgrades are not supported; send HTTP/1.1")
+            return
+        except httptools.HttpParserError as e:
+            self._reject(400, f"malformed HTTP request: {e}")
+            return
+        # The parser keeps a header it has not finished in memory: stop a
+        # request whose headers grow past the limit before they end, too.
+        if self._too_big or (self._awaiting_headers and self._header_bytes > self.max_header_bytes):
+            self._reject(431, f"request line and headers over {self.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_size = 0
+        self._arm_header_timer()  # from the request's first byte
+
+    def on_url(self, url: bytes) -> None:
+        self._header_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._header_bytes = 0
+        self._cancel_header_timer()
+        if self._header_size > self.max_header_bytes:
+            self._too_big = True  # answered once the parser returns; no application runs
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._too_big:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._awaiting_headers = True  # what follows a message starts with headers
+        self._header_bytes = 0
+        if not self._too_big:
+            super().on_message_complete()
+
+    def shutdown(self) -> None:
+        # Server shutdown closes idle connections at once, without lingering.
+        if self.cycle is None or self.cycle.response_complete:
+            self._wrapped.close_now()
+        else:
+            self.cycle.keep_alive = False
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+@dataclass
+class Prepared:
+    """A request body checked and ready for the store (:meth:`EventCollector.prepare`).
+
+    Attributes:
+        source: the dead letters' source, ``http:<key name>``.
+        received_us: when it was received (dead letters' time).
+        status: 200, or the status of a body refused as a whole.
+        error: why the body was refused as a whole ("" when it was not).
+        payloads: the valid events' canonical JSON, to publish.
+        keys: their :class:`~recsys.events.store.EventKey`.
+        positions: their index in the batch.
+        rejected: the reply's entries for invalid events.
+        letters: dead letters so far (invalid events, or the refused body).
+    """
+
+    source: str
+    received_us: int
+    status: int = 200
+    error: str = ""
+    payloads: list[str] = field(default_factory=list)
+    keys: list[EventKey] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    def store_in(self, store: RealtimeStore) -> tuple[int, dict[str, Any]]:
+        """Publishes the valid events once per id and stores the dead letters
+        (those of conflicts too); the reply.
+
+        Raises:
+            Exception: whatever the store raised.
+        """
+        if self.status != 200:
+            if self.letters:
+                store.add_dead_letters(self.letters)
+            return self.status, {"error": self.error}
+        accepted = duplicates = 0
+        conflicts: list[dict[str, Any]] = []
+        letters = list(self.letters)
+        if self.payloads:
+            result = store.publish_new(self.payloads, self.keys)
+            for j, outcome in enumerate(result.outcomes):
+                if outcome == PUBLISHED:
+                    accepted += 1
+                elif outcome == DUPLICATE:
+                    duplicates += 1
+                else:
+                    reason = CONFLICT_REASONS[outcome]
+                    # From the canonical text: the parsed request is not kept
+                    # while batches wait for a store thread (memory per request).
+                    raw = json.loads(self.payloads[j])
+                    letter = DeadLetter.from_raw(raw, [reason], self.source, self.received_us)
+                    letters.append(letter)
+                    event_id = self.keys[j].event_id
+                    conflicts.append(
+                        {"index": self.positions[j], "event_id": event_id, "reason": reason}
+                    )
+        if letters:
+            store.add_dead_letters(letters)
+        return 200, {
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": self.rejected,
+            "conflicts": conflicts,
+        }
 
 
 class EventCollector:
     """Validates and publishes batches of events; see the module docstring.
 
     Args:
-        store: the stream and dead-letter store.
-        config: listen address, keys, limits.
+        store: the stream and dead-letter store (thread-safe: several store
+            threads call it).
+        config: listen address, keys, limits; default: keys from
+            ``RECSYS_COLLECTOR_KEYS``.
         validator: event validator (checks timestamps against this clock).
+
+    Raises:
+        ValueError: no API key is configured.
     """
 
     def __init__(
@@ -95,14 +513,15 @@ class EventCollector:
             name: hashlib.sha256(key.encode()).digest()
             for name, key in self.config.api_keys.items()
         }
-        self._server: ThreadingHTTPServer | None = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def authenticate(self, key: str | None) -> str | None:
         """The key's name, or None when the key is missing or unknown (constant time)."""
         if not key:
             return None
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
         found = None
         for name, d in self._digests.items():
             if hmac.compare_digest(digest, d):
@@ -110,7 +529,11 @@ class EventCollector:
         return found
 
     def handle(self, body: bytes, api_key: str | None) -> tuple[int, dict[str, Any]]:
-        """Processes one request body.
+        """Processes one request body, as ``POST /v1/events`` does.
+
+        Args:
+            body: the request body.
+            api_key: the key the client sent, or None.
 
         Returns:
             ``(HTTP status, JSON reply)``.
@@ -120,88 +543,289 @@ class EventCollector:
             return 401, {"error": "missing or unknown API key"}
         if len(body) > self.config.max_body_bytes:
             return 413, {"error": f"body larger than {self.config.max_body_bytes} bytes"}
+        return self.process(body, name)
+
+    def process(self, body: bytes, key_name: str) -> tuple[int, dict[str, Any]]:
+        """Validates, publishes and dead-letters one authenticated body.
+
+        Args:
+            body: the request body (within the size limit).
+            key_name: the name of the client's key (dead letters' source
+                ``http:<name>``).
+
+        Returns:
+            ``(HTTP status, JSON reply)``; see the module docstring.
+
+        Raises:
+            Exception: whatever the store raised (the server answers 503).
+        """
+        return self.prepare(body, key_name).store_in(self.store)
+
+    def prepare(self, body: bytes, key_name: str) -> Prepared:
+        """The part of :meth:`process` that needs no store: the body parsed,
+        every event validated and in its canonical form, the refused ones as
+        dead letters.
+
+        Pure CPU work: the server runs it on the event loop, and only
+        :meth:`Prepared.store_in` in a store thread, which may block on I/O
+        (Python work in threads would only contend for the interpreter lock).
+
+        Args:
+            body: the request body (within the size limit).
+            key_name: the name of the client's key.
+
+        Returns:
+            What :meth:`Prepared.store_in` needs.
+        """
         now_us = time.time_ns() // 1000
-        source = f"http:{name}"
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            self.store.add_dead_letters(
-                [DeadLetter.from_raw(body[:2000], [f"$: body is not JSON ({e})"], source, now_us)]
-            )
-            return 400, {"error": f"body is not JSON: {e}"}
-        events = doc.get("events") if isinstance(doc, dict) else doc
-        if not isinstance(events, list):
-            return 400, {"error": 'expected a JSON array of events or {"events": [...]}'}
+        source = f"http:{key_name}"
+        out = Prepared(source=source, received_us=now_us)
+        events, problem = _batch_of(body)
+        if events is None:
+            # Kept, not dropped: the raw body (clipped) as a dead letter.
+            out.letters.append(DeadLetter.from_raw(body[:2000], [problem], source, now_us))
+            out.status, out.error = 400, problem
+            return out
         if len(events) > self.config.max_batch:
-            return 413, {"error": f"more than {self.config.max_batch} events in one batch"}
-        accepted: list[str] = []
-        rejected: list[dict[str, Any]] = []
-        letters: list[DeadLetter] = []
+            out.status, out.error = 413, f"more than {self.config.max_batch} events in one batch"
+            return out
+        validate = self.validator.validate
         for i, raw in enumerate(events):
             try:
-                accepted.append(self.validator.validate(raw).to_json())
+                event = validate(raw)
             except EventValidationError as e:
-                letters.append(DeadLetter.from_raw(raw, list(e.errors), source, now_us))
-                rejected.append({"index": i, "event_id": e.event_id, "errors": list(e.errors)})
-        if letters:
-            self.store.add_dead_letters(letters)
-        if accepted:
-            self.store.publish(accepted)
-        return 200, {"accepted": len(accepted), "rejected": rejected}
+                letter = DeadLetter.from_raw(raw, list(e.errors), source, now_us)
+                out.letters.append(letter)
+                reasons = list(letter.reasons)  # surrogates escaped, as stored
+                out.rejected.append({"index": i, "event_id": e.event_id, "errors": reasons})
+                continue
+            text, key = canonical_event(event)
+            out.payloads.append(text)
+            out.keys.append(key)
+            out.positions.append(i)
+        return out
 
-    # -- HTTP server --------------------------------------------------------------
+    # -- ASGI application -------------------------------------------------------------
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The collector as an ASGI 3 application (see the module docstring)."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/healthz":
+            if method in ("GET", "HEAD"):
+                await _send_json(send, 200, {"status": "ok"})
+            else:
+                await _send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET, HEAD")])
+            return
+        if path != "/v1/events":
+            await _send_json(send, 404, {"error": "not found"})
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        length_text = _header(headers, b"content-length")
+        chunked = _header(headers, b"transfer-encoding")
+        has_body = chunked is not None or (length_text is not None and length_text != b"0")
+        if method != "POST":
+            await _send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")], has_body)
+            return
+        # The key comes from the headers only: nothing of the body is read
+        # (nor "100 Continue" sent) for a client without one.
+        name = self.authenticate(_key_of(headers))
+        if name is None:
+            await _send_json(
+                send,
+                401,
+                {"error": "missing or unknown API key"},
+                [(b"www-authenticate", b'Bearer realm="recsys-events"')],
+                has_body,
+            )
+            return
+        limit = self.config.max_body_bytes
+        if chunked is not None:
+            if chunked.strip().lower() != b"chunked":
+                error = f"unsupported Transfer-Encoding {chunked.decode('latin-1')!r}; use chunked"
+                await _send_json(send, 400, {"error": error}, close=True)
+                return
+        elif length_text is None:
+            error = "Content-Length required (or Transfer-Encoding: chunked)"
+            await _send_json(send, 411, {"error": error}, close=True)
+            return
+        elif not length_text.strip().isdigit():
+            error = f"Content-Length must be a non-negative integer, got {length_text[:40]!r}"
+            await _send_json(send, 400, {"error": error}, close=True)
+            return
+        elif int(length_text) > limit:
+            await _send_json(send, 413, {"error": f"body larger than {limit} bytes"}, close=True)
+            return
+
+        loop = asyncio.get_running_loop()
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.config.body_timeout_s):
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left: nobody to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        # Stop here: what was read is dropped, the rest is not read.
+                        parts.clear()
+                        error = f"body larger than {limit} bytes"
+                        await _send_json(send, 413, {"error": error}, close=True)
+                        return
+                    parts.append(chunk)
+                    more = bool(message.get("more_body", False))
+        except TimeoutError:
+            error = f"body not received within {self.config.body_timeout_s:g} s"
+            await _send_json(send, 408, {"error": error}, close=True)
+            return
+        body = b"".join(parts)
+        del parts
+        try:
+            prepared = self.prepare(body, name)
+            del body
+            status, reply = await loop.run_in_executor(self._pool, prepared.store_in, self.store)
+        except Exception:
+            log.exception("event collector: the store failed")
+            status, reply = (
+                503,
+                {
+                    "error": "the event store failed; send the batch again "
+                    "(events already published come back as duplicates)"
+                },
+            )
+        await _send_json(send, status, reply)
+
+    # -- HTTP server --------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
-        """Serves in a background thread; returns the bound ``(host, port)``."""
-        collector = self
+        """Serves in a background thread; returns the bound ``(host, port)``.
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _reply(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if status == 401:
-                    self.send_header("WWW-Authenticate", 'Bearer realm="recsys-events"')
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._reply(200, {"status": "ok"})
-                else:
-                    self._reply(404, {"error": "not found"})
-
-            def do_POST(self) -> None:
-                if self.path != "/v1/events":
-                    self._reply(404, {"error": "not found"})
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > collector.config.max_body_bytes:
-                    self._reply(413, {"error": "body too large"})
-                    self.close_connection = True
-                    return
-                body = self.rfile.read(length)
-                key = self.headers.get("X-API-Key")
-                auth = self.headers.get("Authorization", "")
-                if not key and auth.startswith("Bearer "):
-                    key = auth[len("Bearer ") :]
-                status, payload = collector.handle(body, key)
-                self._reply(status, payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # access logs would carry client addresses; keep them out
-
-        self._server = ThreadingHTTPServer((self.config.host, self.config.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        host, port = self._server.server_address[:2]
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: already started, or the server did not come up.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the collector is already running")
+        cfg = self.config
+        # Bound here, so a taken port raises in the caller (uvicorn would exit
+        # its thread instead).
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        sock = socket.create_server((cfg.host, cfg.port), family=family, backlog=cfg.backlog)
+        protocol = type(
+            "CollectorProtocol",
+            (_CollectorProtocol,),
+            {
+                "header_timeout_s": cfg.header_timeout_s,
+                "max_header_bytes": cfg.max_header_bytes,
+                "linger_s": cfg.linger_s,
+            },
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.asgi,
+                http=protocol,
+                loop=cfg.loop,
+                lifespan="off",
+                interface="asgi3",
+                log_config=None,  # leave the process's logging alone
+                access_log=False,  # access logs would carry client addresses
+                server_header=False,
+                proxy_headers=False,
+                backlog=cfg.backlog,
+                timeout_keep_alive=cfg.keep_alive_s,
+                limit_concurrency=cfg.max_connections,
+                timeout_graceful_shutdown=cfg.shutdown_timeout_s,
+            )
+        )
+        self._pool = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="collector-store")
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="event-collector", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                sock.close()
+                raise RuntimeError("the collector's HTTP server did not start")
+            time.sleep(0.005)
+        host, port = sock.getsockname()[:2]
         return str(host), int(port)
 
     def stop(self) -> None:
-        """Stops the server started by :meth:`start`."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stops the server started by :meth:`start`: stops accepting, lets
+        requests in flight finish (up to ``shutdown_timeout_s``), closes."""
+        server, thread, pool = self._server, self._thread, self._pool
+        self._server = self._thread = self._pool = None
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=self.config.shutdown_timeout_s + 5)
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _batch_of(body: bytes) -> tuple[list[Any] | None, str]:
+    """The events of a request body, or None and why the body is not a batch."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"body is not UTF-8 text ({e.reason} at byte {e.start})"
+    if text.startswith("\ufeff"):  # RFC 8259: a parser may ignore a byte order mark
+        text = text[1:]
+    if not text or text.isspace():
+        return None, "body is empty; expected a JSON array of events"
+    try:
+        doc = decode_json(text)
+    except RecursionError:
+        return None, "body is not JSON: nested too deeply"
+    except ValueError as e:
+        # Python refuses integers past 4,300 digits; say so without its advice
+        # about sys.set_int_max_str_digits, which is for the server.
+        why = str(e)
+        if "integer string conversion" in why:
+            why = "a number has more than 4300 digits"
+        return None, f"body is not JSON: {why}"
+    events = doc.get("events") if isinstance(doc, dict) else doc
+    if not isinstance(events, list):
+        return None, 'expected a JSON array of events or {"events": [...]}'
+    return events, ""
+
+
+def _key_of(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    key = _header(headers, b"x-api-key")
+    if not key:
+        auth = _header(headers, b"authorization") or b""
+        if auth[:7].lower() == b"bearer ":
+            key = auth[7:].strip()
+    # Header bytes are Latin-1 by HTTP's rules; a key is ASCII.
+    return key.decode("latin-1") if key else None
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    payload: Mapping[str, Any],
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    close: bool = False,
+) -> None:
+    """One JSON reply; ``close`` ends the connection after it (a body left
+    unread, or a stream that cannot be trusted further)."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers += extra
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -3,7 +3,9 @@
 Nothing is dropped silently: an event that fails validation (or whose
 processing raised) becomes a :class:`DeadLetter` in the store. Values of
 fields outside the schema are *not* kept (only their names), so a dead letter
-never stores data the schema does not allow.
+never stores data the schema does not allow. Lone surrogates (valid JSON
+escapes that no UTF-8 text can hold) are kept as ``\\udxxx`` text in keys,
+values and reasons, so every dead letter can itself be stored.
 
 Example:
     >>> dl = DeadLetter.from_raw({"event_id": "e1", "email": "a@b.c"},
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recsys.events.schema import CONTEXT_FIELDS, EVENT_FIELDS, EventType
-from recsys.events.validation import ID_PATTERN, PAYLOAD_SPECS
+from recsys.events.validation import ID_PATTERN, PAYLOAD_SPECS, printable
 
 REMOVED = "<removed: field not in schema>"
 _MAX_TEXT = 512
@@ -34,38 +36,40 @@ _MAX_DEPTH = 16
 TOO_DEEP = "<removed: nested too deep>"
 
 
+def _key(key: object) -> str:
+    return printable(str(key)[:64])
+
+
 def _clip(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return value[:_MAX_TEXT]
+        return printable(value[:_MAX_TEXT])
     if isinstance(value, list | Mapping) and depth >= _MAX_DEPTH:
         return TOO_DEEP  # also keeps the copy far from the recursion limit
     if isinstance(value, list):
         return [_clip(v, depth + 1) for v in value[:100]]
     if isinstance(value, Mapping):
-        return {str(k)[:64]: _clip(v, depth + 1) for k, v in list(value.items())[:50]}
+        return {_key(k): _clip(v, depth + 1) for k, v in list(value.items())[:50]}
     return value
 
 
 def _sanitize(raw: object) -> Any:
     if isinstance(raw, str | bytes):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return text[:2000]
+        return printable(text[:2000])
     if not isinstance(raw, Mapping):
         return _clip(raw)
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        k = str(key)[:64]
+        k = _key(key)
         if k not in _TOP:
             out[k] = REMOVED
         elif k == "context" and isinstance(value, Mapping):
-            out[k] = {str(c)[:64]: (_clip(v) if c in _CTX else REMOVED) for c, v in value.items()}
+            out[k] = {_key(c): (_clip(v) if c in _CTX else REMOVED) for c, v in value.items()}
         elif k == "payload" and isinstance(value, Mapping):
             rtype = raw.get("type")
             etype = _TYPES.get(rtype) if isinstance(rtype, str) else None
             allowed = PAYLOAD_SPECS[etype] if etype is not None else _ANY_PAYLOAD
-            out[k] = {
-                str(p)[:64]: (_clip(v) if p in allowed else REMOVED) for p, v in value.items()
-            }
+            out[k] = {_key(p): (_clip(v) if p in allowed else REMOVED) for p, v in value.items()}
         else:
             out[k] = _clip(value)
     return out
@@ -118,7 +122,7 @@ class DeadLetter:
         return cls(
             received_us=received_us,
             source=source,
-            reasons=tuple(reasons),
+            reasons=tuple(printable(r) for r in reasons),
             event_id=_id_of(raw, "event_id"),
             user_id=_id_of(raw, "user_id"),
             raw=_sanitize(raw),

@@ -19,6 +19,9 @@ key                   type    holds
                               the user's events of the batch (see
                               :func:`~recsys.events.redis_codec.event_chunk`)
 ``P:applied``         set     committed event ids (idempotency keys)
+``P:eid``             hash    published event id -> ``<user> <digest>``
+                              (:meth:`RedisStore.publish_new`); ``P:eu:<user>``
+                              (set) the user's ids, for erasure
 ``P:dl``              stream  dead letters; ``P:dlu:<user>`` lists a user's ids
 ``P:seg:<segment>``   hash    members -> entry time; ``P:segments`` names them
 ``P:seglog``          stream  membership changes; ``P:slu:<user>`` a user's ids
@@ -76,13 +79,17 @@ from recsys.events.redis_codec import (
     split_list,
 )
 from recsys.events.store import (
+    PUBLISHED,
     AuditRecord,
     CommitBatch,
     CommitReply,
     Delivery,
+    EventKey,
     MembershipChange,
+    PublishResult,
     UserRecord,
     canonical_json,
+    classify_keys,
     stream_user_of,
 )
 
@@ -125,43 +132,100 @@ local function chunked(cmd, key, extra, list, first, last)
 end
 """
 
-# KEYS: stream keys; ARGV: prefix, publish time, MAXLEN ('' = none), then per
-# key the number of its entries followed by (kind, user or '', body) per entry:
-# kind 'e' holds one event, 'g' a user's events joined by U+001E (see
-# RedisStore.publish). An entry that names its user also carries the version of
-# the user's record now (field 'v': '0' no record, '' a record without one), a
-# hint that spares the reader a lookup. Returns the new ids, space-joined.
-_PUBLISH_LUA = r"""
-local p, ts, maxlen = ARGV[1], ARGV[2], ARGV[3]
-local out, j, m, call = {}, 4, 0, redis.call
-local head = {'XADD', '', '*'}
-if maxlen ~= '' then head = {'XADD', '', 'MAXLEN', '~', maxlen, '*'} end
-local h = #head
-for k = 1, #KEYS do
-  local n = tonumber(ARGV[j])
-  head[2] = KEYS[k]
-  j = j + 1
-  for _ = 1, n do
-    local kind, u, body = ARGV[j], ARGV[j + 1], ARGV[j + 2]
-    head[h + 1], head[h + 2], head[h + 3], head[h + 4] = kind, body, 't', ts
-    local id
-    if u == '' then
-      head[h + 5], head[h + 6], head[h + 7], head[h + 8] = nil, nil, nil, nil
-      id = call(unpack(head, 1, h + 4))
-    else
-      local key = p .. ':u:' .. u
-      local v = call('HGET', key, 'v')
-      if not v then v = call('EXISTS', key) == 1 and '' or '0' end
-      head[h + 5], head[h + 6], head[h + 7], head[h + 8] = 'u', u, 'v', v
-      id = call(unpack(head, 1, h + 8))
+# publish(base): KEYS: stream keys; ARGV from index base: prefix, publish time,
+# MAXLEN ('' = none), then per key the number of its entries followed by (kind,
+# user or '', body) per entry: kind 'e' holds one event, 'g' a user's events
+# joined by U+001E (see RedisStore.publish). An entry that names its user also
+# carries the version of the user's record now (field 'v': '0' no record, '' a
+# record without one), a hint that spares the reader a lookup. Returns the new
+# ids, space-joined.
+_LUA_PUBLISH = r"""
+local function publish(base)
+  local p, ts, maxlen = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local out, j, m, call = {}, base + 3, 0, redis.call
+  local head = {'XADD', '', '*'}
+  if maxlen ~= '' then head = {'XADD', '', 'MAXLEN', '~', maxlen, '*'} end
+  local h = #head
+  for k = 1, #KEYS do
+    local n = tonumber(ARGV[j])
+    head[2] = KEYS[k]
+    j = j + 1
+    for _ = 1, n do
+      local kind, u, body = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+      head[h + 1], head[h + 2], head[h + 3], head[h + 4] = kind, body, 't', ts
+      local id
+      if u == '' then
+        head[h + 5], head[h + 6], head[h + 7], head[h + 8] = nil, nil, nil, nil
+        id = call(unpack(head, 1, h + 4))
+      else
+        local key = p .. ':u:' .. u
+        local v = call('HGET', key, 'v')
+        if not v then v = call('EXISTS', key) == 1 and '' or '0' end
+        head[h + 5], head[h + 6], head[h + 7], head[h + 8] = 'u', u, 'v', v
+        id = call(unpack(head, 1, h + 8))
+      end
+      m = m + 1
+      out[m] = id
+      j = j + 3
     end
-    m = m + 1
-    out[m] = id
-    j = j + 3
+  end
+  return table.concat(out, ' ')
+end
+"""
+
+_PUBLISH_LUA = _LUA_PUBLISH + "return publish(1)\n"
+
+# publish_new: ARGV: n, then n (event id, user, digest) triples of distinct new
+# candidates, then publish()'s arguments. Registrations live in hash P:eid
+# (event id -> 'user digest') and per user in set P:eu:<user> (for erasure).
+# If any candidate is registered already nothing is written, and the reply is
+# 'R' and each candidate's registration ('' none) joined by NUL (ids and
+# digests hold no NUL or space): the caller classifies them and sends the rest
+# again. Else every candidate is registered and published; the reply is
+# publish()'s.
+_PUBLISH_NEW_LUA = (
+    _LUA_PUBLISH
+    + r"""
+local n = tonumber(ARGV[1])
+local call = redis.call
+local reg = ARGV[3 * n + 2] .. ':eid'
+local found, any = {}, false
+for k = 1, n, 500 do
+  local ids = {}
+  for i = k, math.min(k + 499, n) do ids[#ids + 1] = ARGV[3 * i - 1] end
+  local vals = call('HMGET', reg, unpack(ids))
+  for i, v in ipairs(vals) do
+    if v then
+      any = true
+      found[k + i - 1] = v
+    else
+      found[k + i - 1] = ''
+    end
   end
 end
-return table.concat(out, ' ')
+if any then return 'R' .. table.concat(found, '\0') end
+local users, pairs_ = {}, {}
+for i = 1, n do
+  local id, u = ARGV[3 * i - 1], ARGV[3 * i]
+  pairs_[#pairs_ + 1] = id
+  pairs_[#pairs_ + 1] = u .. ' ' .. ARGV[3 * i + 1]
+  local l = users[u]
+  if not l then
+    l = {}
+    users[u] = l
+  end
+  l[#l + 1] = id
+end
+for k = 1, #pairs_, 1000 do
+  call('HSET', reg, unpack(pairs_, k, math.min(k + 999, #pairs_)))
+end
+local ukey = ARGV[3 * n + 2] .. ':eu:'
+for u, l in pairs(users) do
+  for k = 1, #l, 500 do call('SADD', ukey .. u, unpack(l, k, math.min(k + 499, #l))) end
+end
+return publish(3 * n + 2)
 """
+)
 
 # read(p, grp, consumer, count, mode, first_label, known): XREADGROUP of KEYS
 # for the consumer ('>' new, '0' own pending), the labels ('' or
@@ -585,6 +649,7 @@ class RedisStore:
         self._read = _Script(self._channel, _READ_LUA)
         self._applied = _Script(self._channel, _APPLIED_LUA)
         self._publish = _Script(self._channel, _PUBLISH_LUA)
+        self._publish_new = _Script(self._channel, _PUBLISH_NEW_LUA)
         for key in self.stream_keys:
             try:
                 self.r.xgroup_create(key, group, id="0", mkstream=True)
@@ -634,6 +699,54 @@ class RedisStore:
         )
         ids = str(self._publish(keys, args)).split(" ")
         return publish_ids(ids, self._labels, entries, len(payloads))
+
+    def publish_new(
+        self,
+        payloads: Sequence[str],
+        keys: Sequence[EventKey],
+        published_us: int | None = None,
+    ) -> PublishResult:
+        """Publishes the payloads whose event id is new (see
+        :meth:`RealtimeStore.publish_new`): one script call when no id was
+        published before, which registers and appends atomically. When some
+        were, that call writes nothing and returns their registrations; the
+        outcomes are recomputed with them and the rest sent again (each retry
+        knows more registrations, so it ends)."""
+        if len(keys) != len(payloads):
+            raise ValueError(f"{len(payloads)} payloads but {len(keys)} keys")
+        for key in keys:
+            # They travel joined by spaces and NUL (validated ids never hold them).
+            if any(c in field for field in key for c in " \0") or "" in key:
+                raise ValueError(
+                    f"event key {key!r}: fields must be non-empty, without NUL or spaces"
+                )
+        ts = published_us if published_us is not None else _now_us()
+        known: dict[str, tuple[str, str]] = {}
+        while True:
+            outcomes = classify_keys(keys, dict(known))
+            todo = [i for i, o in enumerate(outcomes) if o == PUBLISHED]
+            if not todo:
+                return PublishResult(outcomes, [])
+            head = [str(len(todo))]
+            for i in todo:
+                head += keys[i]
+            stream_keys, args, entries = publish_args(
+                self.prefix,
+                ts,
+                self.stream_maxlen,
+                self.stream_keys,
+                [payloads[i] for i in todo],
+                [keys[i].user_id for i in todo],
+                self.group_user_events,
+            )
+            reply = str(self._publish_new(stream_keys, head + args))
+            if reply[:1] != "R":
+                ids = publish_ids(reply.split(" "), self._labels, entries, len(todo))
+                return PublishResult(outcomes, ids)
+            for i, found in zip(todo, reply[1:].split("\0"), strict=True):
+                if found:
+                    user, _, digest = found.partition(" ")
+                    known[keys[i].event_id] = (user, digest)
 
     def _deliveries(self, k: int, entries: Any) -> list[Delivery]:
         """Deliveries of entries as the client returns them (decoded fields)."""
@@ -944,6 +1057,7 @@ class RedisStore:
         dl_ids = r.lrange(self._k("dlu", user_id), 0, -1)
         log_ids = r.lrange(self._k("slu", user_id), 0, -1)
         segments = r.smembers(self._k("useg", user_id))
+        event_ids = list(r.smembers(self._k("eu", user_id)))
         stream_ids, stream_events = self._stream_ids_of(user_id)
         pipe = r.pipeline(transaction=True)
         pipe.delete(
@@ -953,7 +1067,10 @@ class RedisStore:
             self._k("dlu", user_id),
             self._k("slu", user_id),
             self._k("useg", user_id),
+            self._k("eu", user_id),
         )
+        for k in range(0, len(event_ids), 1000):
+            pipe.hdel(self._k("eid"), *event_ids[k : k + 1000])
         if dl_ids:
             pipe.xdel(self._k("dl"), *dl_ids)
         if log_ids:

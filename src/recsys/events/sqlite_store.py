@@ -4,7 +4,9 @@ It mirrors Redis Streams consumer-group semantics with three tables (the
 stream, a cursor per group, and the pending entries list), so the consumer,
 the collector and the privacy operations run unchanged with no server. Every
 :meth:`SqliteStore.commit` is one ``BEGIN IMMEDIATE`` transaction: version
-checks, writes and acknowledgements land together or not at all.
+checks, writes and acknowledgements land together or not at all; so is
+:meth:`SqliteStore.publish_new` (id registrations, table ``event_ids``, and
+the stream entries).
 
 Example:
     >>> store = SqliteStore(":memory:")
@@ -28,13 +30,17 @@ from typing import Any
 
 from recsys.events.deadletter import DeadLetter
 from recsys.events.store import (
+    PUBLISHED,
     AuditRecord,
     CommitBatch,
     CommitReply,
     Delivery,
+    EventKey,
     MembershipChange,
+    PublishResult,
     UserRecord,
     canonical_json,
+    classify_keys,
     stream_user_of,
 )
 
@@ -62,6 +68,10 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_user ON events(user_id);
 CREATE TABLE IF NOT EXISTS applied (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+-- No index on user_id: it would double the cost of publishing, for erasure
+-- alone, which scans (as the Redis store's erasure scans its stream).
+CREATE TABLE IF NOT EXISTS event_ids (
+    event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, digest TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS dead_letters_user ON dead_letters(user_id);
@@ -144,14 +154,43 @@ class SqliteStore:
         ts = published_us if published_us is not None else _now_us()
         rows = [(p, ts, stream_user_of(p)) for p in payloads]
         with self._tx() as db:
-            first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM stream").fetchone()[0]
+            first = _last_seq(db)
             db.executemany(
                 "INSERT INTO stream (payload, published_us, user_id) VALUES (?, ?, ?)", rows
             )
-            last = db.execute("SELECT MAX(seq) FROM stream").fetchone()[0]
-        ids = [str(s) for s in range(first + 1, (last or 0) + 1)]
-        assert len(ids) == len(payloads), "concurrent publishers interleaved ids"
-        return ids
+        return [str(first + 1 + j) for j in range(len(rows))]
+
+    def publish_new(
+        self,
+        payloads: Sequence[str],
+        keys: Sequence[EventKey],
+        published_us: int | None = None,
+    ) -> PublishResult:
+        if len(keys) != len(payloads):
+            raise ValueError(f"{len(payloads)} payloads but {len(keys)} keys")
+        ts = published_us if published_us is not None else _now_us()
+        with self._tx() as db:
+            known: dict[str, tuple[str, str]] = {}
+            for chunk in _chunks(list({k.event_id: None for k in keys}), 500):
+                marks = ",".join("?" * len(chunk))
+                for eid, uid, digest in db.execute(
+                    f"SELECT event_id, user_id, digest FROM event_ids WHERE event_id IN ({marks})",
+                    chunk,
+                ):
+                    known[eid] = (uid, digest)
+            outcomes = classify_keys(keys, known)
+            new = [i for i, o in enumerate(outcomes) if o == PUBLISHED]
+            db.executemany(
+                "INSERT INTO event_ids VALUES (?, ?, ?)",
+                [(keys[i].event_id, keys[i].user_id, keys[i].digest) for i in new],
+            )
+            # The key's user is the event's: no need to parse the payload for it.
+            first = _last_seq(db)
+            db.executemany(
+                "INSERT INTO stream (payload, published_us, user_id) VALUES (?, ?, ?)",
+                [(payloads[i], ts, keys[i].user_id) for i in new],
+            )
+        return PublishResult(outcomes, [str(first + 1 + j) for j in range(len(new))])
 
     def read(
         self,
@@ -484,6 +523,7 @@ class SqliteStore:
                 ("memberships", "DELETE FROM memberships WHERE user_id = ?"),
                 ("segment_log", "DELETE FROM segment_log WHERE user_id = ?"),
                 ("active", "DELETE FROM active WHERE user_id = ?"),
+                ("event_ids", "DELETE FROM event_ids WHERE user_id = ?"),
             ):
                 counts[name] = db.execute(sql, (user_id,)).rowcount
             seqs = [
@@ -492,6 +532,8 @@ class SqliteStore:
             db.executemany("DELETE FROM stream_pending WHERE seq = ?", [(s,) for s in seqs])
             db.executemany("DELETE FROM stream WHERE seq = ?", [(s,) for s in seqs])
             counts["stream"] = len(seqs)
+            # Not a category of its own: every store reports the same ones.
+            counts.pop("event_ids")
             db.execute("INSERT OR IGNORE INTO erased VALUES (?, ?)", (tombstone, _now_us()))
         return counts
 
@@ -501,6 +543,18 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _last_seq(db: sqlite3.Connection) -> int:
+    """The stream's last sequence number ever given. AUTOINCREMENT numbers the
+    rows of one transaction from it + 1 (one writer at a time: the store's
+    lock and BEGIN IMMEDIATE), also after the newest rows were deleted
+    (erasure), when ``MAX(seq)`` would be behind."""
+    row = db.execute(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'stream'), 0), "
+        "COALESCE((SELECT MAX(seq) FROM stream), 0))"
+    ).fetchone()
+    return int(row[0])
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -11,10 +11,30 @@ letters to store, the event ids now applied (idempotency keys), membership
 changes, and the stream entries to acknowledge. :meth:`RealtimeStore.commit`
 applies all of it atomically or none of it, so an entry is acknowledged only
 once its effects are durable, and a replayed entry finds its event id applied.
+
+Publishers that validated their events (the HTTP collector, ``recsys realtime
+publish``) use :meth:`RealtimeStore.publish_new` instead of ``publish``: the
+store remembers each event id's user and content digest (:func:`canonical_event`)
+in the same atomic step that appends the entry, so an exact resend is reported
+as a duplicate and not published again, and an id reused for other content or
+another user is reported as a conflict instead of being published and then
+dropped by the consumer. Outcomes per event: :data:`PUBLISHED`,
+:data:`DUPLICATE`, :data:`OTHER_USER`, :data:`OTHER_CONTENT`.
+
+Example:
+    >>> from recsys.events.sqlite_store import SqliteStore
+    >>> from recsys.events.validation import validate_event
+    >>> e = validate_event({"event_id": "e1", "user_id": "u1", "session_id": "s1",
+    ...                     "type": "search", "timestamp": 1714557600,
+    ...                     "payload": {"query": "tents"}})
+    >>> text, key = canonical_event(e)
+    >>> SqliteStore().publish_new([text, text], [key, key]).outcomes
+    ['published', 'duplicate']
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from recsys.events.deadletter import DeadLetter
+from recsys.events.schema import Event
 
 
 class Delivery(NamedTuple):
@@ -67,6 +88,125 @@ def stream_user_of(payload: str) -> str | None:
         return None
     uid = raw.get("user_id") if isinstance(raw, dict) else None
     return str(uid) if isinstance(uid, str | int) and not isinstance(uid, bool) else None
+
+
+#: :meth:`RealtimeStore.publish_new` outcomes: appended to the stream now ...
+PUBLISHED = "published"
+#: ... an exact resend (same id, user and content): not appended again ...
+DUPLICATE = "duplicate"
+#: ... a conflict: the id was published for another user ...
+OTHER_USER = "other_user"
+#: ... a conflict: the id was published for the same user with other content.
+OTHER_CONTENT = "other_content"
+
+#: What a client is told about each kind of conflict.
+CONFLICT_REASONS: dict[str, str] = {
+    OTHER_USER: "event_id: already used by an event of another user",
+    OTHER_CONTENT: "event_id: already used by an event with different content",
+}
+
+
+class EventKey(NamedTuple):
+    """What a store remembers of a published event id.
+
+    Attributes:
+        event_id: the event's id.
+        user_id: its user.
+        digest: a digest of the event's canonical content (:func:`event_key`).
+    """
+
+    event_id: str
+    user_id: str
+    digest: str
+
+
+def canonical_event(event: Event) -> tuple[str, EventKey]:
+    """The event as the text to publish, and its key.
+
+    The text is the canonical JSON of the validated event
+    (:func:`canonical_json` of :meth:`Event.to_dict`: sorted keys, compact,
+    times in UTC), and the key's digest is 128 bits of BLAKE2b of that text.
+    So the same event sent again, with its fields in another order or its
+    time in another UTC offset, has the same digest; accidental collisions are
+    out of reach, and digests stay short in the store. One serialization
+    gives both (the collector's per-event cost).
+
+    Example:
+        >>> from recsys.events.validation import validate_event
+        >>> raw = {"event_id": "e1", "user_id": "u1", "session_id": "s1", "type": "search",
+        ...        "timestamp": "2024-05-01T12:00:00+02:00", "payload": {"query": "q"}}
+        >>> text, key = canonical_event(validate_event(raw))
+        >>> text[:59]
+        '{"event_id":"e1","payload":{"query":"q"},"session_id":"s1",'
+        >>> key == canonical_event(validate_event({**raw, "timestamp": "2024-05-01T10:00:00Z"}))[1]
+        True
+    """
+    text = canonical_json(event.to_dict())
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return text, EventKey(event.event_id, event.user_id, digest)
+
+
+def event_key(event: Event) -> EventKey:
+    """The event's id, user and content digest (see :func:`canonical_event`).
+
+    Example:
+        >>> from recsys.events.validation import validate_event
+        >>> raw = {"event_id": "e1", "user_id": "u1", "session_id": "s1", "type": "search",
+        ...        "timestamp": 1714557600, "payload": {"query": "q"}}
+        >>> a = event_key(validate_event(raw))
+        >>> b = event_key(validate_event({**raw, "session_id": "s2"}))
+        >>> a.event_id == b.event_id, a.digest == b.digest
+        (True, False)
+    """
+    return canonical_event(event)[1]
+
+
+def classify_keys(keys: Sequence[EventKey], known: dict[str, tuple[str, str]]) -> list[str]:
+    """The outcome of publishing events in order, given the registrations
+    ``known`` (event id -> (user id, digest)).
+
+    The first event of an unknown id is :data:`PUBLISHED` and registered in
+    ``known`` (so a later event of the batch with that id is a duplicate or a
+    conflict); the others compare with the registration.
+
+    Args:
+        keys: each event's key, in publish order.
+        known: registrations found in the store; updated in place.
+
+    Returns:
+        One outcome per key.
+    """
+    out: list[str] = []
+    for key in keys:
+        seen = known.get(key.event_id)
+        if seen is None:
+            known[key.event_id] = (key.user_id, key.digest)
+            out.append(PUBLISHED)
+        elif seen[0] != key.user_id:
+            out.append(OTHER_USER)
+        elif seen[1] != key.digest:
+            out.append(OTHER_CONTENT)
+        else:
+            out.append(DUPLICATE)
+    return out
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What :meth:`RealtimeStore.publish_new` did.
+
+    Attributes:
+        outcomes: per payload, in order: :data:`PUBLISHED`, :data:`DUPLICATE`,
+            :data:`OTHER_USER` or :data:`OTHER_CONTENT`.
+        entry_ids: the stream entry ids of the published payloads, in order.
+    """
+
+    outcomes: list[str]
+    entry_ids: list[str]
+
+    def count(self, outcome: str) -> int:
+        """How many payloads had ``outcome``."""
+        return sum(1 for o in self.outcomes if o == outcome)
 
 
 def partition_of(user_id: str | None, partitions: int) -> int:
@@ -216,6 +356,28 @@ class RealtimeStore(Protocol):
         without parsing; None reads the ids from the payloads when needed."""
         ...
 
+    def publish_new(
+        self,
+        payloads: Sequence[str],
+        keys: Sequence[EventKey],
+        published_us: int | None = None,
+    ) -> PublishResult:
+        """Appends the payloads whose event id is new and registers each such
+        id's user and digest, in one atomic step (see the module docstring).
+
+        Args:
+            payloads: validated events (JSON text).
+            keys: each payload's :func:`event_key` (its user routes it).
+            published_us: publish time (default: now).
+
+        Returns:
+            Each payload's outcome and the published entries' ids. Within the
+            call, a later event with the id of an earlier one compares with
+            it (a duplicate or a conflict). Registrations are kept until the
+            user is erased.
+        """
+        ...
+
     def read(
         self,
         consumer: str,
@@ -341,8 +503,10 @@ class RealtimeStore(Protocol):
 
     def erase_user(self, user_id: str, tombstone: str) -> dict[str, int]:
         """Deletes every trace of the user (record, events, stream entries,
-        dead letters, memberships, change log) and adds ``tombstone`` to the
-        erasure ledger; returns what was deleted per store."""
+        dead letters, memberships, change log, the event id registrations of
+        :meth:`publish_new`) and adds ``tombstone`` to the erasure ledger;
+        returns what was deleted per store (registrations are not counted:
+        the categories are those of the access export)."""
         ...
 
     def erased(self) -> set[str]:

@@ -3,7 +3,11 @@
 :class:`EventValidator` turns a raw mapping (parsed JSON, a CSV row) into an
 :class:`~recsys.events.schema.Event` or raises :class:`EventValidationError`
 listing *every* problem found, each as ``path: message``. Fields the schema
-does not declare are errors, so they are never stored.
+does not declare are errors, so they are never stored. Text must be valid
+Unicode: a lone surrogate (``"\\ud800"`` is valid JSON, but no UTF-8 text can
+hold it) in any string or key is an error, so every accepted event can be
+stored and every error message can be printed. Numbers must be finite and
+integers fit in 64 bits where they name things (item ids, filter values).
 
 Example:
     >>> v = EventValidator(ValidationConfig(max_future_skew_s=None))
@@ -43,10 +47,18 @@ from recsys.events.schema import (
     new_event,
 )
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "u1\n"
+# pass as an id distinct from "u1".
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+# 9999-12-31T23:59:59.999999Z, the last time a datetime (and so the event's
+# ISO form) can hold: epoch numbers past it would fail when the event is written.
+_MAX_TS_US = 253_402_300_799_999_999
+#: Largest integer item id or filter value (a signed 64-bit integer, what the
+#: feature and serving code store ids in).
+MAX_INT = 2**63 - 1
 _ID_MATCH = ID_PATTERN.match
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -61,6 +73,48 @@ except ImportError:  # pragma: no cover - depends on the environment
 # tenth of the time of a regular expression.
 _DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_RUN = b"0" * 19
+
+
+def lone_surrogate(text: str) -> int:
+    """The position of the first lone surrogate in ``text``, or -1.
+
+    JSON escapes such as ``"\\ud800"`` decode to such code points, which no
+    UTF-8 text can hold: a store or a reply that encodes the string would fail.
+
+    Example:
+        >>> lone_surrogate("ok \\U0001F600"), lone_surrogate("bad \\ud800")
+        (-1, 4)
+    """
+    if text.isascii():
+        return -1
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return int(e.start)
+    return -1
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udxxx`` escapes, so it can
+    be encoded as UTF-8 (for error messages and dead letters); other text is
+    returned unchanged.
+
+    Example:
+        >>> printable("k\\ud800")
+        'k\\\\ud800'
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _surrogate_error(path: str, text: str) -> str:
+    at = lone_surrogate(text)
+    return (
+        f"{path}: holds a lone surrogate (U+{ord(text[at]):04X} at character {at}), "
+        "which is not valid Unicode text; send UTF-8 text (an escaped pair such as "
+        "\\ud83d\\ude00 is fine)"
+    )
 
 
 def decode_json(text: str | bytes) -> Any:
@@ -266,7 +320,7 @@ class EventValidator:
         errors: list[str] = []
         for key in raw:
             if key not in _TOP:
-                errors.append(f"{key}: field is not in the event schema")
+                errors.append(f"{printable(str(key))}: field is not in the event schema")
         event_id = _check_id(raw, "event_id", errors)
         user_id = _check_id(raw, "user_id", errors)
         session_id = _check_id(raw, "session_id", errors)
@@ -331,7 +385,7 @@ class EventValidator:
         elif etype in ITEM_FORBIDDEN:
             return None
         elif type(item_id) is int:
-            if item_id < 0:
+            if item_id < 0 or item_id > MAX_INT:
                 return None
         elif type(item_id) is not str or not _ID_MATCH(item_id):
             return None
@@ -360,6 +414,12 @@ class EventValidator:
         if isinstance(value, int | float):
             if not math.isfinite(value):
                 errors.append("timestamp: must be a finite number")
+                return None
+            if abs(value) > 1e15:
+                # Checked before scaling: a float this large could overflow to inf
+                # (and the year would be past 9999 anyway).
+                where = "after 9999-12-31T23:59:59Z" if value > 0 else "before 2000-01-01"
+                errors.append(f"timestamp: {_num(value)} is {where}")
                 return None
             ts_us = round(value * 1_000_000) if isinstance(value, float) else value * 1_000_000
         elif isinstance(value, str):
@@ -390,6 +450,9 @@ class EventValidator:
                 hint = " (epoch milliseconds? send seconds)" if ts_us > limit * 500 else ""
                 errors.append(f"timestamp: {value!r} is in the future{hint}")
                 return None
+        if ts_us > _MAX_TS_US:  # reached with the future check off (logs)
+            errors.append(f"timestamp: {value!r} is after 9999-12-31T23:59:59Z")
+            return None
         return ts_us
 
 
@@ -427,6 +490,9 @@ def _check_item_value(value: object, path: str, errors: list[str]) -> ItemId | N
         if value < 0:
             errors.append(f"{path}: integer item ids must be >= 0, got {value}")
             return None
+        if value > MAX_INT:
+            errors.append(f"{path}: integer item ids must be < 2**63, got {_num(value)}")
+            return None
         return value
     if isinstance(value, str):
         if not ID_PATTERN.match(value):
@@ -459,7 +525,7 @@ def _check_context(value: object, errors: list[str]) -> EventContext:
         return EMPTY_CONTEXT
     out: dict[str, Any] = {}
     for key, v in value.items():
-        path = f"context.{key}"
+        path = f"context.{printable(str(key))}"
         if key not in _CTX:
             errors.append(f"{path}: field is not in the event schema")
             continue
@@ -471,6 +537,9 @@ def _check_context(value: object, errors: list[str]) -> EventContext:
                 continue
         elif not isinstance(v, str):
             errors.append(f"{path}: expected a string, got {_kind(v)}")
+            continue
+        elif lone_surrogate(v) >= 0:
+            errors.append(_surrogate_error(path, v))
             continue
         elif key == "device_type" and v not in _DEVICES:
             errors.append(f"{path}: unknown device type {v!r}; expected one of {sorted(_DEVICES)}")
@@ -493,6 +562,9 @@ def _check_scalar(spec: FieldSpec, value: object, path: str, errors: list[str]) 
             return False
         if spec.max_len is not None and len(value) > spec.max_len:
             errors.append(f"{path}: longer than {spec.max_len} characters")
+            return False
+        if lone_surrogate(value) >= 0:
+            errors.append(_surrogate_error(path, value))
             return False
         if spec.pattern is not None and not spec.pattern.match(value):
             errors.append(f"{path}: {value[:64]!r} does not match {spec.pattern.pattern}")
@@ -527,17 +599,49 @@ def _check_filters(spec: FieldSpec, value: object, path: str, errors: list[str])
         return False
     ok = True
     for name, v in value.items():
+        where = f"{path}.{printable(str(name))}"
         items = v if isinstance(v, list) else [v]
         if len(str(name)) > 64 or len(items) > 100:
-            errors.append(f"{path}.{name}: filter name or value list too long")
+            errors.append(f"{where}: filter name or value list too long")
+            ok = False
+            continue
+        if lone_surrogate(str(name)) >= 0:
+            errors.append(_surrogate_error(where, str(name)))
             ok = False
             continue
         for x in items:
-            if not isinstance(x, str | int | float | bool) or (isinstance(x, str) and len(x) > 128):
-                errors.append(f"{path}.{name}: values must be short strings, numbers or booleans")
+            problem = _filter_value_problem(x)
+            if problem:
+                errors.append(f"{where}: {problem}")
                 ok = False
                 break
     return ok
+
+
+def _filter_value_problem(x: object) -> str:
+    """Why ``x`` cannot be a filter value ("" when it can)."""
+    if isinstance(x, bool):
+        return ""
+    if isinstance(x, str):
+        if len(x) > 128:
+            return "values must be short strings, numbers or booleans"
+        if lone_surrogate(x) >= 0:
+            return _surrogate_error("value", x)
+        return ""
+    if isinstance(x, int):
+        # JSON readers other than Python's (and orjson) stop at 64 bits.
+        return "" if -MAX_INT - 1 <= x <= MAX_INT else "integers must fit in 64 bits"
+    if isinstance(x, float):
+        return "" if math.isfinite(x) else "numbers must be finite"
+    return "values must be short strings, numbers or booleans"
+
+
+def _num(value: int | float) -> str:
+    """A number for a message: an integer too long to show whole by its size
+    (``str`` of one past 4,300 digits even raises)."""
+    if isinstance(value, int) and value.bit_length() > 100:
+        return f"a {int(value.bit_length() * 0.30103) + 1}-digit number"
+    return repr(value)
 
 
 def _check_payload(value: object, etype: EventType | None, errors: list[str]) -> Mapping[str, Any]:
@@ -551,7 +655,7 @@ def _check_payload(value: object, etype: EventType | None, errors: list[str]) ->
     specs = PAYLOAD_SPECS[etype]
     out: dict[str, Any] = {}
     for key, v in value.items():
-        path = f"payload.{key}"
+        path = f"payload.{printable(str(key))}"
         spec = specs.get(key)
         if spec is None:
             errors.append(
