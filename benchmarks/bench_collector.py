@@ -43,6 +43,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from recsys.events.collector import CollectorConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "2373fc6"
 KEY = "bench-key-0123456789"
@@ -569,7 +571,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="events per request")
     ap.add_argument("--burst", type=int, default=200, help="clients connecting at once (0: none)")
     ap.add_argument("--burst-requests", type=int, default=3, help="posts per burst client")
-    ap.add_argument("--threads", type=int, default=2, help="store threads of the new collector")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=CollectorConfig().store_threads,
+        help="store threads of the new collector (default: its default)",
+    )
     ap.add_argument("--loop", default="auto", help="event loop of the new collector")
     ap.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)

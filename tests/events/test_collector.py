@@ -158,7 +158,7 @@ def test_a_resent_batch_is_idempotent_and_reused_ids_are_conflicts(
     ]
     letters = {d.event_id: d for d in c.store.dead_letters()}
     assert set(letters) == {"e1", "e2"} and letters["e2"].user_id == "u2"
-    assert letters["e1"].raw["item_id"] == 999  # the refused event, as sent
+    assert letters["e1"].raw["item_id"] == 999  # the refused event (its canonical form)
     # Within one batch the second use of an id compares with the first.
     reply = send(url, [raw_event(4), raw_event(4), raw_event(4, item=5)])
     assert (reply["accepted"], reply["duplicates"]) == (1, 1)

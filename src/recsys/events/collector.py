@@ -143,9 +143,9 @@ class CollectorConfig:
         backlog: listen backlog (the kernel caps it at ``net.core.somaxconn``).
         max_connections: open connections (and requests) beyond which new
             requests get 503; also bounds memory to about this many bodies.
-        store_threads: threads validating and publishing batches: two let one
-            batch's store call overlap the next one's validation; more only
-            contend for the interpreter lock (the work is Python).
+        store_threads: threads making the store calls (validation runs on
+            the event loop): calls in flight at once, which a network store
+            (Redis) needs while it waits for replies.
         loop: uvicorn's event loop: ``auto`` (uvloop when installed),
             ``uvloop`` or ``asyncio``.
         shutdown_timeout_s: :meth:`EventCollector.stop` waits this long for
@@ -164,7 +164,7 @@ class CollectorConfig:
     linger_s: float = 2.0
     backlog: int = 2048
     max_connections: int = 1024
-    store_threads: int = 2
+    store_threads: int = 8
     loop: str = "auto"
     shutdown_timeout_s: int = 10
 
@@ -748,6 +748,9 @@ class EventCollector:
             )
         )
         self._pool = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="collector-store")
+        # uvicorn captures SIGINT/SIGTERM only when it runs in the main thread
+        # (this uvicorn has no install_signal_handlers switch): from this thread
+        # it leaves the process's handlers to the caller (recsys realtime collect).
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="event-collector", daemon=True
         )
