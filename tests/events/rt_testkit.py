@@ -10,6 +10,7 @@ missing (install: ``apt-get install redis-server``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 
+from recsys.events.redis_codec import GROUP_SEP
 from recsys.events.redis_store import RedisStore
 from recsys.events.schema import Event, us_to_iso
 from recsys.events.sqlite_store import SqliteStore
@@ -165,3 +167,18 @@ def raw_event(
 def event(n: int, **kwargs: Any) -> Event:
     """The validated :func:`raw_event`."""
     return _VALIDATOR.validate(raw_event(n, **kwargs))
+
+
+def stream_events(store: RealtimeStore) -> list[dict[str, Any]]:
+    """Every event in the stream, without consuming it (a Redis entry can hold
+    several events of a user)."""
+    if isinstance(store, SqliteStore):
+        rows = store._db.execute("SELECT payload FROM stream ORDER BY seq").fetchall()
+        return [json.loads(r[0]) for r in rows]
+    assert isinstance(store, RedisStore)
+    out = []
+    for key in store.stream_keys:
+        for _id, fields in store.r.xrange(key):
+            texts = [fields["e"]] if "e" in fields else fields["g"].split(GROUP_SEP)
+            out += [json.loads(t) for t in texts]
+    return out

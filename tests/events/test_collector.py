@@ -14,30 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rt_testkit import free_port, raw_event, start_redis
+from rt_testkit import free_port, raw_event, start_redis, stream_events
 
 from recsys.events.collector import CollectorConfig, EventCollector
-from recsys.events.redis_codec import GROUP_SEP
 from recsys.events.redis_store import RedisStore
 from recsys.events.sqlite_store import SqliteStore
 from recsys.events.store import RealtimeStore
 
 KEY = "k-web-123"
-
-
-def stream_events(store: RealtimeStore) -> list[dict[str, Any]]:
-    """Every event in the stream, without consuming it (a Redis entry can hold
-    several events of a user)."""
-    if isinstance(store, SqliteStore):
-        rows = store._db.execute("SELECT payload FROM stream ORDER BY seq").fetchall()
-        return [json.loads(r[0]) for r in rows]
-    assert isinstance(store, RedisStore)
-    out = []
-    for key in store.stream_keys:
-        for _id, fields in store.r.xrange(key):
-            texts = [fields["e"]] if "e" in fields else fields["g"].split(GROUP_SEP)
-            out += [json.loads(t) for t in texts]
-    return out
 
 
 @pytest.fixture

@@ -21,12 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rt_testkit import raw_event
+from rt_testkit import raw_event, stream_events
 
 from recsys.events.collector import CollectorConfig, EventCollector
-from recsys.events.redis_codec import GROUP_SEP
-from recsys.events.redis_store import RedisStore
-from recsys.events.sqlite_store import SqliteStore
 from recsys.events.store import RealtimeStore
 from recsys.privacy.consent import ConsentPolicy
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
@@ -36,20 +33,6 @@ KEY = "adversarial-key-42"
 LIMIT = 64_000  # max_body_bytes of the collector under test
 TIMEOUT = 0.5  # its header and body timeouts, seconds
 KEYED = f"POST /v1/events HTTP/1.1\r\nHost: t\r\nX-API-Key: {KEY}\r\n"  # a keyed request's head
-
-
-def stream_events(store: RealtimeStore) -> list[dict[str, Any]]:
-    """Every event in the stream, without consuming it."""
-    if isinstance(store, SqliteStore):
-        rows = store._db.execute("SELECT payload FROM stream ORDER BY seq").fetchall()
-        return [json.loads(r[0]) for r in rows]
-    assert isinstance(store, RedisStore)
-    out = []
-    for key in store.stream_keys:
-        for _id, fields in store.r.xrange(key):
-            texts = [fields["e"]] if "e" in fields else fields["g"].split(GROUP_SEP)
-            out += [json.loads(t) for t in texts]
-    return out
 
 
 @dataclass
