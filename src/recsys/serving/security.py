@@ -55,6 +55,18 @@ RESTRICTED_APIS: tuple[str, ...] = (
     "trace",
     "statistics",
 )
+TRITON_APIS: tuple[str, ...] = (
+    "health",
+    "metadata",
+    "inference",
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
+"""Every API group Triton's restriction flags know."""
 MIN_KEY_LENGTH = 16
 # Triton splits the flag's value at ',', ':' and '='; a header value must be printable.
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.~+/-]+")

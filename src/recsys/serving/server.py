@@ -66,6 +66,7 @@ from recsys.serving.errors import (
 )
 from recsys.serving.security import (
     RESTRICTED_APIS,
+    TRITON_APIS,
     AdminKeyError,
     TlsConfig,
     admin_headers,
@@ -346,7 +347,7 @@ class TritonServerConfig:
             raise ValueError("startup_timeout_s and shutdown_timeout_s must be positive")
         if self.admin_key is not None:
             check_admin_key(self.admin_key)
-        unknown = sorted(set(self.restricted_apis) - set(_TRITON_APIS))
+        unknown = sorted(set(self.restricted_apis) - set(TRITON_APIS))
         if unknown:
             raise ValueError(f"restricted_apis: unknown API groups {unknown}")
         if self.tls is not None:
@@ -409,19 +410,6 @@ class TritonServerConfig:
             args.append(f"--backend-config={backend},shm-region-prefix-name={shm_prefix}")
         args += list(self.extra_args)
         return args
-
-
-_TRITON_APIS = (
-    "health",
-    "metadata",
-    "inference",
-    "shared-memory",
-    "model-config",
-    "model-repository",
-    "statistics",
-    "trace",
-    "logging",
-)
 
 
 def _flag(value: bool) -> str:
