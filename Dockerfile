@@ -3,7 +3,7 @@
 # backend for the retrieval and recommend models.
 #
 #   scripts/run.sh                                      # trains; writes artifacts/ml-100k
-#   python -m recsys.serving.cli build-repo --artifacts artifacts/ml-100k --out artifacts/triton_repo
+#   python -m recsys.serving.cli build-repo --bundle artifacts/ml-100k/bundle --out artifacts/triton_repo
 #   docker build -t recsys-triton .
 #   python -c 'import secrets; print(secrets.token_urlsafe(32))' > secrets/triton_admin_key
 #   docker run --gpus all -p 127.0.0.1:8001:8001 -p 127.0.0.1:8000:8000 \
@@ -21,7 +21,7 @@
 # The ONNX models' configs ask for the TensorRT execution provider on GPU instances
 # (FP32; CUDA EP for the rest; `build-repo --gpu-accelerator cuda` for CUDA EP alone).
 # The repository is the same one the local CPU server runs; only the local
-# python-based onnxruntime stand-in (serving/backends/onnxruntime_local) is not
+# python-based onnxruntime stand-in (recsys/serving/triton_backends/onnxruntime_local) is not
 # part of this image.
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
 

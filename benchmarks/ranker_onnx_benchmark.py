@@ -14,7 +14,7 @@ exports it with :func:`recsys.export.onnx_export.export_ranker` and times one ca
 
 Every engine runs once per round, in turns, so that load from other processes hits all
 of them alike. Latency does not depend on the weights' values, so the ranker is not
-trained (``--artifacts`` takes the trained ranker of a training run instead).
+trained.
 
 With ``--triton N`` the export is also served by the local ``tritonserver`` through the
 local onnxruntime stand-in backend (one CPU instance, one intra-op thread, no queue
@@ -223,7 +223,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     default_data = os.environ.get("RECSYS_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
     parser.add_argument("--data-dir", type=Path, default=Path(default_data))
-    parser.add_argument("--artifacts", type=Path, default=None, help="a training run folder")
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
@@ -246,15 +245,7 @@ def main() -> None:
     from recsys.export.onnx_export import export_ranker, time_ranker
     from recsys.export.twins import RankerTwin
 
-    if args.artifacts is not None:
-        from recsys.serving.repository import load_training_run
-
-        run = load_training_run(args.artifacts)
-        if run.recommender.ranker is None:
-            raise SystemExit(f"{args.artifacts} has no ranker")
-        model, schema = run.recommender.ranker.model.eval(), run.schema
-    else:
-        model, schema = build_ranker(args.data_dir)
+    model, schema = build_ranker(args.data_dir)
     compare = {}
     for item in args.compare:
         name, sep, path = item.partition("=")

@@ -21,10 +21,10 @@ ratio triton / naive, and Triton's mean dynamic batch size of ``recommend``. The
 also times the ranker alone on 200 candidates, ONNX Runtime vs PyTorch eager
 (:func:`recsys.export.onnx_export.time_ranker`, one intra-op thread each).
 
-Models: from a training run (``--artifacts``, see
-:func:`recsys.serving.repository.load_training_run`) when it has a ranker; otherwise
-trained here for one epoch each on MovieLens-100K at the main job's default sizes
-(two-tower 64-d, towers 256-64; DLRM ranker 16-d, N = 200 candidates).
+Models: trained here for one epoch each on MovieLens-100K at the main job's default
+sizes (two-tower 64-d, towers 256-64; DLRM ranker 16-d, N = 200 candidates); the
+Triton side serves their run bundle (:func:`recsys.bundle.writer.write_bundle`), the
+naive side runs the PyTorch models themselves.
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serving_benchmark.py --out results/serving
@@ -310,7 +310,6 @@ def mean_batch(server: Any, previous: tuple[int, int]) -> tuple[float, tuple[int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", type=Path, default=REPO / "artifacts" / "ml-100k")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -345,22 +344,16 @@ def main() -> None:
 
     faiss.omp_set_num_threads(1)
 
+    from recsys.bundle.writer import write_bundle
     from recsys.export.onnx_export import time_ranker
     from recsys.export.twins import RankerTwin
-    from recsys.serving.repository import RepositoryConfig, build_repository, load_training_run
+    from recsys.serving.repository import RepositoryConfig, build_repository
     from recsys.serving.server import LocalTritonServer, TritonServerConfig
 
     t0 = time.perf_counter()
-    if (args.artifacts / "ranker" / "ranker.json").is_file():
-        run = load_training_run(args.artifacts)
-        recommender, two_tower, schema, dataset = (
-            run.recommender, run.two_tower, run.schema, run.dataset,
-        )  # fmt: skip
-        source = f"training run {args.artifacts}"
-    else:
-        recommender, two_tower, schema, dataset = train_models(args.data_dir)
-        source = "trained here, one epoch each, default sizes"
-    print(f"models: {source} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    recommender, two_tower, schema, dataset = train_models(args.data_dir)
+    print(f"models: trained here, one epoch each, default sizes "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
     naive = naive_recommend(recommender, two_tower, dataset)
     users = recommender.context.user_ids.tolist()
     rng = np.random.default_rng(0)
@@ -374,7 +367,10 @@ def main() -> None:
         repo_cfg = RepositoryConfig(max_queue_delay_us=args.max_queue_delay_us)
         if args.recommend_instances is not None:
             repo_cfg = replace(repo_cfg, recommend_instances=args.recommend_instances)
-        build_repository(recommender, two_tower, schema, dataset, root, repo_cfg)
+        # the Triton side serves the run bundle, as every deployment does; the naive
+        # side keeps the PyTorch models the bundle was written from
+        bundle = write_bundle(recommender, two_tower, schema, dataset, Path(tmp) / "bundle")
+        build_repository(bundle, root, repo_cfg)
         onnx_ranker = root / "ranker" / "1" / "model.onnx"
         twin = RankerTwin(recommender.ranker.model, max_len={
             f: schema[f].max_len for f in recommender.ranker.model.feature_names})  # fmt: skip
@@ -447,7 +443,7 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = {
-            "models": source,
+            "models": "trained here, one epoch each, default sizes",
             "machine": machine,
             "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
             "k": args.k,

@@ -129,7 +129,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
-    from recsys.serving.engine import served_max_k
+    from recsys.bundle.writer import write_bundle
+    from recsys.runtime.engine import served_max_k
     from recsys.serving.repository import RepositoryConfig, build_repository
     from recsys.serving.server import LocalTritonServer, TritonServerConfig
 
@@ -148,9 +149,8 @@ def main() -> None:
         ):
             recommender.config = replace(base, mmr_depth=depth)
             root = Path(tmp) / name
-            info = build_repository(
-                recommender, two_tower, schema, dataset, root, RepositoryConfig(max_k=max_k)
-            )
+            bundle = write_bundle(recommender, two_tower, schema, dataset, Path(tmp) / f"{name}.b")
+            info = build_repository(bundle, root, RepositoryConfig(max_k=max_k))
             served = served_max_k(max_k, recommender.num_candidates, n_items)
             roots[name] = (info.root, depth, served)
         recommender.config = base

@@ -16,7 +16,19 @@ ALLOWED: dict[str, set[str]] = {
     "eval": {"data", "features", "models", "eval"},
     "index": {"data", "features", "index"},
     "export": {"data", "features", "models", "export"},
-    "recommend": {"data", "features", "models", "eval", "training", "index", "recommend"},
+    # what Triton's python backend runs: numpy only at module level; the live profile
+    # store (features, events, profiles) is opened lazily (tests/runtime/test_boundary.py)
+    "runtime": {"runtime", "features", "events", "profiles"},
+    "recommend": {
+        "data",
+        "features",
+        "models",
+        "eval",
+        "training",
+        "index",
+        "runtime",
+        "recommend",
+    },
     "serving": {
         "data",
         "features",
@@ -27,7 +39,11 @@ ALLOWED: dict[str, set[str]] = {
         "profiles",
         "events",  # the profile store the recommend entry point reads
         "recommend",
+        "runtime",
+        "bundle",  # serving reads run bundles
     },
+    # training's last stage (export + the runtime tables); serving opens bundles
+    "bundle": {"data", "features", "models", "index", "export", "recommend", "runtime", "bundle"},
     "events": {"data", "features", "events"},
     "profiles": {"data", "features", "events", "profiles"},
     "segments": {"data", "features", "events", "profiles", "segments"},

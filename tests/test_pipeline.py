@@ -10,6 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from recsys.bundle import layout
+from recsys.bundle.layout import RunBundle
 from recsys.pipeline import run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -86,7 +88,7 @@ def test_main_job_ends_by_serving_the_two_stage_recommender_over_grpc(
         data_dir,
         tmp_path / "art",
         [
-            "stages=[data,retrieval,two_stage,serve]",
+            "stages=[data,retrieval,two_stage,bundle,serve]",
             "trainer.epochs=1",
             "trainer.progress=false",
             "ranker.trainer.epochs=1",
@@ -100,8 +102,18 @@ def test_main_job_ends_by_serving_the_two_stage_recommender_over_grpc(
     run(cfg, tmp_path / "run")
 
     tuned = json.loads((tmp_path / "run" / "two_stage.json").read_text())["aggregation"]
-    served_cfg = json.loads((tmp_path / "art" / "ranker" / "two_stage.json").read_text())
-    assert served_cfg["aggregation"] == tuned  # the server reads the tuned weights
+    # the bundle (what the server reads) holds the tuned weights, this run's config and
+    # metrics, and where its data came from
+    bundle = RunBundle.open(tmp_path / "art" / "bundle")
+    assert bundle.read_json(layout.AGGREGATION)["aggregation"] == tuned
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert bundle.read_json(layout.METRICS) == metrics
+    assert "trainer:" in bundle.read_text(layout.CONFIG)
+    data_manifest = json.loads(
+        (tmp_path / "art" / "processed" / "main" / "manifest.json").read_text()
+    )
+    assert bundle.provenance["source_sha256"] == data_manifest["source_sha256"]
+    assert bundle.summary["dataset"] == "ml-100k"
     report = json.loads((tmp_path / "run" / "serve.json").read_text())
     assert report["serve/requests"] == 6
     assert 0 < report["serve/latency_p50_ms"] <= report["serve/latency_p99_ms"]

@@ -1,6 +1,9 @@
 """The end-to-end job behind ``scripts/run.sh``.
 
-Stages, in order: data -> baselines -> retrieval -> two_stage -> index -> serve.
+Stages, in order: data -> baselines -> retrieval -> two_stage -> index -> bundle -> serve.
+
+``bundle`` is training's last stage: it writes the run bundle
+(:mod:`recsys.bundle.layout`), the one folder everything serving reads.
 
 Each stage is a function of the resolved Hydra config and the previous stages'
 outputs, so a researcher can run any subset (``stages=[data,baselines]``) and
@@ -340,10 +343,12 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         # CPU tensors: the file loads on any machine, whatever device trained it.
         state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
         torch.save(state, emb_dir / "two_tower.pt")
+    two_stage = None
     if "two_stage" in stages:
         if "retrieval" not in stages:
             raise ValueError("stage 'two_stage' needs the 'retrieval' stage in the same run")
-        results.update(run_two_stage(cfg, prep, trainer, run_dir, tracker))
+        two_stage = run_two_stage(cfg, prep, trainer, run_dir, tracker)
+        results.update(two_stage.results)
 
     if "index" in stages:
         if "retrieval" not in stages:
@@ -363,20 +368,59 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         print(table)
         tracker.log_table("results", pd.DataFrame(metrics).T.reset_index(names="model"))
         tracker.summary({f"{m}/{k}": v for m, d in metrics.items() for k, v in d.items()})
+    if "bundle" in stages:
+        if two_stage is None:
+            raise ValueError("stage 'bundle' needs the 'two_stage' stage in the same run")
+        run_bundle(cfg, prep, trainer, two_stage, metrics)
     if "serve" in stages:
-        tracker.summary(run_serve(cfg, artifacts, run_dir, prep.schema))
+        tracker.summary(run_serve(cfg, run_dir, prep.schema))
     tracker.finish()
     return metrics
 
 
-def run_serve(
-    cfg: dict[str, Any], artifacts: Path, run_dir: Path, schema: FeatureSchema
-) -> dict[str, float]:
-    """The serve stage: Triton serves the run's models; a few users are asked over gRPC.
+def bundle_path(cfg: dict[str, Any]) -> Path:
+    """The run bundle's folder (config ``bundle_dir``, default ``<artifacts_dir>/bundle``)."""
+    raw = cfg.get("bundle_dir") or f"{cfg['artifacts_dir']}/bundle"
+    return repo_path(raw)
 
-    Builds the Triton model repository from ``artifacts`` (the retrieval and
-    two_stage stages' outputs, of this run or an earlier one with the same
-    configs), starts the local ``tritonserver``, sends ``serve.repeats`` gRPC
+
+def run_bundle(
+    cfg: dict[str, Any],
+    prep: Prepared,
+    trainer: RetrievalTrainer,
+    two_stage: TwoStageOutcome,
+    metrics: dict[str, dict[str, float]],
+) -> Path:
+    """The bundle stage: everything serving needs, in one checked folder.
+
+    Writes the run bundle (:func:`recsys.bundle.writer.write_bundle`) at
+    :func:`bundle_path`: the ONNX models, the FAISS index, the runtime tables, the
+    schema and vocabularies, the tuned aggregation weights, this run's config and
+    test metrics, and provenance.
+    """
+    from recsys.bundle.writer import write_bundle
+
+    t0 = time.perf_counter()
+    bundle = write_bundle(
+        two_stage.recommender,
+        trainer.model,
+        prep.schema,
+        prep.main,
+        bundle_path(cfg),
+        config=cfg,
+        metrics=metrics,
+        tuning=two_stage.tuning,
+    )
+    print(f"bundle: {bundle.root} ({bundle.describe()}, {time.perf_counter() - t0:.1f} s)")
+    return bundle.root
+
+
+def run_serve(cfg: dict[str, Any], run_dir: Path, schema: FeatureSchema) -> dict[str, float]:
+    """The serve stage: Triton serves the run bundle; a few users are asked over gRPC.
+
+    Builds the Triton model repository from the run bundle at :func:`bundle_path`
+    (this run's ``bundle`` stage, or an earlier run's), starts the local
+    ``tritonserver``, sends ``serve.repeats`` gRPC
     ``recommend`` requests for each of ``serve.users``, prints their lists and
     the latency, and stops the server. With ``serve.realtime_demo`` the
     ``recommend`` model also reads real-time profiles from an embedded (SQLite)
@@ -405,10 +449,9 @@ def run_serve(
         clicks = int(serve_cfg.get("realtime_clicks", 3))
         while_serving = partial(_realtime_demo, store_path, schema, users[0], k, clicks)
     result = serve_demo(
-        artifacts,
+        bundle_path(cfg),
         users,
         k,
-        config=cfg,
         repository_dir=serve_cfg.get("repository_dir"),
         repeats=int(serve_cfg.get("repeats", 1)),
         repository_config=repo_cfg,
@@ -535,13 +578,28 @@ def _sparse_scores(items: np.ndarray, scores: np.ndarray, n_items: int) -> np.nd
     return out
 
 
+@dataclass
+class TwoStageOutcome:
+    """What the two_stage stage produced.
+
+    Attributes:
+        results: the evaluated variants and their seconds.
+        recommender: the two-stage recommender (tuned aggregation) the bundle serves.
+        tuning: the aggregation tuning record.
+    """
+
+    results: dict[str, tuple[EvalResult, float]]
+    recommender: Any
+    tuning: Any = None
+
+
 def run_two_stage(
     cfg: dict[str, Any],
     prep: Prepared,
     retrieval_trainer: RetrievalTrainer,
     run_dir: Path,
     tracker: Tracker,
-) -> dict[str, tuple[EvalResult, float]]:
+) -> TwoStageOutcome:
     """Two-stage recommendation: FAISS retrieval, DLRM ranker, score aggregation.
 
     The ranker never sees the test split: a two-tower trained on the selection
@@ -555,7 +613,7 @@ def run_two_stage(
 
     Writes ``two_stage.json`` (ranker metrics, tuning, example counts) in
     ``run_dir`` and the ranker (``ranker.pt``, ``ranker.json``) under
-    ``<artifacts>/ranker``; returns the evaluated variants.
+    ``<artifacts>/ranker``; returns the evaluated variants and the recommender.
     """
     from omegaconf import OmegaConf
 
@@ -665,11 +723,6 @@ def run_two_stage(
     }
     text = json.dumps(report, indent=2, default=str) + "\n"
     (run_dir / "two_stage.json").write_text(text, encoding="utf-8")
-    if out.recommender.ranker is not None:
-        # The serving repository reads the (tuned) aggregation weights from here.
-        (repo_path(cfg["artifacts_dir"]) / "ranker" / "two_stage.json").write_text(
-            text, encoding="utf-8"
-        )
     tracker.summary(
         {
             f"two_stage/ranker/{part}/{k}": v
@@ -684,4 +737,8 @@ def run_two_stage(
             f"NE {d.get('ne', float('nan')):.4f}"
         )
     # each variant's seconds: everything it needs, the selection two-tower included
-    return {name: (r, secs + before) for name, (r, secs) in out.results.items()}
+    return TwoStageOutcome(
+        results={name: (r, secs + before) for name, (r, secs) in out.results.items()},
+        recommender=out.recommender,
+        tuning=out.tuning,
+    )

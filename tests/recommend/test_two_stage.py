@@ -13,7 +13,6 @@ from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
 from recsys.index import MISSING_INT_ID, IndexConfig
 from recsys.models.dlrm import RankerConfig
-from recsys.recommend.aggregation import AggregationConfig
 from recsys.recommend.evaluate import evaluate_variants, ranker_holdout_metrics, retrieval_only
 from recsys.recommend.ranker_data import RankerContext, RankerDataConfig, build_ranker_examples
 from recsys.recommend.two_stage import (
@@ -24,6 +23,7 @@ from recsys.recommend.two_stage import (
     build_bag_ranker,
     train_two_stage_ranker,
 )
+from recsys.runtime.aggregation import AggregationConfig
 from recsys.training.ranker_trainer import RankerTrainerConfig
 
 Splits = tuple[ProcessedDataset, ProcessedDataset]

@@ -313,7 +313,7 @@ def fresh_two_stage(ml100k_dir: Path) -> SmallTwoStage:
     """Real MovieLens-100K (user 1's training rows dropped: a cold user), a 8-d
     two-tower and a small DLRM, freshly initialized; the aggregation uses ranker,
     retrieval, freshness and MMR. About 5 s."""
-    from recsys.recommend.aggregation import AggregationConfig
+    from recsys.runtime.aggregation import AggregationConfig
 
     return small_two_stage(
         ml100k_dir,

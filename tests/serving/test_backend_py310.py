@@ -1,6 +1,6 @@
 """What the python-backend models import can run in NVIDIA's container (Python 3.10).
 
-The ``recommend`` model imports ``recsys.serving.user_state``, which opens the real-time
+The ``recommend`` model imports ``recsys.runtime.user_state``, which opens the real-time
 profile store through ``recsys.profiles`` and ``recsys.events`` when a store is
 configured. This test follows every ``recsys`` import of the backend's ``model.py``
 files (module level and inside functions, package ``__init__`` files included, type
@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-MODELS = REPO / "serving" / "models"
+MODELS = SRC / "recsys" / "serving" / "triton_models"
 
 # Standard-library names added in Python 3.11+ (module -> names).
 NEW_IN_311: dict[str, set[str]] = {
@@ -166,7 +166,7 @@ def test_the_closure_reaches_the_profile_store_modules() -> None:
     names = {p.relative_to(SRC).as_posix() for p in CLOSURE if p.is_relative_to(SRC)}
     # the test would prove nothing if the lazy imports were not followed
     assert {
-        "recsys/serving/user_state.py",
+        "recsys/runtime/user_state.py",
         "recsys/profiles/features.py",
         "recsys/profiles/__init__.py",
         "recsys/events/redis_store.py",

@@ -2,9 +2,10 @@
 
 A module fixture trains a small two-tower model (one epoch, 16-d) and a small DLRM
 ranker (one epoch) on the real MovieLens-100K data (Recommenders' 75/25 split by item;
-user 1's training interactions are dropped so that user 1 is a cold user), builds the
-Triton repository with ``build_repository`` and starts ``LocalTritonServer`` on it in
-explicit model-control mode. Every test talks to that server through the project's
+user 1's training interactions are dropped so that user 1 is a cold user), writes the
+run bundle (``write_bundle``), builds the Triton repository from it
+(``build_repository``) and starts ``LocalTritonServer`` on it in explicit
+model-control mode. Every test talks to that server through the project's
 clients and compares with ``TwoStageRecommender.recommend`` on the same models.
 
 The version roll-in tests (marked ``slow``) run last: they replace the ranker.
@@ -32,6 +33,7 @@ import torch
 import tritonclient.grpc as grpcclient
 from serving_kit import assert_same_ranking
 
+from recsys.bundle.writer import write_bundle
 from recsys.data.movielens import load_ml100k
 from recsys.data.splits import stratified_split
 from recsys.export.onnx_export import export_ranker
@@ -150,7 +152,8 @@ def served(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     workdir = tmp_path_factory.mktemp("e2e")
     root = workdir / "repository"
     # max_k above the catalogue: the repository serves at most the catalogue size
-    build_repository(recommender, two_tower, schema, dataset, root, RepositoryConfig(max_k=5000))  # type: ignore[arg-type]
+    bundle = write_bundle(recommender, two_tower, schema, dataset, workdir / "bundle")  # type: ignore[arg-type]
+    build_repository(bundle, root, RepositoryConfig(max_k=5000))
     config = TritonServerConfig(
         model_repository=root,
         model_control_mode="explicit",

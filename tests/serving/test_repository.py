@@ -14,9 +14,6 @@ ONNX files in onnxruntime and the saved FAISS index, exactly the objects the
 
 from __future__ import annotations
 
-import ast
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,18 +24,18 @@ from serving_kit import assert_same_ranking, in_process_engine, small_two_stage
 
 from recsys.features.store import ProcessedDataset
 from recsys.index import IndexConfig, ItemIndex
-from recsys.recommend import aggregation as offline_agg
-from recsys.recommend.aggregation import AggregationConfig
 from recsys.recommend.ranker_data import (
     dense_matrix,
 )
 from recsys.recommend.two_stage import (
     TwoStageRecommender,
 )
-from recsys.recommend.windows import count_in_window
-from recsys.serving import ranking
-from recsys.serving.engine import RecommendEngine, RequestValueError
-from recsys.serving.faiss_search import MISSING_ID, FaissSearcher
+from recsys.runtime import aggregation as offline_agg
+from recsys.runtime import ranking
+from recsys.runtime.aggregation import AggregationConfig
+from recsys.runtime.engine import RecommendEngine, RequestValueError
+from recsys.runtime.faiss_search import MISSING_ID, FaissSearcher
+from recsys.runtime.windows import count_in_window
 from recsys.serving.repository import (
     GPU_ACCELERATORS,
     MODEL_NAMES,
@@ -60,14 +57,6 @@ N_CANDIDATES = 60
 AGG = AggregationConfig(
     ranker_weight=1.0, retrieval_weight=0.5, freshness_weight=0.2, mmr_lambda=0.7
 )
-PURE_MODULES = (
-    "python_backend",
-    "engine",
-    "ranking",
-    "ranker_features",
-    "faiss_search",
-    "user_state",
-)
 
 
 @dataclass
@@ -88,14 +77,11 @@ def built(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
         item_bias=True,  # queries get a constant 1 slot, item vectors the bias
         exclude_genres=("Documentary",),
     )
-    recommender, two_tower, schema, dataset = (
-        parts.recommender, parts.two_tower, parts.schema, parts.dataset,
-    )  # fmt: skip
-    root = tmp_path_factory.mktemp("serving-repo") / "repository"
-    info = build_repository(
-        recommender, two_tower, schema, dataset, root, RepositoryConfig(max_queue_delay_us=150)
-    )
-    return Built(recommender, dataset, info, in_process_engine(root))
+    tmp = tmp_path_factory.mktemp("serving-repo")
+    bundle = parts.bundle(tmp / "bundle")
+    root = tmp / "repository"
+    info = build_repository(bundle.root, root, RepositoryConfig(max_queue_delay_us=150))
+    return Built(parts.recommender, parts.dataset, info, in_process_engine(root))
 
 
 # -- layout and configs ------------------------------------------------------------------
@@ -206,29 +192,18 @@ def test_tensor_block_refuses_a_missing_batch_axis() -> None:
 
 
 def test_a_second_build_into_the_same_folder_needs_overwrite(built: Built) -> None:
+    assert built.info.bundle is not None
     with pytest.raises(FileExistsError, match="overwrite"):
-        build_repository(
-            built.recommender,
-            None,
-            None,
-            built.dataset,
-            built.info.root,  # type: ignore[arg-type]
-        )
+        build_repository(built.info.bundle, built.info.root)
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_repository(
     built: Built, tmp_path: Path
 ) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
+    assert built.info.bundle is not None
     with pytest.raises(FileExistsError, match="refusing"):
-        build_repository(
-            built.recommender,
-            None,
-            None,
-            built.dataset,
-            tmp_path,
-            overwrite=True,  # type: ignore[arg-type]
-        )
+        build_repository(built.info.bundle, tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
@@ -402,7 +377,7 @@ def test_window_counter_matches_the_reference_count() -> None:
     order = np.lexsort((times, groups))
     offsets = np.r_[0, np.cumsum(np.bincount(groups, minlength=30))]
     times = times[order]
-    from recsys.recommend.windows import WindowCounter
+    from recsys.runtime.windows import WindowCounter
 
     q = rng.integers(0, 30, 500)
     hi = rng.integers(8.6e8, 9.0e8, 500).astype(np.float64)
@@ -465,50 +440,3 @@ def test_faiss_searcher_never_returns_padding(tmp_path: Path) -> None:
 
 
 # -- what runs inside Triton's python backend --------------------------------------------
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), feature_version=(3, 10))  # NVIDIA's container: 3.10
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
-
-
-def test_python_backend_code_imports_only_numpy_faiss_and_pure_modules() -> None:
-    allowed_recsys = {f"recsys.serving.{m}" for m in PURE_MODULES}
-    # shared with the offline path
-    allowed_recsys.update({"recsys.recommend.aggregation", "recsys.recommend.windows"})
-    stdlib = {"__future__", "collections.abc", "contextlib", "ctypes", "dataclasses",
-              "itertools", "json", "logging", "math", "os", "pathlib", "time", "typing",
-              "urllib.parse"}  # fmt: skip
-    files = [TEMPLATES_DIR / n / "model.py" for n in ("retrieval", "recommend")]
-    files += [REPO / "src/recsys/serving" / f"{m}.py" for m in PURE_MODULES]
-    files += [REPO / "src/recsys/recommend" / f for f in ("aggregation.py", "windows.py")]
-    # user_state opens the profile store lazily, inside the reader (checked for Python
-    # 3.10 and the container's packages by test_backend_py310.py)
-    store_modules = {"recsys.features.schema", "recsys.events.redis_store",
-                     "recsys.events.sqlite_store"} | {
-        f"recsys.profiles.{m}" for m in ("attributes", "config", "features", "state")
-    }  # fmt: skip
-    for path in files:
-        lazy = store_modules if path.name == "user_state.py" else set()
-        extra = _imports(path) - stdlib - allowed_recsys - lazy
-        assert extra <= {"numpy", "numpy.typing", "faiss", "triton_python_backend_utils"}, (
-            path,
-            extra,
-        )
-
-
-def test_pure_modules_load_without_torch_or_tritonclient() -> None:
-    code = (
-        "import sys\n"
-        + "".join(f"import recsys.serving.{m}\n" for m in PURE_MODULES)
-        + "heavy = [m for m in ('torch', 'tritonclient', 'grpc', 'pandas', 'tqdm') "
-        "if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

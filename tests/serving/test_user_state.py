@@ -31,19 +31,19 @@ from recsys.features.store import ProcessedDataset
 from recsys.profiles import ProfileService
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
 from recsys.profiles.processor import EventProcessor, ProcessorConfig
-from recsys.recommend.aggregation import AggregationConfig
 from recsys.recommend.two_stage import (
     TwoStageRecommender,
 )
-from recsys.serving.engine import RecommendTables
-from recsys.serving.ranker_features import RankerFeatures, stack_padded
-from recsys.serving.repository import RepositoryConfig, build_repository
-from recsys.serving.user_state import (
+from recsys.runtime.aggregation import AggregationConfig
+from recsys.runtime.engine import RecommendTables
+from recsys.runtime.ranker_features import RankerFeatures, stack_padded
+from recsys.runtime.user_state import (
     SCHEMA_FILE,
     ProfileStoreReader,
     UserStateUnavailable,
     parse_store_url,
 )
+from recsys.serving.repository import RepositoryConfig, build_repository
 
 REPO = Path(__file__).resolve().parents[2]
 COLD_USER = 1
@@ -65,12 +65,10 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     parts = fresh_two_stage
-    root = tmp_path_factory.mktemp("profile-repo") / "repository"
+    tmp = tmp_path_factory.mktemp("profile-repo")
+    root = tmp / "repository"
     build_repository(
-        parts.recommender,
-        parts.two_tower,
-        parts.schema,
-        parts.dataset,
+        parts.bundle(tmp / "bundle"),
         root,
         RepositoryConfig(profile_store="sqlite:///var/recsys/rt.db"),
     )

@@ -55,12 +55,10 @@ def live(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     redis_url = f"redis://127.0.0.1:{port}/0"
     prefix = f"t{uuid.uuid4().hex[:10]}"
     parts = fresh_two_stage
-    root = tmp_path_factory.mktemp("profile-triton") / "repository"
+    tmp = tmp_path_factory.mktemp("profile-triton")
+    root = tmp / "repository"
     build_repository(
-        parts.recommender,
-        parts.two_tower,
-        parts.schema,
-        parts.dataset,
+        parts.bundle(tmp / "bundle"),
         root,
         RepositoryConfig(profile_store=f"{redis_url}?prefix={prefix}"),
     )

@@ -2,7 +2,7 @@
 
 * :mod:`recsys.recommend.ranker_data` -- ranker examples and features from one
   training split (:class:`RankerContext`), candidates from a FAISS index.
-* :mod:`recsys.recommend.aggregation` -- weighted relevance, freshness decay,
+* :mod:`recsys.runtime.aggregation` -- weighted relevance, freshness decay,
   MMR diversity, business filters, diversity metrics.
 * :mod:`recsys.recommend.two_stage` -- the ranker model and its training, and
   :class:`TwoStageRecommender` (``recommend(users, k)``).
@@ -18,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "AggregationConfig": "recsys.recommend.aggregation",
+    "AggregationConfig": "recsys.runtime.aggregation",
     "Candidates": "recsys.recommend.ranker_data",
     "RankerContext": "recsys.recommend.ranker_data",
     "RankerDataConfig": "recsys.recommend.ranker_data",
@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "TwoStageRecommender": "recsys.recommend.two_stage",
     "build_bag_ranker": "recsys.recommend.two_stage",
     "build_ranker_examples": "recsys.recommend.ranker_data",
-    "mmr_rerank": "recsys.recommend.aggregation",
+    "mmr_rerank": "recsys.runtime.aggregation",
     "retrieve_candidates": "recsys.recommend.ranker_data",
     "train_two_stage_ranker": "recsys.recommend.two_stage",
 }

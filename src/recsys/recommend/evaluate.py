@@ -9,7 +9,7 @@ of the two-tower item embeddings (centered, see
 :attr:`TwoStageRecommender.diversity_vectors`; ``ild@k``) and mean pairwise Jaccard distance
 of the genre sets (``genre_ild@k``).
 
-Variants are :class:`~recsys.recommend.aggregation.AggregationConfig` s: the
+Variants are :class:`~recsys.runtime.aggregation.AggregationConfig` s: the
 retrieval order alone (:func:`retrieval_only`), retrieval + ranker, and the same
 with MMR; :func:`tune_aggregation` picks score weights on the ranker's
 validation users (never on test).
@@ -36,11 +36,6 @@ from recsys.data.frame import USER
 from recsys.eval.harness import EvalConfig, EvalHarness, EvalResult
 from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
-from recsys.recommend.aggregation import (
-    AggregationConfig,
-    genre_diversity,
-    intra_list_diversity,
-)
 from recsys.recommend.ranker_data import (
     RankerContext,
     RankerDataConfig,
@@ -55,6 +50,11 @@ from recsys.recommend.two_stage import (
     TwoStageSettings,
     classification_metrics,
     train_two_stage_ranker,
+)
+from recsys.runtime.aggregation import (
+    AggregationConfig,
+    genre_diversity,
+    intra_list_diversity,
 )
 
 

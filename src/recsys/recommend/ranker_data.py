@@ -70,7 +70,7 @@ from recsys.features.schema import FeatureSchema, FeatureSpec, Role
 from recsys.features.store import ProcessedDataset
 from recsys.features.vocab import VocabularySet
 from recsys.index import ItemIndex
-from recsys.recommend.windows import count_in_window
+from recsys.runtime.windows import count_in_window
 
 SECONDS_PER_DAY = 86_400.0
 SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY

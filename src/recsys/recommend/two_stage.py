@@ -9,7 +9,7 @@
    (training-split statistics only) and **rank** it with the TorchRec DLRM /
    DLRM_DCN ranker;
 3. **aggregate** ranker score, retrieval score and freshness
-   (:mod:`recsys.recommend.aggregation`);
+   (:mod:`recsys.runtime.aggregation`);
 4. **diversify** with MMR over the item embeddings;
 5. cut to ``k``. Unknown users get the most popular allowed items; ``k`` larger
    than what is left of the catalogue gives shorter lists padded with invalid
@@ -50,13 +50,6 @@ from recsys.eval.classification import auc, gauc, logloss, normalized_entropy
 from recsys.features.schema import FeatureSchema, Kind
 from recsys.index import MISSING_INT_ID, MISSING_STR_ID, IndexConfig, ItemIndex
 from recsys.models.dlrm import Ranker, RankerConfig, embedding_bag_configs
-from recsys.recommend.aggregation import (
-    AggregationConfig,
-    blocked_items,
-    id_order,
-    mmr_rerank,
-    relevance,
-)
 from recsys.recommend.ranker_data import (
     CANDIDATE,
     Candidates,
@@ -68,6 +61,13 @@ from recsys.recommend.ranker_data import (
     dense_matrix,
     retrieve_candidates,
     split_users,
+)
+from recsys.runtime.aggregation import (
+    AggregationConfig,
+    blocked_items,
+    id_order,
+    mmr_rerank,
+    relevance,
 )
 from recsys.training.ranker_trainer import (
     RankerHistory,

@@ -12,11 +12,11 @@
 * :mod:`recsys.serving.cli`: ``build-repo``, ``serve``, ``recommend``, ``roll-in``.
 * :mod:`recsys.serving.errors`: the errors they raise.
 
-Modules that run INSIDE Triton's python backend (:mod:`recsys.serving.python_backend`,
-:mod:`recsys.serving.tables`, :mod:`recsys.serving.ranking`) import numpy (and FAISS)
+Modules that run INSIDE Triton's python backend (:mod:`recsys.runtime.python_backend`,
+:mod:`recsys.serving.tables`, :mod:`recsys.runtime.ranking`) import numpy (and FAISS)
 only and stay Python-3.10-compatible: NVIDIA's 24.10 container runs them with its own
 Python 3.10 and neither torch nor tritonclient. That is why the names below are loaded
-lazily: ``import recsys.serving.ranking`` must not pull in tritonclient and grpc.
+lazily: ``import recsys.runtime.ranking`` must not pull in tritonclient and grpc.
 
 This is the top layer: it may import every other layer, and none imports it.
 """

@@ -2,8 +2,10 @@
 
 Commands (``python -m recsys.serving.cli <command> --help`` for every option)::
 
-    build-repo --artifacts artifacts/ml-100k --out artifacts/triton_repo
-        generate the Triton model repository from a training run
+    build-repo --bundle artifacts/ml-100k/bundle --out artifacts/triton_repo
+        generate the Triton model repository from a run bundle (training's last stage)
+    check-bundle --bundle artifacts/ml-100k/bundle
+        check a bundle (format, files, checksums) and print what it holds
     serve --repository artifacts/triton_repo [--grpc-port 8001]
         serve it with the local tritonserver (explicit model control, all models loaded)
     recommend --user-id 1 --k 10 [--url 127.0.0.1:8001] [--ssl --ca-file ca.pem]
@@ -14,12 +16,12 @@ Commands (``python -m recsys.serving.cli <command> --help`` for every option)::
         RECSYS_TRITON_ADMIN_KEY_FILE, as for ``serve``)
     health [--url 127.0.0.1:8001]
         exit 0 when every model ``recommend`` needs is ready, else 1 (naming them)
-    demo --artifacts artifacts/ml-100k --users 1 2 3 --k 10
+    demo --bundle artifacts/ml-100k/bundle --users 1 2 3 --k 10
         build, serve, query and stop: :func:`serve_demo`
 
 Example::
 
-    python -m recsys.serving.cli build-repo --artifacts artifacts/ml-100k --out /tmp/repo
+    python -m recsys.serving.cli build-repo --bundle artifacts/ml-100k/bundle --out /tmp/repo
     python -m recsys.serving.cli serve --repository /tmp/repo &
     python -m recsys.serving.cli recommend --user-id 1 --k 10
 """
@@ -32,7 +34,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
     from recsys.serving.repository import RepositoryConfig
 
 LOGGER = logging.getLogger(__name__)
+
+DEFAULT_BUNDLE = "artifacts/ml-100k/bundle"
+"""Where the main job writes the bundle of its default dataset."""
 
 
 @dataclass
@@ -78,27 +83,24 @@ class DemoResult:
 
 
 def serve_demo(
-    artifacts_dir: str | Path,
+    bundle_dir: str | Path,
     users: Sequence[int],
     k: int,
     *,
-    config: Mapping[str, Any] | None = None,
     repository_dir: str | Path | None = None,
     repeats: int = 1,
     print_fn: Callable[[str], object] = print,
     repository_config: RepositoryConfig | None = None,
     while_serving: Callable[[RecommendClient], Any] | None = None,
 ) -> DemoResult:
-    """Builds the repository from a run, serves it, queries it over gRPC, stops it.
+    """Builds the repository from a run bundle, serves it, queries it over gRPC, stops it.
 
     Prints each user's recommendations and the request latency.
 
     Args:
-        artifacts_dir: the training run's artifacts (see
-            :func:`recsys.serving.repository.load_training_run`).
+        bundle_dir: the run bundle (training's ``bundle`` stage).
         users: raw user ids to ask for (unknown ids get popular items).
         k: items per user.
-        config: the run's resolved configuration (None: ``configs/main.yaml``).
         repository_dir: where to write the repository (None: a temporary folder,
             deleted at the end); an existing folder is replaced.
         repeats: requests per user (latency is reported for every one).
@@ -112,21 +114,21 @@ def serve_demo(
         A :class:`DemoResult`.
 
     Raises:
-        FileNotFoundError: an artifact of the run is missing.
+        BundleError: the bundle is missing, incomplete or changed.
         ServerStartError: the server did not start (the message holds its log).
         InferenceError: a request failed.
 
     Example::
 
-        serve_demo("artifacts/ml-100k", users=[1, 2, 3], k=10)
+        serve_demo("artifacts/ml-100k/bundle", users=[1, 2, 3], k=10)
     """
-    from recsys.serving.repository import build_repository_from_run
+    from recsys.serving.repository import build_repository
     from recsys.serving.server import LocalTritonServer, TritonServerConfig
 
     with tempfile.TemporaryDirectory(prefix="recsys-repo-") as tmp:
         root = Path(repository_dir) if repository_dir is not None else Path(tmp) / "repository"
         t0 = time.perf_counter()
-        build_repository_from_run(artifacts_dir, root, config, repository_config, overwrite=True)
+        build_repository(bundle_dir, root, repository_config, overwrite=True)
         build_s = time.perf_counter() - t0
         print_fn(f"repository: {root} ({build_s:.1f} s)")
         server_cfg = TritonServerConfig(
@@ -168,14 +170,8 @@ def _format(rec: Recommendation, latency_ms: float) -> str:
 
 
 def _cmd_build_repo(args: argparse.Namespace) -> int:
-    from recsys.serving.repository import (
-        RepositoryConfig,
-        build_repository_from_run,
-        compose_config,
-        describe,
-    )
+    from recsys.serving.repository import RepositoryConfig, build_repository, describe
 
-    config = compose_config(args.override) if args.override else None
     repo_cfg = RepositoryConfig(
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
@@ -183,10 +179,19 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         profile_store=args.profile_store,
         gpu_accelerator=args.gpu_accelerator,
     )
-    info = build_repository_from_run(
-        args.artifacts, args.out, config, repo_cfg, overwrite=args.overwrite
-    )
+    info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
+    if info.bundle is not None:
+        print(info.bundle.describe())
     print(json.dumps(describe(info.root), indent=2))
+    return 0
+
+
+def _cmd_check_bundle(args: argparse.Namespace) -> int:
+    from recsys.bundle.layout import SERVING_FILES, RunBundle
+
+    bundle = RunBundle.open(args.bundle, verify=True, required=SERVING_FILES)
+    print(bundle.describe())
+    print(json.dumps({"summary": bundle.summary, "provenance": bundle.provenance}, indent=2))
     return 0
 
 
@@ -285,14 +290,10 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from recsys.serving.repository import compose_config
-
-    config = compose_config(args.override) if args.override else None
     serve_demo(
-        args.artifacts,
+        args.bundle,
         args.users,
         args.k,
-        config=config,
         repository_dir=args.out,
         repeats=args.repeats,
     )
@@ -308,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     build = sub.add_parser("build-repo", help="generate the Triton model repository")
-    build.add_argument("--artifacts", type=Path, default=Path("artifacts/ml-100k"))
+    build.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE), help="a run bundle")
     build.add_argument("--out", type=Path, default=Path("artifacts/triton_repo"))
     build.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     build.add_argument("--max-batch-size", type=int, default=64)
@@ -331,13 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="tensorrt",
         help="execution provider of the ONNX models on GPU instances (NVIDIA's container)",
     )
-    build.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        help="Hydra override of the run's configuration (repeatable), e.g. model.embedding_dim=32",
-    )
     build.set_defaults(fn=_cmd_build_repo)
+
+    check = sub.add_parser("check-bundle", help="check a run bundle and print what it holds")
+    check.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
+    check.set_defaults(fn=_cmd_check_bundle)
 
     serve = sub.add_parser("serve", help="serve a repository with the local tritonserver")
     serve.add_argument("--repository", type=Path, default=Path("artifacts/triton_repo"))
@@ -371,12 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(fn=_cmd_health)
 
     demo = sub.add_parser("demo", help="build, serve, query a few users, stop")
-    demo.add_argument("--artifacts", type=Path, default=Path("artifacts/ml-100k"))
+    demo.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE), help="a run bundle")
     demo.add_argument("--users", type=int, nargs="+", default=[1, 2, 3])
     demo.add_argument("--k", type=int, default=10)
     demo.add_argument("--repeats", type=int, default=1)
     demo.add_argument("--out", type=Path, default=None, help="keep the repository here")
-    demo.add_argument("--override", action="append", default=[])
     demo.set_defaults(fn=_cmd_demo)
     return parser
 

@@ -7,7 +7,7 @@ out a backend directory next to it and starts the server on a model repository:
 * ``python/``: NVIDIA's python backend (``libtriton_python.so``, its utils module
   and the stub built for this interpreter's Python version).
 * ``onnxruntime/model.py``: a *local stand-in* for NVIDIA's C++ onnxruntime backend
-  (``serving/backends/onnxruntime_local/model.py``). Triton runs it as a
+  (``recsys/serving/triton_backends/onnxruntime_local/model.py``). Triton runs it as a
   Python-based backend, so a repository whose models say
   ``platform: "onnxruntime_onnx"`` loads unchanged. The stand-in is never deployed:
   the official container brings the real backend (see ``serving/README.md``).
@@ -84,11 +84,10 @@ MODEL_CONTROL_MODES: tuple[str, ...] = ("none", "explicit", "poll")
 PYTRITON_PACKAGE = "pytriton"
 PYTRITON_REQUIREMENT = "nvidia-pytriton==0.7.0"
 
-# The stand-in lives outside the package: it is a file Triton loads from a backend
-# directory, never imported by recsys itself.
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+# The stand-in ships as package data: a file Triton loads from a backend directory,
+# never imported by recsys itself.
 DEFAULT_ONNXRUNTIME_STAND_IN = (
-    _REPO_ROOT / "serving" / "backends" / "onnxruntime_local" / "model.py"
+    Path(__file__).resolve().parent / "triton_backends" / "onnxruntime_local" / "model.py"
 )
 
 _PORT_IN_USE_MARKERS = ("already in use", "Address in use", "address already in use")

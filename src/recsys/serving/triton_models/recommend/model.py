@@ -13,14 +13,14 @@ smaller than ``k``).
 Per dynamic batch of requests, through Business Logic Scripting (BLS):
 ``user_tower`` (one call for every known user of the batch) -> ``retrieval`` (one call)
 -> ``ranker`` (calls of at most ``ranker_max_batch_size`` pairs) -> relevance,
-freshness and MMR in numpy (:class:`recsys.serving.engine.RecommendEngine`, the same
+freshness and MMR in numpy (:class:`recsys.runtime.engine.RecommendEngine`, the same
 steps as ``TwoStageRecommender.recommend``). Unknown users, and users without a
 candidate left, get the most popular allowed items.
 
 Real-time user state: when the config parameter ``profile_store`` names a store
 (``redis://host:port/db[?prefix=P]`` with the ``RedisStore`` key layout, or
 ``sqlite:///path``), ``initialize`` opens a
-:class:`~recsys.serving.user_state.ProfileStoreReader` on it once, and each batch reads
+:class:`~recsys.runtime.user_state.ProfileStoreReader` on it once, and each batch reads
 the profiles of its users in one store call. A profile's recent items are removed from
 the user's list (consumed in real time) and extend the history feature of the user tower
 and the ranker (training history, then the profile's items, last ``max_len`` kept); a
@@ -50,12 +50,12 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from recsys.serving.engine import (
+from recsys.runtime.engine import (
     RecommendEngine,
     RecommendTables,
     RequestValueError,
 )
-from recsys.serving.python_backend import (
+from recsys.runtime.python_backend import (
     BlsError,
     RequestError,
     bls_infer,
@@ -65,8 +65,8 @@ from recsys.serving.python_backend import (
     output_tensor,
     string_parameter,
 )
-from recsys.serving.ranker_features import RankerFeatures
-from recsys.serving.user_state import ProfileStoreReader
+from recsys.runtime.ranker_features import RankerFeatures
+from recsys.runtime.user_state import ProfileStoreReader
 
 
 class TritonPythonModel:

@@ -28,8 +28,8 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from recsys.serving.faiss_search import FaissSearcher
-from recsys.serving.python_backend import (
+from recsys.runtime.faiss_search import FaissSearcher
+from recsys.runtime.python_backend import (
     RequestError,
     error_response,
     get_input,

@@ -11,14 +11,14 @@ steps, in the same order, as ``recsys.recommend.TwoStageRecommender.recommend``:
 3. retrieval top ``n = max(num_candidates, k)`` (at most the catalogue) with the user's
    seen items and the blocked items removed: the engine asks the index for ``n`` plus
    the number of excluded items and filters; FAISS's ``-1`` padding is never an item;
-4. ranker logits of every (user, candidate) pair (:class:`~recsys.serving.ranker_features.
+4. ranker logits of every (user, candidate) pair (:class:`~recsys.runtime.ranker_features.
    RankerFeatures` makes its inputs);
-5. relevance, freshness and MMR (:mod:`recsys.serving.ranking`), cut to ``k``;
+5. relevance, freshness and MMR (:mod:`recsys.runtime.ranking`), cut to ``k``;
 6. users that are unknown, or have no candidate left, get the most popular allowed
    items (training counts, ties to the smaller item index; seen items removed for
    known users), scored ``log(1 + count)``.
 
-With a user-state source (:mod:`recsys.serving.user_state`: the real-time profiles of
+With a user-state source (:mod:`recsys.runtime.user_state`: the real-time profiles of
 the Redis or SQLite store), each request first reads the user's profile. A profile's
 recent items join the user's seen items (never recommended again), and the user tower's
 and the ranker's history feature become the training history followed by those items
@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from recsys.serving.ranker_features import SECONDS_PER_YEAR, RankerFeatures
-from recsys.serving.ranking import AggregationSettings, id_order, mmr_rerank, relevance
-from recsys.serving.user_state import (
+from recsys.runtime.ranker_features import SECONDS_PER_YEAR, RankerFeatures
+from recsys.runtime.ranking import AggregationSettings, id_order, mmr_rerank, relevance
+from recsys.runtime.user_state import (
     ProfileEncoding,
     ProfileRow,
     UserStateSource,
@@ -242,7 +242,7 @@ class RecommendTables:
         return np.where(found, self._sorted_rows[clipped], -1).astype(np.int64)
 
     def item_rows(self, raw_item_ids: Sequence[Any]) -> np.ndarray:
-        """Row of each raw item id (see :func:`~recsys.serving.user_state.item_key`),
+        """Row of each raw item id (see :func:`~recsys.runtime.user_state.item_key`),
         ``-1`` for ids outside the catalogue."""
         keys = [item_key(v) for v in raw_item_ids]
         out = np.full(len(keys), -1, dtype=np.int64)
@@ -451,7 +451,7 @@ class RecommendEngine:
         max_k: the largest ``k`` accepted (None: the retrieval depth N); capped at
             the catalogue size (see :func:`served_max_k`).
         user_state: real-time profiles (e.g. a
-            :class:`~recsys.serving.user_state.ProfileStoreReader`); None: the
+            :class:`~recsys.runtime.user_state.ProfileStoreReader`); None: the
             training tables alone.
         warn: called with a message when the user state cannot be read (default: the
             module's logger); the request is then answered from the tables.

@@ -1,9 +1,9 @@
 """Score aggregation at serving time: relevance, freshness, MMR, top-k (numpy only).
 
-The steps are :mod:`recsys.recommend.aggregation`'s, the ones the offline
+The steps are :mod:`recsys.runtime.aggregation`'s, the ones the offline
 ``TwoStageRecommender`` uses, re-exported with the serving side's settings. The
 ``recommend`` model runs inside Triton's python backend: this module and
-``recsys.recommend.aggregation`` import numpy only (``recsys.recommend`` loads its
+``recsys.runtime.aggregation`` import numpy only (``recsys.recommend`` loads its
 torch-based submodules lazily). Tests check the served lists against
 ``TwoStageRecommender.recommend``.
 
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # One implementation for offline evaluation and serving (re-exported here).
-from recsys.recommend.aggregation import (
+from recsys.runtime.aggregation import (
     DEFAULT_MMR_DEPTH,
     freshness_decay,
     id_order,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.recommend.aggregation import (
+from recsys.runtime.aggregation import (
     AggregationConfig,
     blocked_items,
     freshness_decay,

@@ -3,7 +3,7 @@
 The ranker's activity features (a user's or an item's interactions in the last
 ``d`` days before a request) are counted here, offline by
 :mod:`recsys.recommend.ranker_data` and at serving time by
-:mod:`recsys.serving.ranker_features`, so both compute the same numbers. Python 3.10
+:mod:`recsys.runtime.ranker_features`, so both compute the same numbers. Python 3.10
 compatible: Triton's python backend imports it in NVIDIA's container.
 
 Example:

@@ -17,7 +17,7 @@ exports next to the ``recommend`` model (``ranker_features.npz``), with numpy on
   then standardized with the training examples' mean and standard deviation;
 * sparse ids ``[n, F, L]`` (``-1`` = padding) in the ranker's feature order: user-side
   features from the user's row (or from per-pair rows the caller built from a real-time
-  profile, :class:`~recsys.serving.user_state.ProfileEncoding`), item-side features
+  profile, :class:`~recsys.runtime.user_state.ProfileEncoding`), item-side features
   from the item's row.
 
 User index ``-1`` stands for a user without training interactions (a user known only
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys.recommend.windows import WindowCounter
-from recsys.serving.user_state import ProfileEncoding
+from recsys.runtime.user_state import ProfileEncoding
+from recsys.runtime.windows import WindowCounter
 
 SECONDS_PER_DAY = 86_400.0
 SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY

@@ -1,7 +1,7 @@
 """Helpers for ``model.py`` files that run inside Triton's python backend.
 
 The ``retrieval`` and ``recommend`` models of the generated repository
-(``serving/models/*/model.py``) use these for tensor I/O, errors and BLS calls. The
+(``recsys/serving/triton_models/*/model.py``) use these for tensor I/O, errors and BLS calls. The
 module imports numpy only and stays Python-3.10-compatible, because NVIDIA's 24.10
 container runs it with its own Python 3.10. ``triton_python_backend_utils`` exists only
 inside the python-backend stub, so callers pass it in as ``pb``.
@@ -14,7 +14,7 @@ work with numpy 1 and 2, locally and in the container.
 Example (inside a python-backend ``model.py``)::
 
     import triton_python_backend_utils as pb_utils
-    from recsys.serving.python_backend import bls_infer, input_array, output_tensor
+    from recsys.runtime.python_backend import bls_infer, input_array, output_tensor
 
     ids = input_array(pb_utils.get_input_tensor_by_name(request, "user_id"))
     out = bls_infer(pb_utils, "user_tower", {"ids": padded}, ["embeddings"])
