@@ -96,7 +96,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 """
 
 # Tensor I/O through DLPack: with numpy 2, the stub's as_numpy()/Tensor(name, array)
-# return zeros / empty tensors (see serving/README.md).
+# return zeros / empty tensors (see docs/serving.md, "numpy 2 and the python backend stub").
 PY_AFFINE_MODEL = """
 import ctypes
 import time

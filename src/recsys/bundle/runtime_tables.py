@@ -26,7 +26,7 @@ from recsys.export.manifest import ModelManifest
 from recsys.features.batching import encode_features
 from recsys.features.schema import FeatureSchema, FeatureSpec, Kind, Role, VocabPolicy
 from recsys.features.store import ProcessedDataset
-from recsys.models.two_tower import TwoTower
+from recsys.models.retrieval import RetrievalModel
 from recsys.recommend.two_stage import TwoStageRecommender
 from recsys.runtime.aggregation import blocked_items
 from recsys.runtime.engine import RecommendTables
@@ -48,7 +48,7 @@ def _as_int_ids(values: np.ndarray, what: str) -> np.ndarray:
 
 
 def user_tower_ids(
-    two_tower: TwoTower, dataset: ProcessedDataset, entry: ModelManifest
+    two_tower: RetrievalModel, dataset: ProcessedDataset, entry: ModelManifest
 ) -> np.ndarray:
     """Each user's padded user-tower input ``[U, F, L]`` (rows of ``dataset.users``).
 
@@ -111,6 +111,7 @@ def profile_encoding(
     users: Any,
     encoded: Mapping[str, tuple[np.ndarray, np.ndarray]],
     item_vocab: np.ndarray | None,
+    n_items: int,
 ) -> ProfileEncoding:
     """How profile values become the ids of one exported model (tower or ranker).
 
@@ -121,7 +122,9 @@ def profile_encoding(
         users: the user table the training features were encoded from.
         encoded: per user-side feature, that table's ids as jagged ``(values, offsets)``.
         item_vocab: ``[I]`` id of each catalogue item in the history feature's
-            vocabulary, or None when the model cannot map items.
+            vocabulary, or None when the model cannot map items (or has no history
+            feature).
+        n_items: ``I``, the catalogue size (the runtime's tables are indexed by it).
 
     Returns:
         A :class:`~recsys.runtime.user_state.ProfileEncoding`; categorical maps come
@@ -161,7 +164,8 @@ def profile_encoding(
         ):
             values, offsets = encoded[name]
             value_maps[name] = _value_map(users[spec.source].tolist(), values, offsets)
-    n_items = 0 if item_vocab is None else len(item_vocab)
+    if item_vocab is not None and len(item_vocab) != n_items:
+        raise ValueError(f"item_vocab covers {len(item_vocab)} items, the catalogue {n_items}")
     return ProfileEncoding(
         features=list(entry.feature_order),
         seq_len=int(entry.seq_len),
@@ -190,7 +194,9 @@ def tower_profile_encoding(
     columns = {n: (j.values, j.offsets) for n, j in encoded.sparse.items()}
     history = [n for n in entry.feature_order if schema[n].source == RECENT_ITEMS_SOURCE]
     item_vocab = dataset.vocabs.encode(history[0], item_ids) if history else None
-    return profile_encoding(schema, entry, entry.feature_order, dataset.users, columns, item_vocab)
+    return profile_encoding(
+        schema, entry, entry.feature_order, dataset.users, columns, item_vocab, len(item_ids)
+    )
 
 
 def ranker_profile_encoding(
@@ -218,7 +224,9 @@ def ranker_profile_encoding(
             jagged = ctx.items_encoded.sparse[owner]
             if np.array_equal(np.diff(jagged.offsets), np.ones(ctx.n_items)):
                 item_vocab = np.asarray(jagged.values, dtype=np.int64)
-    return profile_encoding(schema, entry, ctx.user_keys, dataset.users, columns, item_vocab)
+    return profile_encoding(
+        schema, entry, ctx.user_keys, dataset.users, columns, item_vocab, ctx.n_items
+    )
 
 
 def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> RankerFeatures:
@@ -276,7 +284,7 @@ def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> R
 
 def recommend_tables(
     recommender: TwoStageRecommender,
-    two_tower: TwoTower,
+    two_tower: RetrievalModel,
     dataset: ProcessedDataset,
     entry: ModelManifest,
     extra: Mapping[str, Any] | None = None,
@@ -293,12 +301,12 @@ def recommend_tables(
     ctx = recommender.context
     user_raw = _as_int_ids(ctx.user_ids, "user")
     queries = recommender.query_vectors
+    scaling = two_tower.query_scaling()
     embedding_dim = int(entry.outputs[0].shape[-1])
-    append_one = bool(two_tower.config.item_bias)
-    if queries.shape[1] != embedding_dim + int(append_one):
+    if embedding_dim != scaling.embedding_dim or queries.shape[1] != scaling.dim:
         raise ValueError(
             f"the recommender's query vectors are {queries.shape[1]}-d; the user tower gives "
-            f"{embedding_dim}-d (+1 with an item bias: {append_one})"
+            f"{embedding_dim}-d (+1 with an item bias: {scaling.append_one})"
         )
     item_raw = _as_int_ids(ctx.item_ids, "item")
     table_users = _as_int_ids(dataset.users["user_id"].to_numpy(), "user")
@@ -320,8 +328,8 @@ def recommend_tables(
         blocked=blocked_items(ctx.item_ids, recommender.item_genres, cfg),
         settings=AggregationSettings.from_dict(asdict(cfg)),
         num_candidates=int(recommender.num_candidates),
-        query_scale=float(two_tower.inv_temperature.detach()),
-        query_append_one=append_one,
+        query_scale=scaling.scale,
+        query_append_one=scaling.append_one,
         extra=dict(extra or {}),
         profile=tower_profile_encoding(two_tower.schema, dataset, entry, item_raw),
     )

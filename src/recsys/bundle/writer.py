@@ -38,7 +38,7 @@ from recsys.export.manifest import MANIFEST_FILE, ExportManifest
 from recsys.export.onnx_export import export_ranker, export_two_tower
 from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
-from recsys.models.two_tower import TwoTower
+from recsys.models.retrieval import RetrievalModel
 from recsys.recommend.two_stage import TwoStageRecommender
 
 LOGGER = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def expected_lists(
 
 def write_bundle(
     recommender: TwoStageRecommender,
-    two_tower: TwoTower,
+    two_tower: RetrievalModel,
     schema: FeatureSchema,
     dataset: ProcessedDataset,
     out_dir: str | Path,
@@ -87,7 +87,8 @@ def write_bundle(
     Args:
         recommender: the offline two-stage recommender (context, FAISS index, item
             embeddings, trained ranker, the aggregation it serves).
-        two_tower: the retrieval model whose towers are exported.
+        two_tower: the retrieval model whose towers are exported (any registered
+            :class:`~recsys.models.retrieval.RetrievalModel`).
         schema: the full feature schema.
         dataset: the processed split the recommender's context was built from (the
             run's main split: the users and items served).
@@ -127,7 +128,7 @@ def write_bundle(
         user_entry, ranker_entry = manifest[layout.USER_TOWER], manifest[layout.RANKER]
         if user_entry.dense_input is not None:
             raise ValueError("serving a user tower with dense inputs is not supported")
-        query_dim = int(user_entry.outputs[0].shape[-1]) + int(bool(two_tower.config.item_bias))
+        query_dim = two_tower.query_scaling().dim
         if recommender.index.dim != query_dim:
             raise ValueError(
                 f"the index holds {recommender.index.dim}-d vectors, the queries {query_dim}-d"

@@ -62,7 +62,7 @@ from recsys.export.twins import ItemTowerTwin, RankerTwin, UserTowerTwin, padded
 from recsys.features.schema import FeatureSchema
 from recsys.features.vocab import VocabularySet
 from recsys.models.dlrm import Ranker
-from recsys.models.two_tower import TwoTower
+from recsys.models.retrieval import RetrievalModel
 
 DEFAULT_OPSET = 17
 """ONNX opset of exports (onnxruntime >= 1.14 and Triton 23.x+ run it)."""
@@ -472,7 +472,7 @@ class ExportBundle:
 
 
 def export_two_tower(
-    model: TwoTower,
+    model: RetrievalModel,
     schema: FeatureSchema | None,
     out_dir: str | Path,
     *,

@@ -43,7 +43,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ from torchrec.models.dlrm import DLRM
 
 from recsys.features.batching import PAD
 from recsys.models.dlrm import Ranker
-from recsys.models.two_tower import TowerArch, TwoTower
+from recsys.models.retrieval import RetrievalModel
 
 Pooling = Literal["sum", "mean"]
 
@@ -381,27 +381,27 @@ class _PaddedIdsModule(nn.Module):
 
 
 class _TowerTwin(_PaddedIdsModule):
-    """One tower of a :class:`TwoTower` on padded ids (shared by the user and item twins)."""
+    """One tower of a retrieval model on padded ids (shared by the user and item twins)."""
 
     input_names: tuple[str, ...]
     output_names: tuple[str, ...] = ("embeddings",)
 
     def __init__(
         self,
-        model: TwoTower,
-        tower: TowerArch,
+        model: RetrievalModel,
+        tower: nn.Module,
         dense_names: Sequence[str],
         max_len: Mapping[str, int] | None,
     ) -> None:
         super().__init__()
-        names = list(tower.feature_names)
+        names = list(cast(list[str], tower.feature_names))
         lengths = {f: int(model.schema[f].max_len) for f in names}
         lengths.update({f: int(n) for f, n in (max_len or {}).items() if f in lengths})
         self.sparse_arch = PaddedSparseArch(model.sparse_arch, names, lengths)
         self.tower = copy.deepcopy(tower)
         self.feature_names: list[str] = names
         self.dense_names: list[str] = list(dense_names)
-        self.num_dense: int = int(tower.num_dense)
+        self.num_dense: int = int(cast(int, tower.num_dense))
         self.input_names = ("ids", "dense") if self.num_dense else ("ids",)
         self.eval()
 
@@ -442,7 +442,7 @@ class UserTowerTwin(_TowerTwin):
         >>> twin(to_padded_stack(kjt, twin.feature_names, twin.seq_len))  # doctest: +SKIP
     """
 
-    def __init__(self, model: TwoTower, max_len: Mapping[str, int] | None = None) -> None:
+    def __init__(self, model: RetrievalModel, max_len: Mapping[str, int] | None = None) -> None:
         super().__init__(model, model.user_tower, model.user_dense, max_len)
 
 
@@ -459,7 +459,7 @@ class ItemTowerTwin(_TowerTwin):
         torch.Size([4, 64])
     """
 
-    def __init__(self, model: TwoTower, max_len: Mapping[str, int] | None = None) -> None:
+    def __init__(self, model: RetrievalModel, max_len: Mapping[str, int] | None = None) -> None:
         super().__init__(model, model.item_tower, model.item_dense, max_len)
 
 

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 from torchrec.models.dlrm import DLRM, DLRM_DCN
 
-RankerArch = Literal["dlrm", "dlrm_dcn"]
-ARCHS: tuple[str, ...] = ("dlrm", "dlrm_dcn")
+from recsys.models.registry import ranker_arch, ranker_archs, register_ranker_arch
+
+RankerArch = str
+"""A registered ranker architecture (:func:`recsys.models.registry.ranker_archs`)."""
 
 
 @dataclass
@@ -74,8 +75,8 @@ class RankerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.arch not in ranker_archs():
+            raise ValueError(f"arch must be one of {ranker_archs()}, got {self.arch!r}")
         if self.embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
         if not self.dense_arch_layer_sizes or self.dense_arch_layer_sizes[-1] != self.embedding_dim:
@@ -274,26 +275,44 @@ def build_ranker(
         torch.manual_seed(config.seed)
         ebc = EmbeddingBagCollection(tables=tables, device=dev)
         dense_device = None if dev.type == "meta" else dev
-        dlrm: DLRM
-        if config.arch == "dlrm":
-            dlrm = DLRM(
-                embedding_bag_collection=ebc,
-                dense_in_features=num_dense,
-                dense_arch_layer_sizes=list(config.dense_arch_layer_sizes),
-                over_arch_layer_sizes=list(config.over_arch_layer_sizes),
-                dense_device=dense_device,
-            )
-        else:
-            dlrm = DLRM_DCN(
-                embedding_bag_collection=ebc,
-                dense_in_features=num_dense,
-                dense_arch_layer_sizes=list(config.dense_arch_layer_sizes),
-                over_arch_layer_sizes=list(config.over_arch_layer_sizes),
-                dcn_num_layers=config.dcn_num_layers,
-                dcn_low_rank_dim=config.dcn_low_rank_dim,
-                dense_device=dense_device,
-            )
+        dlrm = ranker_arch(config.arch)(ebc, num_dense, config, dense_device)
     return Ranker(dlrm, feature_names, sizes, num_dense, config)
+
+
+@register_ranker_arch("dlrm")
+def build_dlrm(
+    ebc: EmbeddingBagCollection,
+    num_dense: int,
+    config: RankerConfig,
+    dense_device: torch.device | None = None,
+) -> DLRM:
+    """TorchRec's DLRM: pairwise dot products of the pooled embeddings and the dense arch."""
+    return DLRM(
+        embedding_bag_collection=ebc,
+        dense_in_features=num_dense,
+        dense_arch_layer_sizes=list(config.dense_arch_layer_sizes),
+        over_arch_layer_sizes=list(config.over_arch_layer_sizes),
+        dense_device=dense_device,
+    )
+
+
+@register_ranker_arch("dlrm_dcn")
+def build_dlrm_dcn(
+    ebc: EmbeddingBagCollection,
+    num_dense: int,
+    config: RankerConfig,
+    dense_device: torch.device | None = None,
+) -> DLRM:
+    """TorchRec's DLRM_DCN: a low-rank DCN-v2 cross network as the interaction."""
+    return DLRM_DCN(
+        embedding_bag_collection=ebc,
+        dense_in_features=num_dense,
+        dense_arch_layer_sizes=list(config.dense_arch_layer_sizes),
+        over_arch_layer_sizes=list(config.over_arch_layer_sizes),
+        dcn_num_layers=config.dcn_num_layers,
+        dcn_low_rank_dim=config.dcn_low_rank_dim,
+        dense_device=dense_device,
+    )
 
 
 def ids_to_kjt(ids: torch.Tensor, feature_names: Sequence[str]) -> KeyedJaggedTensor:

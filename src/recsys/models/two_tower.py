@@ -26,13 +26,18 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
+from recsys.data.config import build
 from recsys.features.schema import FeatureSchema, FeatureSpec, Role
+from recsys.models.registry import register_retrieval_model
+from recsys.models.retrieval import RetrievalModel
 
 
 @dataclass
@@ -142,7 +147,7 @@ class TowerArch(nn.Module):
         return out, (self.bias(x).squeeze(1) if self.bias is not None else None)
 
 
-class TwoTower(nn.Module):
+class TwoTower(RetrievalModel):
     """User and item towers over one EmbeddingBagCollection.
 
     Args:
@@ -152,6 +157,9 @@ class TwoTower(nn.Module):
         config: model hyper-parameters.
         device: where to allocate parameters.
     """
+
+    user_tower: TowerArch
+    item_tower: TowerArch
 
     def __init__(
         self,
@@ -229,6 +237,14 @@ class TwoTower(nn.Module):
     def inv_temperature(self) -> torch.Tensor:
         return self.log_inv_temperature.exp()
 
+    @property
+    def output_dim(self) -> int:
+        return int(self.config.user_tower.layer_sizes[-1])
+
+    @property
+    def has_item_bias(self) -> bool:
+        return bool(self.config.item_bias)
+
     def _pooled(self, sparse: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
         return self.sparse_arch(sparse).to_dict()
 
@@ -243,12 +259,6 @@ class TwoTower(nn.Module):
             dense: the user tower's dense features ``[B, len(user_dense)]``.
         """
         return self.user_tower(self._pooled(sparse), dense)
-
-    def encode_items(
-        self, sparse: KeyedJaggedTensor, dense: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Item (candidate) embeddings ``[B, D]``, unit length."""
-        return self.item_tower(self._pooled(sparse), dense)
 
     def encode_items_with_bias(
         self, sparse: KeyedJaggedTensor, dense: torch.Tensor | None = None
@@ -272,22 +282,21 @@ class TwoTower(nn.Module):
         item, bias = self.item_tower.forward_with_bias(pooled, item_dense)
         return self.user_tower(pooled, user_dense), item, bias
 
-    def score(
-        self, users: torch.Tensor, items: torch.Tensor, item_bias: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Scores ``[U, I]`` of every user against every item."""
-        logits = (users @ items.T) * self.inv_temperature
-        return logits if item_bias is None else logits + item_bias[None, :]
 
-    def query_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """User embeddings scaled for inner-product search (``[U, D(+1)]``)."""
-        q = users * self.inv_temperature
-        if self.config.item_bias:
-            q = torch.cat([q, torch.ones(len(q), 1, dtype=q.dtype, device=q.device)], dim=1)
-        return q
+@register_retrieval_model("two_tower", label="Two-tower")
+def build_two_tower(
+    config: Mapping[str, Any], schema: FeatureSchema, num_embeddings: Mapping[str, int]
+) -> TwoTower:
+    """The two-tower model of ``configs/model/two_tower.yaml`` (keys of :class:`TwoTowerConfig`).
 
-    def item_vectors(self, items: torch.Tensor, item_bias: torch.Tensor | None) -> torch.Tensor:
-        """Item vectors whose inner product with :meth:`query_vectors` is :meth:`score`."""
-        if item_bias is None:
-            return items
-        return torch.cat([items, item_bias[:, None]], dim=1)
+    Example:
+        >>> from recsys.features.schema import FeatureSchema
+        >>> schema = FeatureSchema.from_dict({"name": "t", "features": [
+        ...     {"name": "user_id", "kind": "categorical", "role": "user"},
+        ...     {"name": "item_id", "kind": "categorical", "role": "item"}]})
+        >>> build_two_tower({"embedding_dim": 8, "user_tower": {"layer_sizes": [8]},
+        ...                  "item_tower": {"layer_sizes": [8]}}, schema,
+        ...                 {"user_id": 3, "item_id": 4}).output_dim
+        8
+    """
+    return TwoTower(schema, dict(num_embeddings), build(TwoTowerConfig, config, "model"))

@@ -42,7 +42,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, PoolingType
-from torchrec.models.dlrm import DLRM, DLRM_DCN
 from tqdm.auto import tqdm
 
 from recsys.data.frame import ITEM
@@ -50,6 +49,7 @@ from recsys.eval.classification import auc, gauc, logloss, normalized_entropy
 from recsys.features.schema import FeatureSchema, Kind
 from recsys.index import MISSING_INT_ID, MISSING_STR_ID, IndexConfig, ItemIndex
 from recsys.models.dlrm import Ranker, RankerConfig, embedding_bag_configs
+from recsys.models.registry import ranker_arch
 from recsys.recommend.ranker_data import (
     CANDIDATE,
     Candidates,
@@ -145,23 +145,7 @@ def build_bag_ranker(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         ebc = EmbeddingBagCollection(tables=tables, device=torch.device("cpu"))
-        dlrm: DLRM
-        if config.arch == "dlrm":
-            dlrm = DLRM(
-                embedding_bag_collection=ebc,
-                dense_in_features=num_dense,
-                dense_arch_layer_sizes=list(config.dense_arch_layer_sizes),
-                over_arch_layer_sizes=list(config.over_arch_layer_sizes),
-            )
-        else:
-            dlrm = DLRM_DCN(
-                embedding_bag_collection=ebc,
-                dense_in_features=num_dense,
-                dense_arch_layer_sizes=list(config.dense_arch_layer_sizes),
-                over_arch_layer_sizes=list(config.over_arch_layer_sizes),
-                dcn_num_layers=config.dcn_num_layers,
-                dcn_low_rank_dim=config.dcn_low_rank_dim,
-            )
+        dlrm = ranker_arch(config.arch)(ebc, num_dense, config)
     return Ranker(dlrm, feature_names, sizes, num_dense, config)
 
 

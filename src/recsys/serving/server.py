@@ -10,7 +10,7 @@ out a backend directory next to it and starts the server on a model repository:
   (``recsys/serving/triton_backends/onnxruntime_local/model.py``). Triton runs it as a
   Python-based backend, so a repository whose models say
   ``platform: "onnxruntime_onnx"`` loads unchanged. The stand-in is never deployed:
-  the official container brings the real backend (see ``serving/README.md``).
+  the official container brings the real backend (see ``docs/serving.md``).
 
 The stub is linked against ``libpython3.x.so``; ``LD_LIBRARY_PATH`` puts this
 interpreter's ``LIBDIR`` first so the stub embeds the same Python build as the venv

@@ -41,7 +41,7 @@ from recsys.features.build import join_features
 from recsys.features.schema import FeatureSchema, Kind, Role
 from recsys.features.store import ProcessedDataset
 from recsys.models.losses import bpr_loss, sampled_softmax_loss
-from recsys.models.two_tower import TwoTower
+from recsys.models.retrieval import RetrievalModel
 
 
 @dataclass
@@ -250,7 +250,7 @@ class EpochLog:
 
 
 class RetrievalTrainer:
-    """Trains a :class:`TwoTower` on :class:`RetrievalData`.
+    """Trains a retrieval model (a :class:`~recsys.models.retrieval.RetrievalModel`).
 
     Args:
         model: the two-tower model.
@@ -262,7 +262,7 @@ class RetrievalTrainer:
 
     def __init__(
         self,
-        model: TwoTower,
+        model: RetrievalModel,
         data: RetrievalData,
         config: RetrievalTrainerConfig,
         log_fn: Callable[[dict[str, float], int], None] | None = None,

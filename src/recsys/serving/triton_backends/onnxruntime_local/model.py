@@ -11,7 +11,8 @@ of the project's venv.
 
 Deployments use NVIDIA's official container (``nvcr.io/nvidia/tritonserver:*-py3``),
 whose ``/opt/tritonserver/backends/onnxruntime`` is the real C++ backend: this file
-must never be copied there or into any image. See ``serving/README.md``.
+must never be copied there or into any image. See ``docs/serving.md``, "The onnxruntime
+stand-in (never deployed)".
 
 What it mirrors from the real backend:
 
