@@ -33,7 +33,12 @@ def test_ml100k_defaults_keep_every_rating(ml100k: InteractionData) -> None:
         "drop_exact_duplicates",
         "handle_missing",
         "normalize",
+        "to_implicit",
+        "k_core",
     ]
+    # The filters that are off say so (and why) in the summary.
+    assert "to_implicit: off (implicit_threshold is null: every rating kept)" in report.summary()
+    assert "k_core: off (user_k=0, item_k=0)" in report.summary()
     assert report.rows_in == report.rows_out == 100_000
     assert all(s.rows_removed == 0 for s in report.steps)
     assert cleaned.items is not None and ml100k.items is not None

@@ -335,10 +335,16 @@ def test_csv_layout_encoding_errors_reject_one_row(tmp_path: Path) -> None:
         load_movielens_csv(folder, strict=True)
 
 
-def test_csv_layout_wrong_header(tmp_path: Path) -> None:
-    ratings = CSV_RATINGS.replace("userId,movieId", "movieId,userId").encode()
-    folder = _write_csv_layout(tmp_path / "x", ratings, CSV_MOVIES.encode())
-    with pytest.raises(MalformedDataError, match="unexpected header"):
+def test_csv_layout_reads_columns_by_header_name(tmp_path: Path) -> None:
+    # Columns are found by their header names, so a reordered file reads the same.
+    swapped = "movieId,userId,rating,timestamp\n1,7,4.0,964982703\n"
+    folder = _write_csv_layout(tmp_path / "x", swapped.encode(), CSV_MOVIES.encode())
+    df = load_movielens_csv(folder).interactions
+    assert (df["user_id"].tolist(), df["item_id"].tolist()) == ([7], [1])
+    # An unknown header is an error that names the config key to fix it with.
+    renamed = CSV_RATINGS.replace("userId,movieId", "uid,movieId").encode()
+    folder = _write_csv_layout(tmp_path / "y", renamed, CSV_MOVIES.encode())
+    with pytest.raises(MalformedDataError, match=r"unexpected header.*read\.columns"):
         load_movielens_csv(folder)
 
 

@@ -22,6 +22,7 @@ import pytest
 from recsys.data.download import (
     PROVENANCE_FILE,
     ChecksumMismatchError,
+    UnverifiedDownloadError,
     download_file,
     main,
     resolve_dataset,
@@ -114,7 +115,7 @@ def test_data_dir_precedence(
 
 
 def test_registry_sources_are_complete() -> None:
-    for name in ("ml-100k", "ml-1m", "ml-latest-small", "ml-25m"):
+    for name in ("ml-100k", "ml-1m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m"):
         source = DATASETS[name]
         assert source.url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
         assert source.archive_folder == name and source.required_files
@@ -145,8 +146,8 @@ def test_missing_dataset_error_names_both_fixes(isolated_env: Path, tmp_path: Pa
     for expected in (
         "'ml-100k'",
         "RECSYS_DATA_DIR",
-        "data.dir",
-        "data.download=true",
+        "dataset.dir",
+        "dataset.download=true",
         "recsys download ml-100k",
         "u.data, u.item, u.user, u.genre",
         f"{partial_copy} (missing u.item, u.user, u.genre)",
@@ -224,18 +225,52 @@ def test_unknown_checksum_is_printed_and_recorded(
     observed = hashlib.sha256(archive).hexdigest()
     with caplog.at_level(logging.WARNING, logger="recsys.data.download"):
         folder = resolve_dataset(
-            _toy_source(url), data_dir=tmp_path / "r", download=True, progress=False
+            _toy_source(url),
+            data_dir=tmp_path / "r",
+            download=True,
+            progress=False,
+            allow_unverified=True,
         )
     assert f"observed sha256={observed}" in caplog.text
     record = json.loads((folder / PROVENANCE_FILE).read_text())
     assert record["sha256"] == observed and not record["sha256_verified"]
 
 
+def test_null_checksum_is_refused_without_allow_unverified(
+    served_zip: tuple[str, bytes, list[str]], isolated_env: Path, tmp_path: Path
+) -> None:
+    url, _, requests = served_zip
+    with pytest.raises(UnverifiedDownloadError) as info:
+        resolve_dataset(_toy_source(url), data_dir=tmp_path / "r", download=True, progress=False)
+    message = str(info.value)
+    for expected in (
+        "no checksum is known",
+        url,
+        "dataset.allow_unverified=true",
+        "--allow-unverified",
+    ):
+        assert expected in message, f"{expected!r} not in: {message}"
+    assert requests == []  # refused before any byte was fetched
+    assert not (tmp_path / "r" / "toy-ml").exists()
+
+
+def test_offline_never_downloads_and_says_so(
+    served_zip: tuple[str, bytes, list[str]], isolated_env: Path, tmp_path: Path
+) -> None:
+    url, archive, requests = served_zip
+    source = _toy_source(url, sha256=hashlib.sha256(archive).hexdigest())
+    with pytest.raises(DatasetNotFoundError, match=r"downloads are off: dataset\.offline"):
+        resolve_dataset(source, data_dir=tmp_path / "r", download=True, offline=True)
+    assert requests == []
+
+
 def test_download_into_default_cache(
     served_zip: tuple[str, bytes, list[str]], isolated_env: Path
 ) -> None:
-    url, _, _ = served_zip
-    folder = resolve_dataset(_toy_source(url), download=True, progress=False)
+    url, archive, _ = served_zip
+    folder = resolve_dataset(
+        _toy_source(url, md5=hashlib.md5(archive).hexdigest()), download=True, progress=False
+    )
     assert folder == isolated_env / ".cache" / "recsys" / "datasets" / "toy-ml"
     assert data_dir() == folder.parent
 
@@ -250,7 +285,11 @@ def test_archive_without_required_files_is_rejected(
     (www / "bad.zip").write_bytes(buffer.getvalue())
     with pytest.raises(MalformedDataError, match=r"does not contain u\.item, u\.user, u\.genre"):
         resolve_dataset(
-            _toy_source(f"{base}/bad.zip"), data_dir=tmp_path / "r", download=True, progress=False
+            _toy_source(f"{base}/bad.zip"),
+            data_dir=tmp_path / "r",
+            download=True,
+            progress=False,
+            allow_unverified=True,
         )
     assert not (tmp_path / "r" / "toy-ml").exists()
 
@@ -265,7 +304,11 @@ def test_archive_escaping_its_folder_is_refused(
     (www / "evil.zip").write_bytes(buffer.getvalue())
     with pytest.raises(MalformedDataError, match="outside the archive"):
         resolve_dataset(
-            _toy_source(f"{base}/evil.zip"), data_dir=tmp_path / "r", download=True, progress=False
+            _toy_source(f"{base}/evil.zip"),
+            data_dir=tmp_path / "r",
+            download=True,
+            progress=False,
+            allow_unverified=True,
         )
     assert not list(tmp_path.rglob("escaped.txt"))
 

@@ -55,7 +55,7 @@ def require_file(path: Path) -> Path:
         raise DatasetNotFoundError(
             f"required data file not found: {path}. Point {ENV_VAR} (or the loader's "
             "path argument) at a folder holding the dataset's files, or download the "
-            "dataset with `recsys download <name>` / config `data.download=true`."
+            "dataset with `recsys download <name>` / config `dataset.download=true`."
         )
     return path
 
@@ -292,7 +292,17 @@ def reject_masked(
     report.rejected[reason] = report.rejected.get(reason, 0) + count
     kept = report.examples.setdefault(reason, [])
     room = report.max_examples - len(kept)
-    if room > 0:
+    if report.record_rejected:
+        idx = np.flatnonzero(mask)
+        raws = raw_of(idx)
+        report.rejected_rows.extend(
+            (int(numbers[i]), reason, str(r)) for i, r in zip(idx, raws, strict=True)
+        )
+        if room > 0:
+            kept.extend(
+                (int(numbers[i]), str(r)[:200]) for i, r in zip(idx[:room], raws, strict=False)
+            )
+    elif room > 0:
         idx = np.flatnonzero(mask)[:room]
         raws = raw_of(idx)
         kept.extend((int(numbers[i]), str(r)[:200]) for i, r in zip(idx, raws, strict=True))
@@ -463,7 +473,20 @@ def utc_from_seconds(seconds: np.ndarray) -> pd.Series:
 
 
 def finish(report: LoadReport, n_kept: int, strict: bool) -> None:
-    """Records the kept count; in strict mode raises if anything was rejected."""
+    """Records the kept count; in strict mode raises if anything was rejected.
+
+    Args:
+        report: the file's report.
+        n_kept: rows in the returned frame.
+        strict: raise :class:`MalformedDataError` when any row was rejected
+            (config ``dataset.strict``); rows left out by a configured filter
+            (``report.filtered``) are not rejections.
+    """
     report.rows_kept = n_kept
     if strict and report.rows_rejected:
-        raise MalformedDataError(report.summary())
+        raise MalformedDataError(
+            "strict loading (dataset.strict=true) refuses rejected rows: "
+            + report.summary()
+            + ". Fix the file, or set dataset.strict=false to load the valid rows and "
+            "report the rest."
+        )

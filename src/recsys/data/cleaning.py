@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.data.event_log import parse_timestamps
 from recsys.data.frame import EVENT_TYPE, ITEM, RATING, TIMESTAMP, USER, InteractionData
+from recsys.data.missing import MISSING_TOKENS, missing_mask
+from recsys.data.timestamps import parse_timestamps
 
 
 @dataclass
@@ -61,6 +62,8 @@ class StepReport:
 
     def summary(self) -> str:
         """One line: step, rows in -> out, and every non-zero count."""
+        if "off" in self.details:
+            return f"{self.step}: off ({self.details['off']}), {self.rows_out:,} rows"
         text = f"{self.step}: {self.rows_in:,} -> {self.rows_out:,} rows"
         removed = {k: v for k, v in self.removed.items() if v}
         changed = {k: v for k, v in self.changed.items() if v}
@@ -202,11 +205,8 @@ def drop_exact_duplicates(df: pd.DataFrame) -> tuple[pd.DataFrame, StepReport]:
 
 
 def _missing_mask(values: pd.Series) -> np.ndarray:
-    missing = values.isna().to_numpy(dtype=bool)
-    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-        blank = values.astype("str").str.strip().eq("").to_numpy(dtype=bool)
-        missing = missing | blank
-    return missing
+    # The same spellings of "missing" the loaders reject ("", "NA", "null", ...).
+    return missing_mask(values, MISSING_TOKENS)
 
 
 def handle_missing(
@@ -399,27 +399,42 @@ def clean(
         config: settings; defaults to :class:`CleaningConfig()`.
 
     Returns:
-        The cleaned dataset (a new object; ``data`` is untouched) and the report
-        of every step run.
+
+
     """
     config = config or CleaningConfig()
     report = CleaningReport()
     df = data.interactions
+
+    def off(step: str, why: str) -> None:
+        # A step that does not run still reports, so the summary shows every filter.
+        report.steps.append(StepReport(step, len(df), len(df), details={"off": why}))
+
     if config.drop_duplicates:
         df, step = drop_exact_duplicates(df)
         report.steps.append(step)
+    else:
+        off("drop_exact_duplicates", "cleaning.drop_duplicates=false")
     if config.drop_missing:
         df, step = handle_missing(df, config.default_rating)
         report.steps.append(step)
+    else:
+        off("handle_missing", "cleaning.drop_missing=false")
     result = replace(data, interactions=df)
     if config.normalize:
         result, step = normalize(result, config.category_columns, config.list_columns)
         report.steps.append(step)
+    else:
+        off("normalize", "cleaning.normalize=false")
     df = result.interactions
     if config.implicit_threshold is not None:
         df, step = to_implicit(df, config.implicit_threshold)
         report.steps.append(step)
+    else:
+        off("to_implicit", "implicit_threshold is null: every rating kept")
     if config.user_k > 1 or config.item_k > 1:
         df, step = k_core(df, config.user_k, config.item_k, config.max_k_core_rounds)
         report.steps.append(step)
+    else:
+        off("k_core", f"user_k={config.user_k}, item_k={config.item_k}")
     return replace(result, interactions=df, reports=list(data.reports)), report

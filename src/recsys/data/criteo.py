@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ from recsys.data._delimited import (
     read_lines,
     split_fields,
 )
-from recsys.data.frame import LoadReport, MalformedDataError
+from recsys.data.frame import DataConfigError, LoadReport, MalformedDataError
 
 LABEL = "label"
 DENSE_COLUMNS: tuple[str, ...] = tuple(f"I{i}" for i in range(1, 14))
@@ -76,8 +77,36 @@ def _sniff(first_line: str) -> tuple[str, bool]:
     return "\t", has_header
 
 
+@dataclass(frozen=True)
+class CriteoConfig:
+    """How to read a Criteo log (the ``read:`` block of ``loader: criteo`` configs).
+
+    Attributes:
+        file: the log, relative to the dataset folder (Kaggle: ``train.txt``).
+        delimiter: field separator; None: sniffed from the first line (tab for
+            the Kaggle files, comma for the CSV-with-header variant).
+        max_rows: read at most this many data rows (None: all).
+
+    Example:
+        >>> CriteoConfig(file="pytorch-fm_train.txt").required_files()
+        ('pytorch-fm_train.txt',)
+    """
+
+    file: str = "train.txt"
+    delimiter: str | None = None
+    max_rows: int | None = None
+
+    def required_files(self) -> tuple[str, ...]:
+        """Files the dataset folder must hold."""
+        return (self.file,)
+
+
 def load_criteo(
-    path: str | os.PathLike[str], strict: bool = False, max_rows: int | None = None
+    path: str | os.PathLike[str],
+    strict: bool = False,
+    max_rows: int | None = None,
+    *,
+    delimiter: str | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Reads a Criteo log in the Kaggle TSV format (or the CSV-with-header variant).
 
@@ -86,6 +115,7 @@ def load_criteo(
         strict: raise :class:`~recsys.data.frame.MalformedDataError` if any row is
             rejected (padding short rows is a repair, not a rejection).
         max_rows: read at most this many data rows (None reads all).
+        delimiter: field separator; None sniffs it from the first line.
 
     Returns:
         The frame (columns :data:`CRITEO_COLUMNS`, dtypes in the module
@@ -99,6 +129,10 @@ def load_criteo(
     path = Path(path)
     report = LoadReport(source=str(path))
     sep, has_header = _sniff(peek_first_line(path))
+    if delimiter is not None:
+        if delimiter == "":
+            raise DataConfigError("read.delimiter must not be empty (null sniffs it)")
+        sep = delimiter
     if has_header:
         header = tuple(f.strip() for f in peek_first_line(path).split(sep))
         if header != CRITEO_COLUMNS:

@@ -6,7 +6,8 @@ use: it returns the folder holding a dataset's files, looking under the roots of
 raises one :class:`~recsys.data.frame.DatasetNotFoundError` that names both ways
 to fix it, or (``download=True``) streams the publisher's archive with a progress
 bar, verifies its checksums, unpacks it and records where it came from in
-``<folder>/.download.json``.
+``<folder>/.download.json``. An archive without a known checksum is refused
+unless the caller passes ``allow_unverified`` (config ``dataset.allow_unverified``).
 
 Command line: ``python -m recsys.data.download ml-100k [--data-dir DIR]`` (the
 ``recsys download`` command calls :func:`main`).
@@ -56,6 +57,11 @@ PROVENANCE_FILE = ".download.json"
 
 class ChecksumMismatchError(DataError, ValueError):
     """A downloaded file's checksum differs from the expected one (file deleted)."""
+
+
+class UnverifiedDownloadError(DataError, ValueError):
+    """A download was refused: no checksum is known for the archive and the caller
+    did not pass ``allow_unverified`` (config ``dataset.allow_unverified``)."""
 
 
 @dataclass
@@ -172,11 +178,24 @@ def _extract_zip(archive: Path, target: Path) -> None:
         zf.extractall(root)
 
 
+def unverified_message(source: DatasetSource) -> str:
+    """Why a download without a known checksum is refused, and the ways on."""
+    return (
+        f"dataset {source.name!r}: no checksum is known for {source.url}, so its download "
+        "cannot be verified and is refused. To download it anyway, allow it explicitly: "
+        "config `dataset.allow_unverified=true`, `recsys download "
+        f"{source.name} --allow-unverified`, or allow_unverified=True; the observed SHA-256 "
+        "is then printed so you can pin it (`source.sha256` in the dataset config). Or "
+        "place the files by hand (see `recsys download --list`)."
+    )
+
+
 def download_dataset(
     source: DatasetSource | str,
     root: str | os.PathLike[str] | None = None,
     *,
     progress: bool = True,
+    allow_unverified: bool = False,
 ) -> Path:
     """Downloads, verifies and unpacks a dataset into ``<root>/<name>/``.
 
@@ -185,18 +204,28 @@ def download_dataset(
         root: data root; defaults to :func:`recsys.data.paths.data_dir` or the
             download cache ``~/.cache/recsys/datasets``.
         progress: show a progress bar.
+        allow_unverified: download even when the source has neither a SHA-256
+            nor an MD5 to verify against (the observed hashes are recorded).
 
     Returns:
         The dataset folder, holding every required file and ``.download.json``.
 
     Raises:
         DatasetNotFoundError: the source has no download URL.
+        UnverifiedDownloadError: no checksum is known and ``allow_unverified``
+            is False (nothing is downloaded).
         ChecksumMismatchError: the archive's checksum differs (nothing kept).
         MalformedDataError: the archive lacks required files.
+
+    Example:
+        >>> download_dataset("ml-100k", "/tmp/data")  # doctest: +SKIP
+        PosixPath('/tmp/data/ml-100k')
     """
     source = get_source(source) if isinstance(source, str) else source
     if source.url is None:
         raise DatasetNotFoundError(_not_found_message(source, None))
+    if source.sha256 is None and source.md5 is None and not allow_unverified:
+        raise UnverifiedDownloadError(unverified_message(source))
     root_path = Path(root) if root is not None else (configured_data_dir() or default_cache_dir())
     root_path.mkdir(parents=True, exist_ok=True)
     archive_name = Path(urlparse(source.url).path).name or f"{source.name}.zip"
@@ -246,7 +275,9 @@ def download_dataset(
     return target
 
 
-def _not_found_message(source: DatasetSource, explicit: str | os.PathLike[str] | None) -> str:
+def _not_found_message(
+    source: DatasetSource, explicit: str | os.PathLike[str] | None, offline: bool = False
+) -> str:
     files = ", ".join(source.required_files)
     looked = []
     for root in candidate_roots(explicit):
@@ -256,17 +287,26 @@ def _not_found_message(source: DatasetSource, explicit: str | os.PathLike[str] |
         else:
             state = "does not exist"
         looked.append(f"  - {folder} ({state})")
-    how_to_download = (
-        f"or download it from the publisher ({source.url}): run `recsys download "
-        f"{source.name}` (or `python -m recsys.data.download {source.name}`), pass "
-        "download=True, or set config `data.download=true`."
-        if source.url is not None
-        else "this dataset cannot be downloaded by the project: copy its files there by hand."
-    )
+    if source.url is None:
+        how_to_download = (
+            "this dataset cannot be downloaded by the project: copy its files there by hand."
+        )
+    else:
+        how_to_download = (
+            f"or download it from the publisher ({source.url}): run `recsys download "
+            f"{source.name}` (or `python -m recsys.data.download {source.name}`), pass "
+            "download=True, or set config `dataset.download=true`"
+            + (
+                " and `dataset.offline=false` (downloads are off: dataset.offline or "
+                "RECSYS_OFFLINE is set)."
+                if offline
+                else "."
+            )
+        )
     return (
         f"dataset {source.name!r} not found: no folder holding {files}. Looked in:\n"
         + "\n".join(looked)
-        + f"\nTo fix: set {ENV_VAR} (or pass data_dir / config key `data.dir`) to a folder "
+        + f"\nTo fix: set {ENV_VAR} (or pass data_dir / config key `dataset.dir`) to a folder "
         f"containing `{source.name}/` with those files, {how_to_download}"
     )
 
@@ -277,17 +317,23 @@ def resolve_dataset(
     download: bool = False,
     *,
     progress: bool = True,
+    allow_unverified: bool = False,
+    offline: bool = False,
 ) -> Path:
     """Returns the folder holding a dataset's files, downloading it if allowed.
 
     Args:
         name: registered dataset name (see :data:`recsys.data.paths.DATASETS`)
             or a :class:`DatasetSource`.
-        data_dir: root to look in first and to download into (config ``data.dir``);
+        data_dir: root to look in first and to download into (config ``dataset.dir``);
             otherwise ``$RECSYS_DATA_DIR``, then ``~/.cache/recsys/datasets``.
         download: fetch the publisher's archive when no complete copy exists
-            (config ``data.download``).
+            (config ``dataset.download``).
         progress: show a progress bar while downloading.
+        allow_unverified: download even without a known checksum (config
+            ``dataset.allow_unverified``).
+        offline: never download, whatever ``download`` says (config
+            ``dataset.offline`` / ``RECSYS_OFFLINE``); the error says so.
 
     Returns:
         A folder containing every file in ``source.required_files``.
@@ -296,16 +342,22 @@ def resolve_dataset(
         DatasetNotFoundError: no complete copy and ``download`` is False (or the
             dataset cannot be downloaded); the message lists where it looked and
             both ways to fix it.
+        UnverifiedDownloadError: a download is needed but no checksum is known
+            and ``allow_unverified`` is False.
         ChecksumMismatchError: the downloaded archive failed verification.
+
+    Example:
+        >>> resolve_dataset("ml-100k", "/data", download=True)  # doctest: +SKIP
+        PosixPath('/data/ml-100k')
     """
     source = get_source(name) if isinstance(name, str) else name
     found = find_dataset(source, data_dir)
     if found is not None:
         return found
-    if not download or source.url is None:
-        raise DatasetNotFoundError(_not_found_message(source, data_dir))
+    if offline or not download or source.url is None:
+        raise DatasetNotFoundError(_not_found_message(source, data_dir, offline and download))
     root = Path(data_dir) if data_dir is not None else None
-    return download_dataset(source, root, progress=progress)
+    return download_dataset(source, root, progress=progress, allow_unverified=allow_unverified)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help=f"root folder (default: ${ENV_VAR})")
     parser.add_argument("--list", action="store_true", help="list known datasets and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="download archives without a known checksum (the observed SHA-256 is printed)",
+    )
     args = parser.parse_args(argv)
     if args.list or not args.names:
         for source in DATASETS.values():
@@ -336,7 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.names:
         try:
             folder = resolve_dataset(
-                name, args.data_dir, download=True, progress=not args.no_progress
+                name,
+                args.data_dir,
+                download=True,
+                progress=not args.no_progress,
+                allow_unverified=args.allow_unverified,
             )
         except DataError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -41,6 +41,16 @@ class MalformedDataError(DataError, ValueError):
     """Input rows could not be parsed and the caller asked for strict loading."""
 
 
+class DataConfigError(DataError, ValueError):
+    """A dataset config is wrong: an unknown key or loader, a value of the wrong
+    type, or a setting that does not fit the data (the message names the key)."""
+
+
+class SchemaMismatchError(DataConfigError):
+    """A feature schema reads columns the dataset does not have (the message
+    names the columns and which schema file to use or which features to drop)."""
+
+
 @dataclass
 class LoadReport:
     """What a loader read, kept and rejected, so nothing is lost silently.
@@ -49,11 +59,20 @@ class LoadReport:
         source: path or URL the rows came from.
         rows_read: physical data rows seen (header excluded).
         rows_kept: rows in the returned frame.
-        rejected: count of rejected rows per reason.
+        rejected: count of rejected rows per reason (malformed or missing
+            values; ``strict`` loading turns any of these into an error).
         examples: up to ``max_examples`` rejected rows per reason, as
             ``(line_number, raw_text)``.
         repaired: count of rows accepted after a documented repair per kind
-            (e.g. Criteo rows padded to 40 fields).
+            (e.g. Criteo rows padded to 40 fields, anonymous ids given).
+        filtered: count of valid rows left out on purpose by a configured
+            filter, per reason (e.g. event types not asked for); not an error
+            in strict mode.
+        max_examples: examples kept per reason.
+        record_rejected: keep every rejected row in ``rejected_rows`` (for
+            callers that dead-letter each one, e.g. ``recsys realtime publish``).
+        rejected_rows: ``(line_number, reason, raw_text)`` of every rejected row
+            when ``record_rejected`` is set.
     """
 
     source: str
@@ -62,11 +81,18 @@ class LoadReport:
     rejected: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     repaired: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
     max_examples: int = 5
+    record_rejected: bool = False
+    rejected_rows: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def rows_rejected(self) -> int:
         return sum(self.rejected.values())
+
+    @property
+    def rows_filtered(self) -> int:
+        return sum(self.filtered.values())
 
     def reject(self, reason: str, line_number: int, raw: str) -> None:
         """Counts one rejected row and keeps it as an example if there is room."""
@@ -74,15 +100,25 @@ class LoadReport:
         kept = self.examples.setdefault(reason, [])
         if len(kept) < self.max_examples:
             kept.append((line_number, raw[:200]))
+        if self.record_rejected:
+            self.rejected_rows.append((line_number, reason, raw))
 
     def repair(self, kind: str, count: int = 1) -> None:
+        """Counts ``count`` rows kept after the documented repair ``kind``."""
         self.repaired[kind] = self.repaired.get(kind, 0) + count
+
+    def filter(self, reason: str, count: int) -> None:
+        """Counts ``count`` valid rows a configured filter left out for ``reason``."""
+        if count:
+            self.filtered[reason] = self.filtered.get(reason, 0) + count
 
     def summary(self) -> str:
         """One human-readable paragraph; lists every rejection reason."""
         text = f"{self.source}: read {self.rows_read:,} rows, kept {self.rows_kept:,}"
         if self.repaired:
             text += ", repaired " + ", ".join(f"{n:,} {k}" for k, n in self.repaired.items())
+        if self.filtered:
+            text += ", filtered out " + ", ".join(f"{n:,} {k}" for k, n in self.filtered.items())
         if self.rejected:
             parts = []
             for reason, n in self.rejected.items():

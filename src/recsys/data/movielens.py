@@ -37,7 +37,9 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,20 +68,144 @@ from recsys.data.frame import (
     RATING,
     TIMESTAMP,
     USER,
+    DataConfigError,
     DatasetNotFoundError,
     InteractionData,
     LoadReport,
     MalformedDataError,
 )
+from recsys.data.missing import MISSING_TOKENS, missing_text
+from recsys.data.ratings import HALF_STARS, STARS, RatingScale
 
 # Unix seconds at 2100-01-01: later values are treated as corrupt timestamps.
 MAX_UNIX_SECONDS = 4_102_444_800
-ML_STAR_RATINGS = np.arange(1.0, 6.0)
-ML_HALF_STAR_RATINGS = np.arange(0.5, 5.5, 0.5)
 NO_GENRES = "(no genres listed)"
 USER_COLUMNS = (USER, "age", "gender", "occupation", "zip_code")
 ITEM_COLUMNS = (ITEM, "title", "release_date", "year", "genres")
-MOVIELENS_DATASETS = ("ml-100k", "ml-1m", "ml-latest-small", "ml-25m")
+MOVIELENS_DATASETS = ("ml-100k", "ml-1m", "ml-latest-small", "ml-20m", "ml-25m", "ml-32m")
+RATINGS_CSV_COLUMNS: dict[str, str] = {
+    "userId": USER,
+    "movieId": ITEM,
+    "rating": RATING,
+    "timestamp": TIMESTAMP,
+}
+MOVIES_CSV_COLUMNS: dict[str, str] = {"movieId": ITEM, "title": "title", "genres": "genres"}
+
+
+@dataclass(frozen=True)
+class Ml100kConfig:
+    """Files and formats of the ML-100K layout (``loader: ml100k``; keys of ``read:``).
+
+    Attributes:
+        ratings: the rating file (``u.data``, or a fold such as ``ua.base``).
+        users: the user table.
+        items: the item table.
+        genres: the genre names (``name|index``).
+        delimiter: separator of the rating file.
+        side_delimiter: separator of the user, item and genre files.
+        encoding: ``latin-1`` (the publisher's) or ``utf-8``.
+        rating_scale: valid ratings; others are rejected and counted.
+        max_genres: keep at most this many genres per item (truncation
+            reported); None keeps all.
+        missing_values: spellings of a missing value that are never an id.
+
+    Example:
+        >>> Ml100kConfig().required_files()
+        ('u.data', 'u.user', 'u.item', 'u.genre')
+    """
+
+    ratings: str = "u.data"
+    users: str = "u.user"
+    items: str = "u.item"
+    genres: str = "u.genre"
+    delimiter: str = "\t"
+    side_delimiter: str = "|"
+    encoding: Encoding = "latin-1"
+    rating_scale: RatingScale = STARS
+    max_genres: int | None = None
+    missing_values: tuple[str, ...] = MISSING_TOKENS
+
+    def required_files(self) -> tuple[str, ...]:
+        """Files the dataset folder must hold."""
+        return (self.ratings, self.users, self.items, self.genres)
+
+
+@dataclass(frozen=True)
+class Ml1mConfig:
+    """Files and formats of the ML-1M layout (``loader: ml1m``; keys of ``read:``).
+
+    Attributes:
+        ratings: ``UserID::MovieID::Rating::Timestamp`` file.
+        users: ``UserID::Gender::Age::Occupation::Zip-code`` file.
+        items: ``MovieID::Title::Genres`` file.
+        delimiter: field separator of all three files.
+        encoding: ``latin-1`` (the publisher's) or ``utf-8``.
+        rating_scale: valid ratings; others are rejected and counted.
+        max_genres: keep at most this many genres per item (truncation reported).
+        missing_values: spellings of a missing value that are never an id.
+
+    Example:
+        >>> Ml1mConfig().required_files()
+        ('ratings.dat', 'users.dat', 'movies.dat')
+    """
+
+    ratings: str = "ratings.dat"
+    users: str = "users.dat"
+    items: str = "movies.dat"
+    delimiter: str = "::"
+    encoding: Encoding = "latin-1"
+    rating_scale: RatingScale = STARS
+    max_genres: int | None = None
+    missing_values: tuple[str, ...] = MISSING_TOKENS
+
+    def required_files(self) -> tuple[str, ...]:
+        """Files the dataset folder must hold."""
+        return (self.ratings, self.users, self.items)
+
+
+@dataclass(frozen=True)
+class MovieLensCsvConfig:
+    """The ``ratings.csv`` + ``movies.csv`` layout of ML-20M, ML-25M, ML-32M and
+    ml-latest(-small) (``loader: movielens_csv``; keys of ``read:``).
+
+    Attributes:
+        ratings: the rating file (header ``userId,movieId,rating,timestamp``,
+            or no header with the columns in that order).
+        items: the movie file (``movieId,title,genres``), or None to read
+            ratings only.
+        delimiter: field separator (double quotes are honoured).
+        encoding: ``utf-8`` (the publisher's) or ``latin-1``.
+        columns: header name in the rating file -> canonical name
+            (``user_id``, ``item_id``, ``rating``, ``timestamp``); other columns
+            are ignored.
+        item_columns: header name in the movie file -> ``item_id``, ``title``,
+            ``genres``.
+        genre_separator: separator inside the genres field.
+        rating_scale: valid ratings (half stars 0.5..5 by default); others are
+            rejected and counted.
+        max_genres: keep at most this many genres per item (truncation reported).
+        missing_values: spellings of a missing value that are never an id.
+
+    Example:
+        >>> MovieLensCsvConfig().required_files()
+        ('ratings.csv', 'movies.csv')
+    """
+
+    ratings: str = "ratings.csv"
+    items: str | None = "movies.csv"
+    delimiter: str = ","
+    encoding: Encoding = "utf-8"
+    columns: dict[str, str] = field(default_factory=lambda: dict(RATINGS_CSV_COLUMNS))
+    item_columns: dict[str, str] = field(default_factory=lambda: dict(MOVIES_CSV_COLUMNS))
+    genre_separator: str = "|"
+    rating_scale: RatingScale = HALF_STARS
+    max_genres: int | None = None
+    missing_values: tuple[str, ...] = MISSING_TOKENS
+
+    def required_files(self) -> tuple[str, ...]:
+        """Files the dataset folder must hold."""
+        return (self.ratings,) if self.items is None else (self.ratings, self.items)
+
 
 # ML-1M users.dat stores occupations as codes; names from the ML-1M README.
 ML1M_OCCUPATIONS: dict[int, str] = {
@@ -121,45 +247,81 @@ def _dataset_dir(path_or_dir: str | os.PathLike[str], first_file: str) -> tuple[
     raise DatasetNotFoundError(
         f"MovieLens path not found: {path}. Pass the dataset folder (holding {first_file}), "
         "set RECSYS_DATA_DIR to its parent, or download it with `recsys download <name>` / "
-        "config `data.download=true`."
+        "config `dataset.download=true`."
     )
+
+
+def _id_checks(
+    name: str, column: pa.Array, tokens: tuple[str, ...]
+) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """``(ids, checks)``: a missing id (``NA``, empty, ...) is reported as missing,
+    anything else that is not an integer as non-numeric."""
+    values, numeric = parse_int(column)
+    present = ~missing_text(column, tokens)
+    return values, [(f"missing {name}", present), (f"non-numeric {name}", numeric)]
+
+
+def _header_positions(
+    path: Path,
+    header: list[str],
+    mapping: dict[str, str],
+    needed: tuple[str, ...],
+    key: str,
+) -> list[int]:
+    """Field positions of the ``needed`` canonical columns in a header row."""
+    names = [mapping.get(h, h) for h in header]
+    absent = [c for c in needed if c not in names]
+    if absent:
+        expected = ", ".join(k for k, v in mapping.items() if v in needed)
+        raise MalformedDataError(
+            f"{path}: unexpected header {header}; expected the columns {expected}. Map other "
+            f"names with {key}, e.g. {{{header[0]}: {absent[0]}}}"
+        )
+    return [names.index(c) for c in needed]
 
 
 def _parse_ratings(
     path: Path,
     sep: str,
-    allowed: np.ndarray,
+    scale: RatingScale,
     encoding: Encoding,
     *,
     strict: bool,
-    header: tuple[str, ...] | None = None,
+    tokens: tuple[str, ...] = MISSING_TOKENS,
+    columns: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
-    """Reads a ``user, item, rating, unix seconds`` file into the interaction columns."""
+    """Reads a ``user, item, rating, unix seconds`` file into the interaction columns.
+
+    With ``columns`` (header name -> canonical name) a header row is expected
+    when the first field is not a number, and the four columns are found by name.
+    """
     report = LoadReport(source=str(path))
     skip = 0
-    if header is not None:
+    n_fields = 4
+    positions = [0, 1, 2, 3]
+    if columns is not None:
         first = peek_first_line(path, encoding)
-        first_field = first.split(sep)[0].strip()
-        if first_field and not first_field.lstrip("+-").isdigit():
-            if tuple(f.strip() for f in first.split(sep)) != header:
-                raise MalformedDataError(
-                    f"{path}: unexpected header {first!r}; expected {sep.join(header)!r}"
-                )
+        header = [f.strip() for f in first.split(sep)]
+        if header[0] and not header[0].lstrip("+-").isdigit():
+            positions = _header_positions(
+                path, header, columns, (USER, ITEM, RATING, TIMESTAMP), "read.columns"
+            )
+            n_fields = len(header)
             skip = 1
     lines = read_lines(path, report, encoding=encoding, skip_lines=skip)
-    table = split_fields(lines, sep, 4, report)
-    users, users_ok = parse_int(table.columns[0])
-    items, items_ok = parse_int(table.columns[1])
-    ratings, ratings_ok = parse_float(table.columns[2])
-    seconds, seconds_ok = parse_int(table.columns[3])
+    table = split_fields(lines, sep, n_fields, report)
+    users, user_checks = _id_checks(USER, table.columns[positions[0]], tokens)
+    items, item_checks = _id_checks(ITEM, table.columns[positions[1]], tokens)
+    ratings, ratings_ok = parse_float(table.columns[positions[2]])
+    seconds, seconds_ok = parse_int(table.columns[positions[3]])
     keep = apply_checks(
         report,
         table,
         [
-            ("non-numeric user_id", users_ok),
-            ("non-numeric item_id", items_ok),
+            *user_checks,
+            *item_checks,
             ("non-numeric rating", ratings_ok),
-            ("rating out of range", np.isin(ratings, allowed)),
+            ("rating out of range", scale.valid(ratings)),
             ("bad timestamp", seconds_ok & (seconds >= 0) & (seconds < MAX_UNIX_SECONDS)),
         ],
     )
@@ -202,6 +364,18 @@ def _year(release_date: pd.Series, title: pd.Series) -> pd.Series:
     return from_title.fillna(from_date)
 
 
+def _cap_genres(genres: list[list[str]], cap: int | None, report: LoadReport) -> list[list[str]]:
+    """Keeps every genre, or the first ``cap`` of each list with the truncation reported."""
+    if cap is None:
+        return genres
+    if cap < 1:
+        raise DataConfigError(f"read.max_genres must be >= 1 or null, got {cap}")
+    longer = sum(len(g) > cap for g in genres)
+    if longer:
+        report.repair(f"genres truncated to the first {cap} (read.max_genres)", longer)
+    return [g[:cap] for g in genres]
+
+
 def _parse_users(
     path: Path,
     sep: str,
@@ -209,14 +383,15 @@ def _parse_users(
     encoding: Encoding,
     *,
     strict: bool,
+    tokens: tuple[str, ...] = MISSING_TOKENS,
     occupation_codes: dict[int, str] | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Reads a user table; ``order`` gives the field index of (id, age, gender, occupation, zip)."""
     table, report = _read_table(path, sep, 5, encoding)
     i_id, i_age, i_gender, i_occ, i_zip = order
-    user_ids, ids_ok = parse_int(table.columns[i_id])
+    user_ids, id_checks = _id_checks(USER, table.columns[i_id], tokens)
     ages, ages_ok = parse_int(table.columns[i_age])
-    checks = [("non-numeric user_id", ids_ok), ("non-numeric age", ages_ok)]
+    checks = [*id_checks, ("non-numeric age", ages_ok)]
     occupation = _str_series(pc.utf8_trim_whitespace(table.columns[i_occ]))
     if occupation_codes is not None:
         codes, codes_ok = parse_int(table.columns[i_occ])
@@ -238,9 +413,9 @@ def _parse_users(
     return users, report
 
 
-def _read_genre_names(path: Path) -> list[str]:
+def _read_genre_names(path: Path, sep: str = "|", encoding: Encoding = "latin-1") -> list[str]:
     """u.genre: ``name|index`` per line; returns names ordered by index."""
-    table, report = _read_table(path, "|", 2, "latin-1")
+    table, report = _read_table(path, sep, 2, encoding)
     index, index_ok = parse_int(table.columns[1])
     names = table.columns[0].to_pylist()
     if report.rows_rejected or not index_ok.all() or sorted(index) != list(range(len(index))):
@@ -251,11 +426,18 @@ def _read_genre_names(path: Path) -> list[str]:
 
 
 def _parse_ml100k_items(
-    path: Path, genre_names: list[str], *, strict: bool
+    path: Path,
+    genre_names: list[str],
+    *,
+    strict: bool,
+    sep: str = "|",
+    encoding: Encoding = "latin-1",
+    tokens: tuple[str, ...] = MISSING_TOKENS,
+    max_genres: int | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
     n_genres = len(genre_names)
-    table, report = _read_table(path, "|", 5 + n_genres, "latin-1")
-    item_ids, ids_ok = parse_int(table.columns[0])
+    table, report = _read_table(path, sep, 5 + n_genres, encoding)
+    item_ids, id_checks = _id_checks(ITEM, table.columns[0], tokens)
     flags = np.zeros((len(table), n_genres), dtype=bool)
     flags_ok = np.ones(len(table), dtype=bool)
     for j in range(n_genres):
@@ -266,7 +448,7 @@ def _parse_ml100k_items(
         report,
         table,
         [
-            ("non-numeric item_id", ids_ok),
+            *id_checks,
             ("bad genre flag (not 0/1)", flags_ok),
             ("duplicate item_id", _first_occurrence(item_ids)),
         ],
@@ -280,60 +462,93 @@ def _parse_ml100k_items(
         report.repair("unparseable release_date set to NaT", unparsed)
     title = _str_series(table.columns[1])[keep].reset_index(drop=True)
     names = np.asarray(genre_names, dtype=object)
+    genres = [list(names[row]) for row in flags[keep]]
     items = pd.DataFrame(
         {
             ITEM: item_ids[keep],
             "title": title,
             "release_date": release,
             "year": _year(release, title),
-            "genres": [list(names[row]) for row in flags[keep]],
+            "genres": _cap_genres(genres, max_genres, report),
         }
     )
     finish(report, len(items), strict)
     return items, report
 
 
-def _genre_lists(column: pa.Array) -> list[list[str]]:
-    """Pipe-separated genres -> lists; ``(no genres listed)`` and empty -> []."""
+def _genre_lists(column: pa.Array, sep: str = "|") -> list[list[str]]:
+    """Separated genres -> lists of every genre; ``(no genres listed)`` and empty -> []."""
     lists: list[list[str]] = []
     for value in column.to_pylist():
         text = (value or "").strip()
-        lists.append([] if text in ("", NO_GENRES) else [g.strip() for g in text.split("|")])
+        if text in ("", NO_GENRES):
+            lists.append([])
+        else:
+            lists.append([g.strip() for g in text.split(sep) if g.strip()])
     return lists
 
 
 def _parse_titled_movies(
-    path: Path, sep: str, encoding: Encoding, *, quoted: bool, header: bool, strict: bool
+    path: Path,
+    sep: str,
+    encoding: Encoding,
+    *,
+    quoted: bool,
+    header: bool,
+    strict: bool,
+    tokens: tuple[str, ...] = MISSING_TOKENS,
+    columns: dict[str, str] | None = None,
+    genre_separator: str = "|",
+    max_genres: int | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
-    """movies.dat / movies.csv: ``id, title, genre|genre``."""
-    table, report = _read_table(path, sep, 3, encoding, quoted=quoted, skip=int(header))
-    item_ids, ids_ok = parse_int(table.columns[0])
+    """movies.dat / movies.csv: ``id, title, genre|genre`` (by name when ``columns``)."""
+    n_fields, positions = 3, [0, 1, 2]
+    if header and columns is not None:
+        first = peek_first_line(path, encoding)
+        names = (
+            [f.strip() for f in next(csv.reader([first], delimiter=sep))]
+            if quoted
+            else [f.strip() for f in first.split(sep)]
+        )
+        positions = _header_positions(
+            path, names, columns, (ITEM, "title", "genres"), "read.item_columns"
+        )
+        n_fields = len(names)
+    table, report = _read_table(path, sep, n_fields, encoding, quoted=quoted, skip=int(header))
+    item_ids, id_checks = _id_checks(ITEM, table.columns[positions[0]], tokens)
     keep = apply_checks(
         report,
         table,
         [
-            ("non-numeric item_id", ids_ok),
-            ("empty title", ~is_empty(table.columns[1])),
+            *id_checks,
+            ("empty title", ~is_empty(table.columns[positions[1]])),
             ("duplicate item_id", _first_occurrence(item_ids)),
         ],
     )
     mask = pa.array(keep)
-    title = _str_series(table.columns[1].filter(mask))
+    title = _str_series(table.columns[positions[1]].filter(mask))
     release = pd.Series(pd.NaT, index=title.index, dtype="datetime64[ns]")
+    genres = _genre_lists(table.columns[positions[2]].filter(mask), genre_separator)
     items = pd.DataFrame(
         {
             ITEM: item_ids[keep],
             "title": title,
             "release_date": release,
             "year": _year(release, title),
-            "genres": _genre_lists(table.columns[2].filter(mask)),
+            "genres": _cap_genres(genres, max_genres, report),
         }
     )
     finish(report, len(items), strict)
     return items, report
 
 
-def load_ml100k(path_or_dir: str | os.PathLike[str], strict: bool = False) -> InteractionData:
+def load_ml100k(
+    path_or_dir: str | os.PathLike[str],
+    strict: bool = False,
+    *,
+    config: Ml100kConfig | None = None,
+    name: str = "ml-100k",
+) -> InteractionData:
     """Loads MovieLens 100K in the publisher's layout.
 
     Args:
@@ -342,6 +557,9 @@ def load_ml100k(path_or_dir: str | os.PathLike[str], strict: bool = False) -> In
             ``u.item`` and ``u.genre``.
         strict: raise :class:`MalformedDataError` on the first file with
             malformed rows instead of rejecting and reporting them.
+        config: file names, delimiters, encoding, rating scale and genre cap
+            (defaults: the publisher's layout).
+        name: dataset name to record.
 
     Returns:
         Interactions in file order plus ``users`` and ``items`` tables (see the
@@ -358,19 +576,39 @@ def load_ml100k(path_or_dir: str | os.PathLike[str], strict: bool = False) -> In
         >>> data.items.loc[0, "genres"]  # doctest: +SKIP
         ['Animation', "Children's", 'Comedy']
     """
-    folder, ratings_path = _dataset_dir(path_or_dir, "u.data")
-    for name in ("u.user", "u.item", "u.genre"):
-        require_file(folder / name)
+    cfg = config or Ml100kConfig()
+    folder, ratings_path = _dataset_dir(path_or_dir, cfg.ratings)
+    for file in (cfg.users, cfg.items, cfg.genres):
+        require_file(folder / file)
+    tokens = cfg.missing_values
     ratings, ratings_report = _parse_ratings(
-        require_file(ratings_path), "\t", ML_STAR_RATINGS, "latin-1", strict=strict
+        require_file(ratings_path),
+        cfg.delimiter,
+        cfg.rating_scale,
+        cfg.encoding,
+        strict=strict,
+        tokens=tokens,
     )
     users, users_report = _parse_users(
-        folder / "u.user", "|", (0, 1, 2, 3, 4), "latin-1", strict=strict
+        folder / cfg.users,
+        cfg.side_delimiter,
+        (0, 1, 2, 3, 4),
+        cfg.encoding,
+        strict=strict,
+        tokens=tokens,
     )
-    genre_names = _read_genre_names(folder / "u.genre")
-    items, items_report = _parse_ml100k_items(folder / "u.item", genre_names, strict=strict)
+    genre_names = _read_genre_names(folder / cfg.genres, cfg.side_delimiter, cfg.encoding)
+    items, items_report = _parse_ml100k_items(
+        folder / cfg.items,
+        genre_names,
+        strict=strict,
+        sep=cfg.side_delimiter,
+        encoding=cfg.encoding,
+        tokens=tokens,
+        max_genres=cfg.max_genres,
+    )
     return InteractionData(
-        name="ml-100k",
+        name=name,
         interactions=ratings,
         users=users,
         items=items,
@@ -378,7 +616,13 @@ def load_ml100k(path_or_dir: str | os.PathLike[str], strict: bool = False) -> In
     )
 
 
-def load_ml1m(path_or_dir: str | os.PathLike[str], strict: bool = False) -> InteractionData:
+def load_ml1m(
+    path_or_dir: str | os.PathLike[str],
+    strict: bool = False,
+    *,
+    config: Ml1mConfig | None = None,
+    name: str = "ml-1m",
+) -> InteractionData:
     """Loads MovieLens 1M (``ratings.dat``, ``users.dat``, ``movies.dat``; ``::``, latin-1).
 
     Ages are the publisher's age-group codes (1, 18, 25, 35, 45, 50, 56);
@@ -387,6 +631,8 @@ def load_ml1m(path_or_dir: str | os.PathLike[str], strict: bool = False) -> Inte
     Args:
         path_or_dir: the ``ml-1m`` folder, or its ``ratings.dat``.
         strict: raise instead of rejecting malformed rows.
+        config: file names, delimiter, encoding, rating scale and genre cap.
+        name: dataset name to record.
 
     Returns:
         Same shape as :func:`load_ml100k` (``release_date`` is NaT; ``year``
@@ -395,27 +641,46 @@ def load_ml1m(path_or_dir: str | os.PathLike[str], strict: bool = False) -> Inte
     Raises:
         DatasetNotFoundError: a file is missing.
         MalformedDataError: ``strict`` and a file has malformed rows.
+
+    Example:
+        >>> load_ml1m("/data/ml-1m").users.columns.tolist()  # doctest: +SKIP
+        ['user_id', 'age', 'gender', 'occupation', 'zip_code']
     """
-    folder, ratings_path = _dataset_dir(path_or_dir, "ratings.dat")
-    for name in ("users.dat", "movies.dat"):
-        require_file(folder / name)
+    cfg = config or Ml1mConfig()
+    folder, ratings_path = _dataset_dir(path_or_dir, cfg.ratings)
+    for file in (cfg.users, cfg.items):
+        require_file(folder / file)
+    tokens = cfg.missing_values
     ratings, ratings_report = _parse_ratings(
-        require_file(ratings_path), "::", ML_STAR_RATINGS, "latin-1", strict=strict
+        require_file(ratings_path),
+        cfg.delimiter,
+        cfg.rating_scale,
+        cfg.encoding,
+        strict=strict,
+        tokens=tokens,
     )
     # users.dat: UserID::Gender::Age::Occupation::Zip-code
     users, users_report = _parse_users(
-        folder / "users.dat",
-        "::",
+        folder / cfg.users,
+        cfg.delimiter,
         (0, 2, 1, 3, 4),
-        "latin-1",
+        cfg.encoding,
         strict=strict,
+        tokens=tokens,
         occupation_codes=ML1M_OCCUPATIONS,
     )
     items, items_report = _parse_titled_movies(
-        folder / "movies.dat", "::", "latin-1", quoted=False, header=False, strict=strict
+        folder / cfg.items,
+        cfg.delimiter,
+        cfg.encoding,
+        quoted=False,
+        header=False,
+        strict=strict,
+        tokens=tokens,
+        max_genres=cfg.max_genres,
     )
     return InteractionData(
-        name="ml-1m",
+        name=name,
         interactions=ratings,
         users=users,
         items=items,
@@ -424,19 +689,26 @@ def load_ml1m(path_or_dir: str | os.PathLike[str], strict: bool = False) -> Inte
 
 
 def load_movielens_csv(
-    path_or_dir: str | os.PathLike[str], strict: bool = False, name: str | None = None
+    path_or_dir: str | os.PathLike[str],
+    strict: bool = False,
+    name: str | None = None,
+    *,
+    config: MovieLensCsvConfig | None = None,
 ) -> InteractionData:
-    """Loads the CSV layout of ml-latest-small / ml-20m / ml-25m.
+    """Loads the CSV layout of ML-20M / ML-25M / ML-32M / ml-latest(-small).
 
     ``ratings.csv`` (``userId,movieId,rating,timestamp``; half-star ratings
-    0.5-5.0) and ``movies.csv`` (``movieId,title,genres``; titles with commas are
-    double-quoted; genres pipe-separated, ``(no genres listed)`` -> ``[]``), UTF-8,
-    each with a header row.
+    0.5-5.0, all kept) and ``movies.csv`` (``movieId,title,genres``; titles with
+    commas are double-quoted; genres pipe-separated, every genre kept,
+    ``(no genres listed)`` -> ``[]``), UTF-8, each with a header row. The layout
+    has no user table: ``users`` is None, and the feature schema must not ask
+    for demographics (``configs/schema/movielens_csv.yaml``).
 
     Args:
         path_or_dir: the dataset folder, or its ``ratings.csv``.
         strict: raise instead of rejecting malformed rows.
         name: dataset name to record (defaults to the folder name).
+        config: file names, delimiter, column maps, rating scale and genre cap.
 
     Returns:
         Interactions and items (``users`` is None: the layout has no user table).
@@ -444,29 +716,51 @@ def load_movielens_csv(
     Raises:
         DatasetNotFoundError: a file is missing.
         MalformedDataError: ``strict`` and a file has malformed rows, or a header
-            row differs from the publisher's.
+            row lacks a needed column (the message names ``read.columns``).
+
+    Example:
+        >>> data = load_movielens_csv("/data/ml-25m")  # doctest: +SKIP
+        >>> sorted(data.interactions["rating"].unique())[:2]  # doctest: +SKIP
+        [0.5, 1.0]
     """
-    folder, ratings_path = _dataset_dir(path_or_dir, "ratings.csv")
-    movies_path = require_file(folder / "movies.csv")
+    cfg = config or MovieLensCsvConfig()
+    folder, ratings_path = _dataset_dir(path_or_dir, cfg.ratings)
+    movies_path = require_file(folder / cfg.items) if cfg.items is not None else None
+    quoted = len(cfg.delimiter) == 1
     ratings, ratings_report = _parse_ratings(
         require_file(ratings_path),
-        ",",
-        ML_HALF_STAR_RATINGS,
-        "utf-8",
+        cfg.delimiter,
+        cfg.rating_scale,
+        cfg.encoding,
         strict=strict,
-        header=("userId", "movieId", "rating", "timestamp"),
+        tokens=cfg.missing_values,
+        columns=cfg.columns,
     )
-    first = peek_first_line(movies_path)
-    has_header = first.replace(" ", "").startswith("movieId,")
-    items, items_report = _parse_titled_movies(
-        movies_path, ",", "utf-8", quoted=True, header=has_header, strict=strict
-    )
+    reports = [ratings_report]
+    items = None
+    if movies_path is not None:
+        first = peek_first_line(movies_path, cfg.encoding)
+        first_field = first.split(cfg.delimiter)[0].strip().strip('"')
+        has_header = bool(first_field) and not first_field.lstrip("+-").isdigit()
+        items, items_report = _parse_titled_movies(
+            movies_path,
+            cfg.delimiter,
+            cfg.encoding,
+            quoted=quoted,
+            header=has_header,
+            strict=strict,
+            tokens=cfg.missing_values,
+            columns=cfg.item_columns,
+            genre_separator=cfg.genre_separator,
+            max_genres=cfg.max_genres,
+        )
+        reports.append(items_report)
     return InteractionData(
         name=name or folder.name,
         interactions=ratings,
         users=None,
         items=items,
-        reports=[ratings_report, items_report],
+        reports=reports,
     )
 
 
@@ -479,14 +773,22 @@ def load_movielens(
     """Finds (or downloads) a registered MovieLens dataset and loads it.
 
     Args:
-        name: ``ml-100k``, ``ml-1m``, ``ml-latest-small`` or ``ml-25m``.
-        data_dir: dataset root (config ``data.dir``); see
+        name: ``ml-100k``, ``ml-1m``, ``ml-latest-small``, ``ml-20m``, ``ml-25m``
+            or ``ml-32m``.
+        data_dir: dataset root (config ``dataset.dir``); see
             :func:`recsys.data.download.resolve_dataset`.
-        download: fetch from GroupLens when missing (config ``data.download``).
+        download: fetch from GroupLens when missing (config ``dataset.download``).
         strict: raise instead of rejecting malformed rows.
 
     Returns:
         The loaded dataset.
+
+    Raises:
+        ValueError: ``name`` is not a MovieLens dataset.
+
+    Example:
+        >>> load_movielens("ml-100k").n_users  # doctest: +SKIP
+        943
     """
     if name not in MOVIELENS_DATASETS:
         raise ValueError(

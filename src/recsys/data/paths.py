@@ -1,7 +1,7 @@
 """Where datasets live on disk, and the registry of datasets the project knows.
 
 A dataset ``<name>`` is a folder ``<root>/<name>/`` holding the publisher's files
-unchanged. The root is, in order: an explicit argument (config key ``data.dir``),
+unchanged. The root is, in order: an explicit argument (config key ``dataset.dir``),
 the environment variable ``RECSYS_DATA_DIR``, or the download cache
 ``~/.cache/recsys/datasets``. :func:`recsys.data.download.resolve_dataset` finds
 (or downloads) a dataset folder using :data:`DATASETS`.
@@ -32,7 +32,7 @@ def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """Returns the configured dataset root, or None if nothing is configured.
 
     Args:
-        explicit: a directory given by the caller (config ``data.dir``); wins
+        explicit: a directory given by the caller (config ``dataset.dir``); wins
             over everything else.
 
     Returns:
@@ -59,7 +59,8 @@ class DatasetSource:
         archive_folder: folder inside the archive that holds the files.
         required_files: files that must exist in the dataset folder.
         sha256: expected SHA-256 of the archive, or None if no trusted value is
-            known (the downloader then prints the observed hash).
+            known (the downloader then refuses the archive unless told
+            ``allow_unverified``, and prints the observed hash).
         md5: expected MD5 of the archive as published next to it by the
             publisher (``<archive>.md5``), or None.
         description: one line for error messages and ``recsys download --list``.
@@ -80,9 +81,15 @@ class DatasetSource:
 
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 
-# MD5 values are the ones GroupLens publishes beside each archive
-# (``<archive>.md5``). ml-latest-small is rebuilt by GroupLens from time to time,
-# so it has no fixed checksum. No SHA-256 is published by GroupLens.
+# Checksums of the publishers' archives. MD5: the values GroupLens publishes
+# beside each archive (``<archive>.md5``). SHA-256: the values TensorFlow
+# Datasets pins for the same URLs (tensorflow_datasets/url_checksums/movielens.txt,
+# with the archive sizes 4,924,029 / 5,917,549 / 198,702,078 / 261,978,986 bytes);
+# GroupLens publishes none. ml-latest-small is rebuilt by GroupLens from time to
+# time and no checksum is known for ml-32m: both are None, and downloading them
+# needs an explicit ``allow_unverified`` (config ``dataset.allow_unverified``).
+# configs/dataset/*.yaml repeat these values (their ``source:`` blocks);
+# tests/data/test_registry.py checks that the two agree.
 DATASETS: dict[str, DatasetSource] = {
     s.name: s
     for s in (
@@ -91,6 +98,7 @@ DATASETS: dict[str, DatasetSource] = {
             url=_GROUPLENS + "ml-100k.zip",
             archive_folder="ml-100k",
             required_files=("u.data", "u.item", "u.user", "u.genre"),
+            sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
             md5="0e33842e24a9c977be4e0107933c0723",
             description="MovieLens 100K: 100,000 ratings, 943 users, 1,682 movies (1998)",
         ),
@@ -99,6 +107,7 @@ DATASETS: dict[str, DatasetSource] = {
             url=_GROUPLENS + "ml-1m.zip",
             archive_folder="ml-1m",
             required_files=("ratings.dat", "users.dat", "movies.dat"),
+            sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
             md5="c4d9eecfca2ab87c1945afe126590906",
             description="MovieLens 1M: 1,000,209 ratings, 6,040 users, about 3,900 movies (2003)",
         ),
@@ -110,12 +119,38 @@ DATASETS: dict[str, DatasetSource] = {
             description="MovieLens latest small: about 100,000 half-star ratings (updated)",
         ),
         DatasetSource(
+            name="ml-20m",
+            url=_GROUPLENS + "ml-20m.zip",
+            archive_folder="ml-20m",
+            required_files=("ratings.csv", "movies.csv"),
+            sha256="96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+            description="MovieLens 20M: 20,000,263 half-star ratings, 138,493 users, 27,278 movies",
+        ),
+        DatasetSource(
             name="ml-25m",
             url=_GROUPLENS + "ml-25m.zip",
             archive_folder="ml-25m",
             required_files=("ratings.csv", "movies.csv"),
+            sha256="8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
             md5="6b51fb2759a8657d3bfcbfc42b592ada",
             description="MovieLens 25M: 25,000,095 half-star ratings, 162,541 users, 62,423 movies",
+        ),
+        DatasetSource(
+            name="ml-32m",
+            url=_GROUPLENS + "ml-32m.zip",
+            archive_folder="ml-32m",
+            required_files=("ratings.csv", "movies.csv"),
+            description="MovieLens 32M: 32,000,204 half-star ratings, 200,948 users, 87,585 movies",
+        ),
+        DatasetSource(
+            name="criteo",
+            url=None,
+            archive_folder="criteo",
+            required_files=("train.txt",),
+            description=(
+                "Criteo Display Advertising Challenge (Kaggle) train.txt: 45,840,617 "
+                "impressions; place it by hand (no verifiable publisher download)"
+            ),
         ),
         DatasetSource(
             name="criteo-sample",
@@ -123,6 +158,16 @@ DATASETS: dict[str, DatasetSource] = {
             archive_folder="criteo-sample",
             required_files=("pytorch-fm_train.txt", "deepctr_criteo_sample.txt"),
             description="first rows of the Criteo Kaggle display-ads log (test fixture)",
+        ),
+        DatasetSource(
+            name="yoochoose",
+            url=None,
+            archive_folder="yoochoose-data",
+            required_files=("yoochoose-clicks.dat",),
+            description=(
+                "RecSys Challenge 2015 clicks (yoochoose-clicks.dat); place it by hand "
+                "(no verifiable publisher download)"
+            ),
         ),
         DatasetSource(
             name="yoochoose-rsc15-100k",
@@ -161,7 +206,7 @@ def candidate_roots(explicit: str | os.PathLike[str] | None = None) -> list[Path
     """Every root a dataset folder is looked for in, highest priority first.
 
     Args:
-        explicit: caller-given root (config ``data.dir``).
+        explicit: caller-given root (config ``dataset.dir``).
 
     Returns:
         Existing-or-not roots, without duplicates: explicit, ``$RECSYS_DATA_DIR``,
@@ -191,7 +236,7 @@ def find_dataset(
 
     Args:
         source: the dataset.
-        explicit: caller-given root (config ``data.dir``).
+        explicit: caller-given root (config ``dataset.dir``).
 
     Returns:
         The folder holding every required file, or None.
