@@ -31,15 +31,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys.data.cleaning import CleaningConfig, clean
-from recsys.data.download import resolve_dataset
-from recsys.data.frame import InteractionData
-from recsys.data.movielens import load_ml1m, load_ml100k, load_movielens_csv
-from recsys.data.paths import get_source
+from recsys.data.cleaning import clean
+from recsys.data.frame import RATING, DataConfigError, InteractionData
+from recsys.data.registry import DatasetConfig
+from recsys.data.registry import load as load_from_config
+from recsys.data.registry import resolve as resolve_dataset_files
+from recsys.data.schema_check import FeatureNeed, check_schema
 from recsys.data.splits import Split, SplitConfig, split, stratified_split
 from recsys.eval.harness import EvalConfig, EvalHarness, EvalResult
 from recsys.eval.report import metrics_table
-from recsys.features.build import build_features
+from recsys.features.build import (
+    AGE_BUCKET,
+    HOUR,
+    POPULARITY_BUCKET,
+    RECENT_ITEMS,
+    WEEKDAY,
+    YEAR_BUCKET,
+    build_features,
+)
 from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset, load_or_build
 from recsys.index import IndexConfig, ItemIndex
@@ -56,8 +65,6 @@ from recsys.training.tracking import Tracker, TrackingConfig
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-LOADERS = {"ml100k": load_ml100k, "ml1m": load_ml1m, "movielens_csv": load_movielens_csv}
 
 
 def dataclass_from(cls: type[T], raw: dict[str, Any] | None, **overrides: Any) -> T:
@@ -95,21 +102,124 @@ class Prepared:
 
 
 def load_dataset(dataset_cfg: dict[str, Any]) -> tuple[InteractionData, list[Path]]:
-    """Loads and cleans the configured dataset; returns it and its source files."""
-    source = get_source(dataset_cfg["name"])
-    folder = resolve_dataset(
-        source, dataset_cfg.get("dir"), download=bool(dataset_cfg.get("download"))
-    )
-    loader = LOADERS.get(dataset_cfg["loader"])
-    if loader is None:
-        raise ValueError(f"unknown loader {dataset_cfg['loader']!r}; known: {sorted(LOADERS)}")
-    data = loader(folder)
-    for report in data.reports:
-        log.info(report.summary())
-    cleaning = dataclass_from(CleaningConfig, dataset_cfg.get("cleaning"))
-    data, creport = clean(data, cleaning)
+    """Loads and cleans the configured dataset; returns it and its source files.
+
+    The loader is picked by name (``dataset.loader``) from the data layer's
+    registry, :data:`recsys.data.registry.LOADERS`, and reads the files with
+    the config's delimiters, column maps and rating scale; a missing dataset is
+    downloaded unless ``dataset.download`` is false or ``dataset.offline`` is
+    set. What each file kept, repaired, filtered and rejected, and what every
+    cleaning step removed, is printed (not only logged): nothing is left out
+    unseen.
+
+    Args:
+        dataset_cfg: the ``dataset`` config group (``configs/dataset/<name>.yaml``).
+
+    Returns:
+        The cleaned dataset and the files it was read from (for the cache key).
+
+    Raises:
+        DataConfigError: an unknown key or loader, a bad value, or a dataset
+            of impressions (Criteo) where interactions are needed.
+        DatasetNotFoundError: the files are missing and cannot be downloaded.
+        MalformedDataError: ``dataset.strict`` and a file has rejected rows.
+
+    Example:
+        >>> data, files = load_dataset({"name": "ml-100k", "loader": "ml100k"})  # doctest: +SKIP
+    """
+    config = DatasetConfig.from_dict(dataset_cfg)
+    loaded = load_from_config(config)
+    print(loaded.summary())
+    if loaded.data is None:
+        raise DataConfigError(
+            f"dataset {config.name} (loader {config.loader}) holds labelled ad impressions, "
+            "not user-item interactions: the main job's stages need an interaction dataset "
+            "(e.g. dataset=ml100k, dataset=ml25m, dataset=interactions); train the DLRM "
+            "ranker on impressions with training/train_ranker.py"
+        )
+    data, creport = clean(loaded.data, config.cleaning)
+    print("cleaning:\n" + "\n".join(f"  {line}" for line in creport.summary().splitlines()))
     log.info("cleaning: %s", creport.summary())
-    return data, [folder / f for f in source.required_files]
+    return data, loaded.files
+
+
+# Columns the feature build derives from side-table columns, and the ones it
+# always makes: what a schema may read beyond the loaded tables' own columns.
+_DERIVED = {AGE_BUCKET: ("users", "age"), YEAR_BUCKET: ("items", "year")}
+_GENERATED = {
+    "user": (RECENT_ITEMS, HOUR, WEEKDAY),
+    "item": (POPULARITY_BUCKET,),
+    "context": (RECENT_ITEMS, HOUR, WEEKDAY),
+}
+# Dataset keys that say where or whether to fetch the files, not what they hold:
+# left out of the processed-data cache key (the files' sha256 is in it already).
+_FETCH_KEYS = ("dir", "download", "offline", "allow_unverified")
+
+
+def _feature_needs(schema: FeatureSchema) -> list[FeatureNeed]:
+    return [FeatureNeed(f.name, f.role.value, f.source, f.kind.value, f.max_len) for f in schema]
+
+
+def _schema_path(dataset_cfg: dict[str, Any]) -> Path:
+    """The configured feature schema file; a clear error when it is unset or absent."""
+    raw = dataset_cfg.get("schema")
+    if not raw:
+        raise DataConfigError(
+            f"dataset {dataset_cfg.get('name')!r} has no feature schema (dataset.schema is "
+            "null); set dataset.schema to a file under configs/schema/, e.g. "
+            "configs/schema/interactions.yaml"
+        )
+    path = repo_path(raw)
+    if not path.is_file():
+        known = ", ".join(p.name for p in sorted(path.parent.glob("*.yaml")))
+        raise DataConfigError(
+            f"dataset.schema={raw}: no such file ({path}); files in {path.parent}: "
+            f"{known or 'none'}"
+        )
+    return path
+
+
+def _check_schema(data: InteractionData, schema: FeatureSchema, path: Path) -> None:
+    """Fails with the fix when the schema reads columns ``data`` lacks; prints notes."""
+    alternatives: dict[str, list[FeatureNeed]] = {}
+    for other in sorted(path.parent.glob("*.yaml")):
+        try:
+            shown = str(other.relative_to(REPO_ROOT))
+        except ValueError:
+            shown = str(other)
+        try:
+            alternatives[shown] = _feature_needs(FeatureSchema.from_yaml(other))
+        except Exception:  # a broken neighbour is no reason to fail
+            continue
+    try:
+        shown_path = str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        shown_path = str(path)
+    notes = check_schema(
+        data,
+        _feature_needs(schema),
+        schema_file=shown_path,
+        derived=_DERIVED,
+        generated=_GENERATED,
+        alternatives=alternatives,
+    )
+    for note in notes:
+        print(f"schema: {note}")
+
+
+def _report_split_filter(data: InteractionData, split_cfg: SplitConfig) -> None:
+    """Prints how many interactions the split's ``min_rating`` leaves out (if any)."""
+    if split_cfg.method != "stratified" or split_cfg.min_rating is None:
+        return
+    if RATING not in data.interactions.columns:
+        return
+    below = int((data.interactions[RATING] < split_cfg.min_rating).sum())
+    if below:
+        print(
+            f"split: min_rating {split_cfg.min_rating:g} leaves out {below:,} of "
+            f"{len(data.interactions):,} interactions rated below it "
+            "(split.min_rating=null keeps them)"
+        )
 
 
 def selection_split(train: pd.DataFrame, split_cfg: SplitConfig, ratio: float, seed: int) -> Split:
@@ -125,28 +235,48 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
     """The data stage: load, clean, split, build features; cached on disk.
 
     Processed data is reused when the source files' sha256 and the settings
-    that shape it are unchanged.
+    that shape it are unchanged. Before features are built, the feature schema
+    is checked against the loaded data: a feature whose column the dataset
+    lacks (e.g. demographics on ML-25M) stops the stage with a message naming
+    the column and the schema to use.
+
+    Args:
+        cfg: the resolved job config (``dataset``, ``split`` groups).
+        artifacts: the artifacts folder (``processed/`` is written under it).
+
+    Returns:
+        The schema, the main and selection feature sets and timings.
+
+    Raises:
+        DataConfigError: bad dataset config, no or missing schema file, or a
+            schema that does not fit the data (SchemaMismatchError).
+        DatasetNotFoundError: the data is missing and cannot be downloaded.
+
+    Example:
+        >>> prep = prepare(cfg, Path("artifacts/ml-100k"))  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    schema = FeatureSchema.from_yaml(repo_path(cfg["dataset"]["schema"]))
+    dataset = DatasetConfig.from_dict(cfg["dataset"])
+    schema_path = _schema_path(cfg["dataset"])
+    schema = FeatureSchema.from_yaml(schema_path)
     split_raw = dict(cfg["split"])
     validation = split_raw.pop("validation", {}) or {}
     split_cfg = dataclass_from(SplitConfig, split_raw)
-    source = get_source(cfg["dataset"]["name"])
-    folder = resolve_dataset(
-        source, cfg["dataset"].get("dir"), download=bool(cfg["dataset"].get("download"))
-    )
-    files = [folder / f for f in source.required_files]
+    _, files = resolve_dataset_files(dataset)
     state: dict[str, Any] = {}
 
     def loaded() -> InteractionData:
         if "data" not in state:
-            state["data"], _ = load_dataset(cfg["dataset"])
-            state["split"] = split(state["data"].interactions, split_cfg)
-        data: InteractionData = state["data"]
-        return data
+            data, _ = load_dataset(cfg["dataset"])
+            _check_schema(data, schema, schema_path)
+            _report_split_filter(data, split_cfg)
+            state["data"] = data
+            state["split"] = split(data.interactions, split_cfg)
+        data_: InteractionData = state["data"]
+        return data_
 
-    key = {"dataset": cfg["dataset"], "split": split_raw, "schema": schema.to_dict()}
+    shaping = {k: v for k, v in dict(cfg["dataset"]).items() if k not in _FETCH_KEYS}
+    key = {"dataset": shaping, "split": split_raw, "schema": schema.to_dict()}
     main = load_or_build(
         artifacts / "processed" / "main",
         files,
