@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from recsys.eval.harness import EvalConfig, EvalHarness, EvalResult
 from recsys.eval.report import metrics_table
 from recsys.pipeline import (
-    build_two_tower,
+    build_retrieval,
     dataclass_from,
     prepare,
     repo_path,
@@ -88,7 +88,7 @@ def ranker_only(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float
     torch.manual_seed(int(cfg["seed"]))
     prep = prepare(cfg, artifacts)
     t0 = time.perf_counter()
-    model = build_two_tower(cfg, prep, prep.main)
+    model = build_retrieval(cfg, prep, prep.main)
     model.load_state_dict(torch.load(weights, weights_only=True))
     trainer_raw = {**dict(cfg["trainer"]), **dict(cfg.get("optimizer") or {})}
     trainer_raw.pop("refit_full", None)

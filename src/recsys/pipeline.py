@@ -53,7 +53,8 @@ from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset, load_or_build
 from recsys.index import IndexConfig, ItemIndex
 from recsys.models.baselines import BPRConfig, BPRRecommender, PopularityRecommender
-from recsys.models.two_tower import TowerConfig, TwoTower, TwoTowerConfig
+from recsys.models.registry import build_retrieval_model, retrieval_label
+from recsys.models.retrieval import RetrievalModel
 from recsys.training.retrieval import (
     EpochLog,
     RetrievalData,
@@ -330,26 +331,21 @@ def run_baselines(cfg: dict[str, Any], prep: Prepared) -> dict[str, tuple[EvalRe
     return out
 
 
-def build_two_tower(cfg: dict[str, Any], prep: Prepared, dataset: ProcessedDataset) -> TwoTower:
-    """The configured two-tower model with tables sized by ``dataset``'s vocabularies."""
-    m = dict(cfg["model"])
-    model_cfg = dataclass_from(
-        TwoTowerConfig,
-        m,
-        user_tower=TowerConfig(tuple(m["user_tower"]["layer_sizes"]), m["user_tower"]["dropout"]),
-        item_tower=TowerConfig(tuple(m["item_tower"]["layer_sizes"]), m["item_tower"]["dropout"]),
-    )
+def retrieval_name(cfg: dict[str, Any]) -> str:
+    """The retrieval model's name in the results table (``Two-tower``, ``MF``, ...)."""
+    return retrieval_label(str(cfg["model"].get("name", "")))
+
+
+def build_retrieval(
+    cfg: dict[str, Any], prep: Prepared, dataset: ProcessedDataset
+) -> RetrievalModel:
+    """The configured retrieval model (``model.name``), tables sized by ``dataset``'s vocabularies.
+
+    The one place the main job builds a retriever: :mod:`recsys.models.registry` picks
+    the builder by the ``model`` group's ``name``.
+    """
     sizes = dataset.vocabs.num_embeddings() if dataset.vocabs is not None else {}
-    return TwoTower(model_schema(prep.schema, m.get("exclude_features")), sizes, model_cfg)
-
-
-def model_schema(schema: FeatureSchema, exclude: list[str] | None) -> FeatureSchema:
-    """The schema minus features a model config leaves out (unknown names are errors)."""
-    exclude = list(exclude or [])
-    unknown = [name for name in exclude if name not in schema]
-    if unknown:
-        raise ValueError(f"exclude_features names unknown features {unknown}")
-    return schema.select([f.name for f in schema if f.name not in exclude])
+    return build_retrieval_model(dict(cfg["model"]), prep.schema, sizes)
 
 
 def run_retrieval(
@@ -363,7 +359,7 @@ def run_retrieval(
     ckpt = trainer_raw.get("checkpoint_dir") or str(run_dir / "checkpoints")
 
     # 1. select the number of epochs on the validation split
-    sel_model = build_two_tower(cfg, prep, prep.selection)
+    sel_model = build_retrieval(cfg, prep, prep.selection)
     sel_data = RetrievalData.build(prep.selection, sel_model.schema, sel_model.feature_names)
     sel_cfg = dataclass_from(
         RetrievalTrainerConfig, trainer_raw, checkpoint_dir=f"{ckpt}/selection"
@@ -385,7 +381,7 @@ def run_retrieval(
         return result, time.perf_counter() - t0, selector
 
     # 2. refit on every training interaction for that many epochs, then test
-    model = build_two_tower(cfg, prep, prep.main)
+    model = build_retrieval(cfg, prep, prep.main)
     data = RetrievalData.build(prep.main, model.schema, model.feature_names)
     final_cfg = dataclass_from(
         RetrievalTrainerConfig,
@@ -462,7 +458,7 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
         results.update(run_baselines(cfg, prep))
     if "retrieval" in stages:
         res, secs, trainer = run_retrieval(cfg, prep, run_dir, tracker)
-        results["Two-tower"] = (res, secs)
+        results[retrieval_name(cfg)] = (res, secs)
         emb_dir = artifacts / "retrieval"
         emb_dir.mkdir(parents=True, exist_ok=True)
         np.save(emb_dir / "item_embeddings.npy", trainer.item_embeddings().numpy())
@@ -483,7 +479,7 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
     if "index" in stages:
         if "retrieval" not in stages:
             raise ValueError("the index stage needs the retrieval stage in the same run")
-        results["Two-tower + FAISS"] = run_index(cfg, prep, trainer, artifacts)
+        results[f"{retrieval_name(cfg)} + FAISS"] = run_index(cfg, prep, trainer, artifacts)
 
     harness = EvalHarness.from_processed(prep.main)
     metrics = {name: {**r.metrics, "seconds": secs} for name, (r, secs) in results.items()}
@@ -794,7 +790,7 @@ def run_two_stage(
         sel_vectors = RetrievalVectors(saved["queries"], saved["items"], saved["embeddings"])
         log.info("selection two-tower vectors reused from %s", cache)
     else:
-        sel_model = build_two_tower(cfg, prep, prep.selection)
+        sel_model = build_retrieval(cfg, prep, prep.selection)
         sel_data = RetrievalData.build(prep.selection, sel_model.schema, sel_model.feature_names)
         sel_cfg = dataclass_from(
             RetrievalTrainerConfig,
