@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from recsys.data.frame import DataError
-from recsys.pipeline import run
+from recsys.pipeline import retrieval_name, run
 
 #: Exit status of a user error (bad data or config), as ``recsys realtime`` uses.
 USER_ERROR = 2
@@ -55,7 +55,7 @@ def user_error(err: BaseException) -> int:
 
 @hydra.main(config_path="../configs", config_name="main", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Runs the configured stages; returns the two-tower NDCG@10 (for sweepers)."""
+    """Runs the configured stages; returns the retrieval model's NDCG@10 (for sweepers)."""
     try:
         resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         metrics = run(resolved, Path(HydraConfig.get().runtime.output_dir))
@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> float:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.exit(user_error(err))
-    best = metrics.get("Two-tower") or next(iter(metrics.values()), {})
+    best = metrics.get(retrieval_name(resolved)) or next(iter(metrics.values()), {})
     return float(best.get("ndcg@10", 0.0))
 
 
