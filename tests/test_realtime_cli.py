@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from recsys.events.redis_store import RedisStore
@@ -249,3 +250,102 @@ def test_publish_reports_conflicts_and_fails_past_the_rejected_share(
     args = ("--sqlite", db, "publish", str(third), "--max-rejected-share", "0.5")
     assert _run(capsys, *args)[0] == 0  # 1 of 2 is not over 0.5
     assert main(["--sqlite", db, "publish", str(third), "--max-rejected-share", "2"]) == 2
+
+
+# -- logs in other layouts: the data layer's reader, configured by flags or a YAML file --
+SHOP = (
+    "uid;sku;ts;action;sid\n"
+    "u1;17;1714550400000;view;s1\n"
+    "u1;18;1714550460000;cart;s1\n"
+    "NA;19;1714550520000;view;s2\n"  # no user: anon:s2 with --anonymous session
+    ";20;1714550580000;view;\n"  # no user and no session: refused
+    "u2;21;yesterday;view;s3\n"  # bad time: refused
+)
+SHOP_FLAGS = (
+    *("--delimiter", ";", "--timestamp-format", "epoch_ms", "--anonymous", "session"),
+    *("--column", "uid=user_id", "--column", "sku=item_id", "--column", "ts=timestamp"),
+    *("--column", "action=type", "--column", "sid=session_id"),
+    *("--type-map", "view=page_view", "--type-map", "cart=add_to_cart"),
+)
+
+
+def test_publish_reads_any_layout_from_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "rt.db")
+    log = tmp_path / "shop.csv"
+    log.write_text(SHOP)
+    rc, doc = _run(capsys, "--sqlite", db, "publish", str(log), *SHOP_FLAGS)
+    assert rc == 1  # 3 of 5 published; add_to_cart without a price is refused too
+    assert (doc["published"], doc["rows_read"], doc["dead_letters"]) == (2, 5, 3)
+    assert doc["rejected"] == {
+        "missing user_id and session_id": 1,
+        "bad timestamp": 1,
+        "payload.price: required for add_to_cart events": 1,
+    }
+    assert doc["examples"]["bad timestamp"] == [[6, "u2;21;yesterday;view;s3"]]
+    # Event ids come from the rows' content: a rerun publishes nothing twice.
+    rc, doc = _run(capsys, "--sqlite", db, "publish", str(log), *SHOP_FLAGS)
+    assert (doc["published"], doc["duplicates"]) == (0, 2)
+    rc, doc = _run(capsys, "--sqlite", db, "consume", "--until-idle", "--grant-all")
+    assert doc["applied"] == 2
+    rc, doc = _run(capsys, "--sqlite", db, "export", "anon:s2", "--actor", "test")
+    (event,) = doc["events"]
+    assert event["session_id"] == "s2" and event["type"] == "page_view"
+    assert event["timestamp"] == "2024-05-01T08:02:00.000000Z" and event["item_id"] == 19
+
+
+def test_publish_reads_a_layout_from_a_dataset_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "rt.db")
+    config = tmp_path / "shop_events.yaml"
+    config.write_text(
+        "name: shop\nloader: event_log\nread:\n"
+        "  file: ignored.tsv\n"
+        "  columns: {customer: user_id, product: item_id, when: timestamp, kind: type}\n"
+        "  type_map: {like: like, fav: like}\n"
+        '  timestamp: {format: "%d.%m.%Y %H:%M", utc_offset: "+02:00"}\n'
+    )
+    log = tmp_path / "likes.tsv"
+    log.write_text(
+        "customer\tproduct\twhen\tkind\n"
+        "u1\ta1\t01.05.2024 10:00\tfav\n"
+        "u1\ta2\t01.05.2024 10:01\tlike\n"
+    )
+    rc, doc = _run(capsys, "--sqlite", db, "publish", str(log), "--log-config", str(config))
+    assert rc == 0 and doc["published"] == 2 and doc["dead_letters"] == 0
+    rc, doc = _run(capsys, "--sqlite", db, "consume", "--until-idle", "--grant-all")
+    rc, doc = _run(capsys, "--sqlite", db, "export", "u1", "--actor", "test")
+    assert [e["timestamp"] for e in doc["events"]] == [
+        "2024-05-01T08:00:00.000000Z",
+        "2024-05-01T08:01:00.000000Z",
+    ]
+    assert {e["type"] for e in doc["events"]} == {"like"}
+    # The same log as Parquet with epoch seconds; a flag overrides the file's format.
+    pq_log = tmp_path / "likes.parquet"
+    pd.DataFrame(
+        {"customer": ["u3"], "product": ["a9"], "when": [1714550400], "kind": ["like"]}
+    ).to_parquet(pq_log)
+    argv = ("publish", str(pq_log), "--log-config", str(config), "--timestamp-format", "epoch_s")
+    rc, doc = _run(capsys, "--sqlite", db, *argv)
+    assert rc == 0 and doc["published"] == 1
+
+
+def test_publish_layout_errors_get_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "rt.db")
+    log = tmp_path / "shop.csv"
+    log.write_text(SHOP)
+    assert main(["--sqlite", db, "publish", str(log), "--column", "uid"]) == 2
+    assert "--column 'uid': write it as SOURCE=TARGET" in capsys.readouterr().err
+    assert main(["--sqlite", db, "publish", str(log), "--timestamp-format", "millis"]) == 2
+    assert "timestamp format 'millis' is unknown" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("delimter: ';'\n")
+    assert main(["--sqlite", db, "publish", str(log), "--log-config", str(bad)]) == 2
+    assert "unknown key read.delimter" in capsys.readouterr().err
+    argv = ["--sqlite", db, "publish", str(log), "--delimiter", ";", "--column", "nope=user_id"]
+    assert main(argv) == 2
+    assert "read.columns maps 'nope', which is not a column" in capsys.readouterr().err

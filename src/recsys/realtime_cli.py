@@ -7,6 +7,9 @@ server and a deployment points every process at the same Redis.
 
     recsys realtime collect --port 8088            # HTTP collector (keys: RECSYS_COLLECTOR_KEYS)
     recsys realtime publish events.parquet         # batch path: validate a log, publish it once
+    recsys realtime publish shop.csv --delimiter ';' --column uid=user_id --column ts=timestamp \\
+        --type-map buy=purchase --timestamp-format epoch_ms   # any log layout, no Python
+    recsys realtime publish shop.csv --log-config configs/dataset/shop_events.yaml
     recsys realtime consume --segments configs/segments --own 0   # profiles + segments
     recsys realtime check-segments configs/segments    # rule errors with file:line:column
     recsys realtime segment daily_regulars --since 2024-05-01T00:00:00Z
@@ -18,6 +21,23 @@ server and a deployment points every process at the same Redis.
 hand (so nothing read is lost: unacknowledged entries come back at restart)
 and print their counters as JSON. The commands that read or change personal
 data (``export``, ``erase``) take ``--actor``, which the audit trail records.
+
+``publish`` reads a log in the event fields' own layout (columns ``event_id``,
+``user_id``, ``session_id``, ``type``, ``timestamp``, ``item_id``, context
+fields, ``payload``; :func:`recsys.events.batch.load_event_log`), or any other
+layout described by the event-log reading keys of the data layer
+(:class:`recsys.data.event_log.EventLogConfig`: delimiter, column map, type map,
+timestamp format and UTC offset, missing-value spellings, anonymous rows), given
+as a YAML file (``--log-config``: a dataset config with ``loader: event_log``, or
+just its ``read:`` keys) and/or flags (``--delimiter``, ``--column SRC=FIELD``,
+``--type-map RAW=TYPE``, ``--timestamp-format``, ``--utc-offset``,
+``--anonymous session``, ``--format``); flags win over the file. The same
+reader and timestamp parser load logs for training (``dataset=event_log``). In
+that mapped layout a log without ``event_id`` gets a stable id from the row's
+content (so a rerun is recognised as duplicates), a log without ``session_id``
+uses the user id as the session, and rows the reader rejects (missing ids,
+unparseable times) are dead letters like the ones the validator refuses (their
+numbers are file lines for text logs).
 
 ``publish`` validates every row, dead-letters the refused ones, and publishes
 each event id once (the store remembers published ids): rows already published
@@ -45,7 +65,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -57,14 +79,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import yaml
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from recsys.data.config import build
+from recsys.data.event_log import EVENT_ID, SESSION, EventLogConfig, read_event_table
+from recsys.data.frame import EVENT_TYPE, ITEM, RATING, TIMESTAMP, USER, DataConfigError
+from recsys.data.timestamps import to_iso
 from recsys.events import StoreConfig, open_store
-from recsys.events.batch import load_event_log, load_yoochoose_clicks
+from recsys.events.batch import EventLog, load_event_log, load_yoochoose_clicks, row_to_raw
 from recsys.events.collector import CollectorConfig, EventCollector, keys_from_env
 from recsys.events.deadletter import DeadLetter
 from recsys.events.producer import EventProducer
 from recsys.events.store import RealtimeStore
+from recsys.events.validation import EventValidationError, EventValidator, ValidationConfig
 from recsys.privacy import ConsentPolicy, erase_user, export_user
 from recsys.profiles import ConsumerConfig, EventProcessor, ProcessorConfig, StreamConsumer
 from recsys.segments import RuleError, SegmentEngine, churn, load_segments
@@ -110,6 +140,185 @@ def _epoch_us(text: str) -> int:
     return int(t.timestamp() * 1_000_000)
 
 
+# -- reading event logs (publish) ------------------------------------------------------
+_LAYOUT_FLAGS = (
+    "log_config",
+    "delimiter",
+    "column",
+    "type_map",
+    "timestamp_format",
+    "utc_offset",
+    "anonymous",
+    "log_format",
+)
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """``["a=b", ...]`` -> ``{"a": "b"}``; a value without ``=`` is a usage error."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        key, sep, target = value.partition("=")
+        if not sep or not key.strip() or not target.strip():
+            raise ValueError(f"{flag} {value!r}: write it as SOURCE=TARGET")
+        out[key.strip()] = target.strip()
+    return out
+
+
+def log_config(args: argparse.Namespace) -> EventLogConfig | None:
+    """The event-log layout given by ``--log-config`` and the layout flags, or None.
+
+    ``--log-config`` names a YAML file: a dataset config (``loader: event_log``;
+    its ``read:`` block is used) or just the reading keys. Flags override it;
+    ``--column`` and ``--type-map`` add to its maps. ``type`` is accepted as a
+    column target for ``event_type``.
+
+    Args:
+        args: the parsed ``publish`` arguments.
+
+    Returns:
+        The config, or None when no layout option was given (the log is in the
+        event fields' own layout).
+
+    Raises:
+        DataConfigError: the file or a flag holds an unknown key or bad value.
+        ValueError: a ``--column`` / ``--type-map`` value without ``=``.
+
+    Example:
+        >>> ns = argparse.Namespace(log_config=None, delimiter=";", column=["uid=user_id"],
+        ...     type_map=None, timestamp_format="epoch_ms", utc_offset=None,
+        ...     anonymous=None, log_format=None)
+        >>> cfg = log_config(ns)
+        >>> cfg.delimiter, cfg.columns, cfg.timestamp.format
+        (';', {'uid': 'user_id'}, 'epoch_ms')
+    """
+    if all(getattr(args, name, None) in (None, []) for name in _LAYOUT_FLAGS):
+        return None
+    raw: dict[str, Any] = {}
+    if args.log_config:
+        with open(args.log_config, encoding="utf-8") as fh:
+            try:
+                doc = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as err:
+                raise DataConfigError(f"{args.log_config}: not valid YAML ({err})") from err
+        if not isinstance(doc, dict):
+            raise DataConfigError(f"{args.log_config}: expected a mapping of event-log keys")
+        if "loader" in doc:
+            if doc["loader"] != "event_log":
+                raise DataConfigError(
+                    f"{args.log_config}: loader {doc['loader']!r} is not an event log; "
+                    "publish reads `loader: event_log` configs (or their read: keys)"
+                )
+            doc = doc.get("read") or {}
+        raw = dict(doc)
+    raw.pop("file", None)  # the log is the command's path argument
+    columns = {**dict(raw.get("columns") or {}), **_pairs(args.column, "--column")}
+    raw["columns"] = {k: (EVENT_TYPE if v == "type" else v) for k, v in columns.items()}
+    raw["type_map"] = {**dict(raw.get("type_map") or {}), **_pairs(args.type_map, "--type-map")}
+    timestamp = dict(raw.get("timestamp") or {})
+    if args.timestamp_format is not None:
+        timestamp["format"] = args.timestamp_format
+    if args.utc_offset is not None:
+        timestamp["utc_offset"] = args.utc_offset
+    raw["timestamp"] = timestamp
+    for flag, key in (("delimiter", "delimiter"), ("anonymous", "anonymous")):
+        if getattr(args, flag) is not None:
+            raw[key] = getattr(args, flag)
+    if args.log_format is not None:
+        raw["format"] = args.log_format
+    if raw.get("delimiter") == "\\t":
+        raw["delimiter"] = "\t"  # the shell passes backslash-t as two characters
+    config: EventLogConfig = build(EventLogConfig, raw, "read")
+    return config
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python values; NaN/NA -> None (row_to_raw skips them)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _item(value: str) -> int | str:
+    # As the event-field layout does: an integer item id is an int.
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def read_mapped_log(path: str, config: EventLogConfig) -> EventLog:
+    """Reads a log of any layout with the data layer's reader, then validates events.
+
+    Every row ends as an event or a dead letter: the reader's rejections
+    (missing ids, unparseable times, wrong field counts) and the validator's.
+
+    Args:
+        path: the log (CSV, TSV or Parquet).
+        config: its layout.
+
+    Returns:
+        The events (with their line numbers), dead letters and report.
+
+    Example:
+        >>> log = read_mapped_log("clicks.csv", EventLogConfig(delimiter=";"))  # doctest: +SKIP
+    """
+    table = read_event_table(path, config, record_rejected=True, text_ids=True)
+    report = table.report
+    name = Path(path).name
+    now_us = time.time_ns() // 1000
+    log = EventLog(report=report)
+    for line, reason, raw_text in list(report.rejected_rows):
+        source = f"file:{name}:{line}"
+        log.dead_letters.append(DeadLetter.from_raw(raw_text, [reason], source, now_us))
+    validator = EventValidator(ValidationConfig(max_future_skew_s=None))
+    frame = table.frame
+    times = to_iso(frame[TIMESTAMP])
+    for i, (line, row) in enumerate(zip(table.numbers, frame.to_dict("records"), strict=True)):
+        flat: dict[str, Any] = {}
+        payload: dict[str, Any] = {}
+        for key, value in row.items():
+            value = _plain(value)
+            if key == TIMESTAMP:
+                flat["timestamp"] = times[i]
+            elif key == EVENT_TYPE:
+                flat["type"] = value
+            elif key == RATING:
+                # A log's rating column is the payload of `rating` events.
+                if table.rating_column is not None and value is not None:
+                    payload["rating"] = value
+            elif key == ITEM:
+                flat["item_id"] = _item(str(value))
+            elif key in (USER, SESSION, EVENT_ID) and value is not None:
+                flat[str(key)] = str(value)
+            else:
+                flat[str(key)] = value
+        flat.setdefault(SESSION, flat[USER])
+        if EVENT_ID not in flat:
+            # Stable over reruns of the same log, so a replay counts as duplicates.
+            content = "\x1f".join(
+                str(flat.get(k)) for k in (USER, SESSION, "type", "timestamp", "item_id")
+            )
+            flat[EVENT_ID] = "h" + hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
+        raw = row_to_raw(flat, from_text=False)
+        if payload:
+            raw["payload"] = {**(raw.get("payload") or {}), **payload}
+        try:
+            log.events.append(validator.validate(raw))
+            log.lines.append(int(line))
+        except EventValidationError as err:
+            errors = list(err.errors)
+            reason = errors[0].split(":", 1)[0] + ": " + errors[0].split(":", 1)[-1].strip()[:60]
+            report.reject(reason, int(line), json.dumps(raw, default=str))
+            source = f"file:{name}:{line}"
+            log.dead_letters.append(DeadLetter.from_raw(raw, errors, source, now_us))
+    report.rows_kept = len(log.events)
+    return log
+
+
 # -- commands --------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace, store: RealtimeStore) -> int:
     config = CollectorConfig(
@@ -138,7 +347,15 @@ def cmd_collect(args: argparse.Namespace, store: RealtimeStore) -> int:
 def cmd_publish(args: argparse.Namespace, store: RealtimeStore) -> int:
     if not 0.0 <= args.max_rejected_share <= 1.0:
         raise ValueError(f"--max-rejected-share must be in [0, 1], got {args.max_rejected_share}")
-    log = load_yoochoose_clicks(args.path) if args.yoochoose else load_event_log(args.path)
+    layout = log_config(args)
+    if args.yoochoose and layout is not None:
+        raise ValueError("--yoochoose reads the YOOCHOOSE layout; it takes no layout options")
+    if args.yoochoose:
+        log = load_yoochoose_clicks(args.path)
+    elif layout is not None:
+        log = read_mapped_log(args.path, layout)
+    else:
+        log = load_event_log(args.path)
     result = EventProducer(store).publish_unique(log.events)
     now_us = time.time_ns() // 1000
     name = Path(args.path).name
@@ -289,8 +506,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_collect)
 
     p = sub.add_parser("publish", help="validate an event log and publish it to the stream")
-    p.add_argument("path", help="Parquet, CSV or TSV log (columns: event fields)")
+    p.add_argument("path", help="Parquet, CSV or TSV log (columns: event fields, or --column)")
     p.add_argument("--yoochoose", action="store_true", help="the file is a YOOCHOOSE click log")
+    p.add_argument(
+        "--log-config",
+        help="YAML describing the log's layout: a dataset config (loader: event_log) or its "
+        "read: keys (delimiter, columns, type_map, timestamp, missing_values, anonymous)",
+    )
+    p.add_argument("--format", dest="log_format", choices=["auto", "csv", "tsv", "parquet"])
+    p.add_argument("--delimiter", help="field separator of a text log (\\t for tab)")
+    p.add_argument(
+        "--column",
+        action="append",
+        metavar="SOURCE=FIELD",
+        help="a file column and the event field it holds (user_id, item_id, timestamp, type, "
+        "session_id, event_id, a context field, or - to drop it); repeatable",
+    )
+    p.add_argument(
+        "--type-map",
+        action="append",
+        metavar="RAW=TYPE",
+        help="an event type as written and the event type it is (e.g. buy=purchase); repeatable",
+    )
+    p.add_argument(
+        "--timestamp-format",
+        help="epoch_s | epoch_ms | epoch_us | epoch_ns | iso8601 | auto | a strftime pattern",
+    )
+    p.add_argument(
+        "--utc-offset", help="zone of times written without one, e.g. +02:00 (default: UTC)"
+    )
+    p.add_argument(
+        "--anonymous",
+        choices=["reject", "session"],
+        help="rows without a user id: reject (default) or give them the id anon:<session_id>",
+    )
     p.add_argument(
         "--max-rejected-share",
         type=float,

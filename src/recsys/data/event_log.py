@@ -93,6 +93,11 @@ SESSION = "session_id"
 EVENT_ID = "event_id"
 PARQUET_SUFFIXES = (".parquet", ".pq")
 RATING_ALIASES = (RATING, "value")
+# The event schema (recsys.events) calls the event type "type": a log written in
+# that layout needs no column map.
+EVENT_TYPE_ALIASES = (EVENT_TYPE, "type")
+#: A ``read.columns`` target that drops the column (e.g. ``{internal_note: "-"}``).
+DROP = "-"
 ANONYMOUS_PREFIX = "anon:"
 _INT_RE = r"[+-]?[0-9]{1,18}"
 
@@ -124,8 +129,9 @@ class EventLogConfig:
         encoding: ``utf-8`` or ``latin-1``.
         columns: the file's column name -> canonical name (``user_id``,
             ``item_id``, ``timestamp``, ``event_type``, ``rating``,
-            ``session_id``, ``event_id`` or any context name); unmapped columns
-            keep their names.
+            ``session_id``, ``event_id`` or any context name), or ``-`` to drop
+            the column; unmapped columns keep their names (a ``type`` column is
+            the event type, as in the event schema).
         type_map: event type as written -> the project's event type (e.g.
             ``{view: page_view, buy: purchase}``); values not in the map are
             kept as written.
@@ -178,11 +184,14 @@ class EventTable:
         frame: the kept rows, canonical columns first (see the module docstring).
         numbers: file line (CSV/TSV) or 1-based row (Parquet) number of each kept row.
         report: counts of rows read, kept, rejected, repaired and filtered.
+        rating_column: the file's rating column after mapping (``rating`` or
+            ``value``), or None when the log has none (every rating is 1.0).
     """
 
     frame: pd.DataFrame
     numbers: np.ndarray
     report: LoadReport
+    rating_column: str | None = None
 
 
 def _ids(values: pd.Series) -> pd.Series:
@@ -199,6 +208,15 @@ def _ids(values: pd.Series) -> pd.Series:
     if len(present) and present.str.fullmatch(_INT_RE).all():
         return pd.to_numeric(text, errors="coerce").astype("Int64")
     return text
+
+
+def _text_ids(values: pd.Series) -> pd.Series:
+    """Ids as stripped text (integers from Parquet written without a fraction)."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        present = values.dropna()
+        if (present == np.round(present)).all():
+            values = values.astype("Int64")
+    return values.astype("str").str.strip()
 
 
 def _file_format(path: Path, fmt: FileFormat) -> str:
@@ -257,11 +275,15 @@ def _map_columns(
     out: dict[str, pd.Series] = {}
     for name, values in columns.items():
         target = mapping.get(name, name)
+        if target == DROP:
+            continue
         if target in out:
             raise DataConfigError(
                 f"{path}: two columns end up as {target!r}; map only one of them with read.columns"
             )
         out[target] = values
+    if EVENT_TYPE not in out and "type" in out:
+        out = {(EVENT_TYPE if k == "type" else k): v for k, v in out.items()}
     return out
 
 
@@ -273,6 +295,7 @@ def read_event_table(
     column_map: Mapping[str, str] | None = None,
     with_event_type: bool = True,
     record_rejected: bool = False,
+    text_ids: bool = False,
 ) -> EventTable:
     """Reads an event log (or an interactions table) into canonical columns.
 
@@ -284,6 +307,8 @@ def read_event_table(
         with_event_type: add the ``event_type`` column (and apply the type map and
             ``event_types``); off for interaction tables without event types.
         record_rejected: keep every rejected row in ``report.rejected_rows``.
+        text_ids: keep ``user_id`` and ``item_id`` as stripped text (``"007"``
+            stays ``"007"``) instead of int64 when every id is an integer.
 
     Returns:
         The kept rows, their line numbers and the report.
@@ -407,10 +432,11 @@ def read_event_table(
         session_text = columns[SESSION].astype("str").str.strip()
         users = users.astype("object").where(~anon_rows, ANONYMOUS_PREFIX + session_text)
         users = users.astype("str") if anon_rows.any() else users
+    as_ids = _text_ids if text_ids else _ids
     out = pd.DataFrame(
         {
-            USER: _ids(users[keep].reset_index(drop=True)),
-            ITEM: _ids(columns[ITEM][keep].reset_index(drop=True)),
+            USER: as_ids(users[keep].reset_index(drop=True)),
+            ITEM: as_ids(columns[ITEM][keep].reset_index(drop=True)),
             RATING: ratings[keep].astype(np.float32),
             TIMESTAMP: timestamps[keep].reset_index(drop=True),
         }
@@ -425,7 +451,7 @@ def read_event_table(
         if name not in canonical:
             out[name] = values[keep].reset_index(drop=True)
     finish(report, len(out), strict)
-    return EventTable(frame=out, numbers=numbers[keep], report=report)
+    return EventTable(frame=out, numbers=numbers[keep], report=report, rating_column=rating_name)
 
 
 def load_event_log(

@@ -146,9 +146,12 @@ def check_schema(
     missing = unmet(needs, available)
     if missing:
         lines = [f"  - {_why(n, data, derived)}" for n in missing]
+        # The schemas that fit, the one using the most of the data first.
         fitting = [
             path
-            for path, other in sorted((alternatives or {}).items())
+            for path, other in sorted(
+                (alternatives or {}).items(), key=lambda kv: (-len(kv[1]), kv[0])
+            )
             if path != schema_file and not unmet(other, available)
         ]
         fixes = []
