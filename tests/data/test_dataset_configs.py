@@ -158,3 +158,37 @@ def test_main_job_prints_one_message_and_exits_2_on_user_errors(tmp_path: Path) 
     assert "dataset 'ml-32m' not found" in done.stderr
     assert "downloads are off: dataset.offline or RECSYS_OFFLINE is set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_event_log_through_hydra_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "data" / "shop"
+    folder.mkdir(parents=True)
+    rows = "".join(
+        f"{'NA' if i % 7 == 0 else f'u{i % 5}'};s{i % 9};i{i % 11};"
+        f"{1_714_550_400_000 + i * 60_000};{'view' if i % 3 else 'buy'}\n"
+        for i in range(200)
+    )
+    (folder / "log.txt").write_text("user;session;item;ts;what\n" + rows)
+    cfg = _config(
+        [
+            "dataset=event_log",
+            "dataset.name=shop",
+            f"dataset.dir={tmp_path / 'data'}",
+            "dataset.read.file=log.txt",
+            "dataset.read.delimiter=';'",
+            "dataset.read.columns={user: user_id, session: session_id, item: item_id, "
+            "ts: timestamp, what: event_type}",
+            "dataset.read.type_map={view: page_view, buy: purchase}",
+            "dataset.read.timestamp.format=epoch_ms",
+            "dataset.read.anonymous=session",
+        ]
+    )
+    prep = prepare(cfg, tmp_path / "art")
+    assert prep.data is not None
+    df = prep.data.interactions
+    assert len(df) == 200 and set(df["event_type"]) == {"page_view", "purchase"}
+    assert df["user_id"].str.startswith("anon:s").sum() == 29  # the 29 "NA" rows
+    assert prep.main.manifest["rows"]["train"] + prep.main.manifest["rows"]["test"] == 200
+    assert "29 missing user_id set to anon:<session_id>" in capsys.readouterr().out

@@ -274,3 +274,14 @@ def test_generic_loaders_through_the_registry(tmp_path: Path) -> None:
         DatasetConfig.from_dict(
             {"name": "shop", "loader": "interactions", "read": {"type_map": {}}}
         )
+
+
+def test_a_log_in_the_event_schema_layout_needs_no_column_map(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,user_id,session_id,type,timestamp,item_id\n"
+        "e1,u1,s1,click,2024-05-01T08:00:00Z,17\n"
+    )
+    df = load_event_log(path).interactions
+    assert df["event_type"].tolist() == ["click"] and df["event_id"].tolist() == ["e1"]
+    assert "type" not in df.columns

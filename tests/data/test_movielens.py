@@ -367,3 +367,17 @@ def test_chunked_reading_matches_whole_file(ml100k_dir: Path, tmp_path: Path) ->
     assert chunked.numbers[:3].tolist() == [1, 3, 4]  # line 2 is the blank one
     limited = read_lines(path, LoadReport("head"), chunk_bytes=997, max_rows=1_234)
     assert limited.text.to_pylist() == expected[:1_234]
+
+
+def test_genres_are_all_kept_unless_a_cap_is_set(ml100k_dir: Path) -> None:
+    from recsys.data.movielens import Ml100kConfig
+
+    full = load_ml100k(ml100k_dir)
+    assert full.items is not None and full.items["genres"].map(len).max() == 6
+    capped = load_ml100k(ml100k_dir, config=Ml100kConfig(max_genres=2))
+    assert capped.items is not None and capped.items["genres"].map(len).max() == 2
+    longer = int((full.items["genres"].map(len) > 2).sum())
+    assert capped.reports[2].repaired == {
+        "genres truncated to the first 2 (read.max_genres)": longer
+    }
+    assert capped.items["genres"].iloc[0] == full.items["genres"].iloc[0][:2]

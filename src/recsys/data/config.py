@@ -11,6 +11,10 @@ Supported hints: ``bool``, ``int``, ``float``, ``str``, ``Any``, ``X | None``,
 ``true/false/1/0/yes/no`` (values that come from environment variables, e.g.
 ``offline: ${oc.env:RECSYS_OFFLINE,false}``).
 
+A ``null`` value for a field that cannot be None stands for its default (so a
+YAML file can write an empty map as ``null`` and a Hydra override can replace it
+whole: ``dataset.read.columns={uid: user_id}``).
+
 Example:
     >>> @dataclass(frozen=True)
     ... class Scale:
@@ -76,7 +80,13 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         known = ", ".join(sorted(declared))
         raise DataConfigError(f"unknown key {where}.{unknown[0]} (known keys: {known})")
     hints = typing.get_type_hints(cls)
-    kwargs = {str(k): coerce(hints[str(k)], v, f"{where}.{k}") for k, v in raw.items()}
+    kwargs = {
+        str(k): coerce(hints[str(k)], v, f"{where}.{k}")
+        for k, v in raw.items()
+        # `key: null` for a field that cannot be None means "the default": YAML
+        # configs write empty maps as null so Hydra can override them whole.
+        if not (v is None and not _admits_none(hints[str(k)]) and _has_default(declared[str(k)]))
+    }
     missing = [
         name
         for name, f in declared.items()
@@ -178,6 +188,16 @@ def coerce(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     raise DataConfigError(f"{where}: expected {_name(hint)}, got {value!r}")
+
+
+def _admits_none(hint: Any) -> bool:
+    return hint is Any or (
+        typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(hint)
+    )
+
+
+def _has_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 def _name(hint: Any) -> str:

@@ -5,8 +5,15 @@ Three layouts are read:
 * ML-100K (``u.data``, ``u.user``, ``u.item``, ``u.genre``): :func:`load_ml100k`;
 * ML-1M (``ratings.dat``, ``users.dat``, ``movies.dat``, ``::``-separated):
   :func:`load_ml1m`;
-* the CSV layout of ml-latest-small, ml-20m and ml-25m (``ratings.csv``,
-  ``movies.csv``): :func:`load_movielens_csv`.
+* the CSV layout of ML-20M, ML-25M, ML-32M and ml-latest(-small)
+  (``ratings.csv``, ``movies.csv``; half-star ratings, no user table):
+  :func:`load_movielens_csv`.
+
+Each loader takes a config dataclass (:class:`Ml100kConfig`, :class:`Ml1mConfig`,
+:class:`MovieLensCsvConfig`; the ``read:`` block of ``configs/dataset/*.yaml``)
+with its file names, delimiters, encoding, column maps (CSV layout), rating
+scale and an optional cap on genres per item; the defaults are the publisher's
+layout.
 
 All return an :class:`~recsys.data.frame.InteractionData` of the same shape:
 
@@ -23,8 +30,9 @@ All return an :class:`~recsys.data.frame.InteractionData` of the same shape:
     ``list[str]`` per row (publisher's names, e.g. ``["Animation", "Children's"]``;
     ML-100K's ``unknown`` flag is kept as genre ``"unknown"``).
 
-Malformed rows (wrong field count or separator, non-numeric ids, ratings out of
-range, bad timestamps, undecodable bytes) are rejected and counted in the
+Malformed rows (wrong field count or separator, missing ids such as ``NA`` or
+an empty field, non-numeric ids, ratings off the configured scale, bad
+timestamps, undecodable bytes) are rejected and counted in the
 :class:`~recsys.data.frame.LoadReport` of their file with examples; with
 ``strict=True`` the first file with rejections raises
 :class:`~recsys.data.frame.MalformedDataError` instead.
