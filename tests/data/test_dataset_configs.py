@@ -16,7 +16,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from recsys.data.frame import InteractionData, MalformedDataError, SchemaMismatchError
+from recsys.data.frame import (
+    DataConfigError,
+    InteractionData,
+    MalformedDataError,
+    SchemaMismatchError,
+)
 from recsys.data.schema_check import FeatureNeed, check_schema
 from recsys.pipeline import load_dataset, prepare
 
@@ -192,3 +197,13 @@ def test_an_event_log_through_hydra_overrides(
     assert df["user_id"].str.startswith("anon:s").sum() == 29  # the 29 "NA" rows
     assert prep.main.manifest["rows"]["train"] + prep.main.manifest["rows"]["test"] == 200
     assert "29 missing user_id set to anon:<session_id>" in capsys.readouterr().out
+
+
+def test_an_impression_log_is_refused_by_the_interaction_stages(data_dir: Path) -> None:
+    if not (data_dir / "criteo-sample" / "pytorch-fm_train.txt").is_file():
+        pytest.skip("criteo-sample not found")
+    cfg = _config(["dataset=criteo_sample", f"dataset.dir={data_dir}"])
+    with pytest.raises(DataConfigError, match=r"labelled ad impressions.*train_ranker"):
+        load_dataset(cfg["dataset"])
+    with pytest.raises(DataConfigError, match=r"no feature schema \(dataset\.schema is null\)"):
+        prepare(cfg, Path("unused"))
