@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.bundle.runtime_tables import ranker_features
 from recsys.data.frame import ITEM, TIMESTAMP, USER
 from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
@@ -17,6 +19,7 @@ from recsys.recommend.ranker_data import (
     EASY_NEGATIVE,
     MISSED_POSITIVE,
     SECONDS_PER_DAY,
+    Candidates,
     DenseScaler,
     RankerBatches,
     RankerContext,
@@ -26,6 +29,7 @@ from recsys.recommend.ranker_data import (
     retrieve_candidates,
 )
 from recsys.recommend.two_stage import RetrievalVectors
+from recsys.runtime.ranker_features import RankerFeatures
 
 Splits = tuple[ProcessedDataset, ProcessedDataset]
 N = 50
@@ -214,3 +218,137 @@ def test_dense_features_scaler_and_batches(
     assert first.dense_features.shape == (256, len(ctx.dense_names))
     assert first.sparse_features.keys() == ctx.sparse_names
     assert len(batches) == -(-len(users) // 256)
+
+
+# -- served equals offline: one implementation of the dense features --------------------
+
+
+@pytest.fixture(scope="module")
+def parity_context(splits: Splits, schema: FeatureSchema) -> RankerContext:
+    """The selection split's context with three users stripped of their training rows
+    and four more items without a release date (ML-100K has one)."""
+    _, sel = splits
+    assert sel.vocabs is not None
+    cold = sel.users[USER].to_numpy()[[3, 100, 500]]
+    stripped = replace(sel, train=sel.train[~sel.train[USER].isin(cold)])
+    ctx = RankerContext.from_processed(
+        stripped, schema, sel.vocabs, RankerDataConfig(num_candidates=N)
+    )
+    release = ctx.release_time.copy()
+    release[[0, 49, 99, 180]] = np.nan  # popular items: in many candidate lists
+    return replace(ctx, release_time=release)
+
+
+def _served(ctx: RankerContext, scaler: DenseScaler, cache: bool) -> RankerFeatures:
+    """``RankerFeatures`` as the bundle builder makes them (``ranker_features``)."""
+    encoded = {
+        k: (ctx.users_encoded if k in ctx.user_keys else ctx.items_encoded).sparse[k]
+        for k in ctx.sparse_names
+    }
+    max_len = {k: max(int(np.diff(j.offsets).max(initial=0)), 1) for k, j in encoded.items()}
+    entry = SimpleNamespace(
+        feature_order=list(ctx.sparse_names), max_len=max_len, seq_len=max(max_len.values())
+    )
+    recommender = SimpleNamespace(ranker=SimpleNamespace(scaler=scaler), context=ctx)
+    features = ranker_features(recommender, entry)  # type: ignore[arg-type]
+    return features if cache else replace(features, affinity_cache_entries=0)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["affinity-table", "affinity-gather"])
+def test_served_dense_features_equal_the_offline_ones(
+    parity_context: RankerContext, selection_vectors: RetrievalVectors, cache: bool
+) -> None:
+    ctx = parity_context
+    cold = np.flatnonzero(np.diff(ctx.seen.indptr) == 0)
+    assert len(cold) == 3
+    unknown = np.flatnonzero(np.isnan(ctx.release_time))
+    assert len(unknown) >= 5
+    rng = np.random.default_rng(4)
+    chosen = np.r_[cold, rng.choice(np.setdiff1d(np.arange(ctx.n_users), cold), 17, False)]
+    cands = _candidates(ctx, selection_vectors)
+    keep = np.isin(cands.users, chosen)
+    users, items, scores, ranks = Candidates(
+        cands.users[keep], cands.items[keep], cands.scores[keep]
+    ).pairs()
+    # each list also holds un-retrieved rows (rank N), among them an unknown-age item
+    extra_u = np.repeat(chosen, 3)
+    extra_i = np.stack(
+        [rng.integers(0, ctx.n_items, len(chosen)) for _ in range(2)]
+        + [rng.choice(unknown, len(chosen))],
+        axis=1,
+    ).reshape(-1)
+    users, items = np.r_[users, extra_u], np.r_[items, extra_i]
+    scores = np.r_[scores, rng.normal(size=len(extra_u)).astype(np.float32)]
+    ranks = np.r_[ranks, np.full(len(extra_u), N)]
+    lists = np.searchsorted(np.sort(chosen), users)
+    assert np.isnan(ctx.release_time[items]).sum() > len(chosen)
+
+    # offline: one call per user (its unknown ages take the median of its own rows)
+    offline = np.zeros((len(users), len(ctx.dense_names)), dtype=np.float32)
+    raw_offline: dict[str, np.ndarray] = {}
+    for user in chosen:
+        rows = np.flatnonzero(users == user)
+        offline[rows] = dense_matrix(ctx, users[rows], items[rows], scores[rows], ranks[rows])
+        for name, v in ctx.raw_features(
+            users[rows], items[rows], scores[rows], ranks[rows]
+        ).items():
+            raw_offline.setdefault(name, np.zeros(len(users)))[rows] = v
+    scaler = DenseScaler.fit(offline, ctx.dense_names)
+    features = _served(ctx, scaler, cache)
+    assert bool(features._dense.affinity_cache) == cache
+    served = features.dense(users, items, scores, ranks, lists, len(chosen))
+    # float32 sums of the affinities in another order: ~1e-7 relative, 1e-5 after z-scores
+    np.testing.assert_allclose(served, scaler.transform(offline), rtol=1e-5, atol=1e-5)
+    raw_served = features.raw_features(users, items, scores, ranks, lists)
+    assert set(raw_served) == set(raw_offline)
+    for name, v in raw_served.items():
+        np.testing.assert_allclose(v, raw_offline[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    # the cold users: zero activity and affinity, request time = the end of training;
+    # served as -1 (a profile-only user) they get the very same features
+    is_cold = np.isin(users, cold)
+    for name in ("user_count_1d", "user_log_count", "affinity_knn", "affinity_ease"):
+        assert (raw_served[name][is_cold] == 0).all(), name
+    as_new = features.dense(np.where(is_cold, -1, users), items, scores, ranks, lists, len(chosen))
+    np.testing.assert_array_equal(as_new, served)
+
+    # offline in one call: the only difference is the unknown-age fill (the median over
+    # every row of the call instead of over the user's list)
+    batch = dense_matrix(ctx, users, items, scores, ranks)
+    age_col = ctx.dense_names.index("item_age_years")
+    nan_rows = np.isnan(ctx.release_time[items])
+    other = np.ones(batch.shape, dtype=bool)
+    other[nan_rows, age_col] = False
+    np.testing.assert_allclose(scaler.transform(batch)[other], served[other], rtol=1e-5, atol=1e-5)
+    known_age = ctx.item_age_years(items, users)[~nan_rows]
+    np.testing.assert_allclose(batch[nan_rows, age_col], np.median(known_age), rtol=1e-6)
+
+
+def test_offline_zscores_use_the_list_rows_only(
+    parity_context: RankerContext, selection_vectors: RetrievalVectors
+) -> None:
+    """``list_mask``: each user's z-score statistics come from its candidate rows and
+    apply to its other rows too; every other column ignores the mask."""
+    ctx = parity_context
+    cands = _candidates(ctx, selection_vectors, n=20)
+    users, items, scores, ranks = cands.pairs()
+    rng = np.random.default_rng(5)
+    users = np.r_[users, np.arange(ctx.n_users)]
+    items = np.r_[items, rng.integers(0, ctx.n_items, ctx.n_users)]
+    scores = np.r_[scores, rng.normal(size=ctx.n_users).astype(np.float32)]
+    ranks = np.r_[ranks, np.full(ctx.n_users, 20)]
+    mask = np.arange(len(users)) < len(users) - ctx.n_users
+    x = dense_matrix(ctx, users, items, scores, ranks, list_mask=mask)
+    plain = dense_matrix(ctx, users, items, scores, ranks)
+    raw = ctx.raw_features(users, items, scores, ranks)
+    sources = ("retrieval_score", "affinity_knn", "affinity_ease")
+    for name in sources:
+        candidates = pd.Series(raw[name][mask]).groupby(users[mask])
+        mean = candidates.mean().reindex(users).to_numpy()
+        std = candidates.std(ddof=0).reindex(users).to_numpy()
+        want = (raw[name] - mean) / np.where(std > 1e-9, std, 1.0)
+        col = ctx.dense_names.index(f"{name}_z")
+        np.testing.assert_allclose(x[:, col], want, rtol=1e-5, atol=1e-5, err_msg=name)
+    z_cols = [ctx.dense_names.index(f"{n}_z") for n in sources]
+    same = np.setdiff1d(np.arange(x.shape[1]), z_cols)
+    np.testing.assert_array_equal(x[:, same], plain[:, same])
+    assert not np.allclose(x[~mask][:, z_cols], plain[~mask][:, z_cols])

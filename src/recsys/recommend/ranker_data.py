@@ -4,7 +4,11 @@ The ranker re-scores the top-N candidates of the retrieval stage. Everything it
 sees about a (user, item) pair comes from one :class:`RankerContext`: the
 statistics of a *training* split only (the interactions a deployed system would
 have logged up to the request). The same code builds the features of training
-examples and of serving requests, so the two cannot drift apart.
+examples and of serving requests, so the two cannot drift apart: every dense feature
+is computed by :mod:`recsys.runtime.dense_features`, the numpy code that the Triton
+runtime (:mod:`recsys.runtime.ranker_features`) runs too; this module only supplies
+the offline rules as its parameters (z-score statistics over the candidate rows,
+the unknown-age median over the rows of a call).
 
 Request time. A held-out interaction's own timestamp is unknown when it has to
 be predicted, so no feature reads it: each user's *request time* is the time of
@@ -70,11 +74,41 @@ from recsys.features.schema import FeatureSchema, FeatureSpec, Role
 from recsys.features.store import ProcessedDataset
 from recsys.features.vocab import VocabularySet
 from recsys.index import ItemIndex
-from recsys.runtime.windows import count_in_window
+from recsys.runtime import dense_features as runtime_dense
+from recsys.runtime.dense_features import (
+    AFFINITIES,
+    SECONDS_PER_DAY,
+    SECONDS_PER_YEAR,
+    AffinityMethod,
+    DenseFeatures,
+)
 
-SECONDS_PER_DAY = 86_400.0
-SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
-AFFINITIES: tuple[str, ...] = ("knn", "ease")
+__all__ = [
+    "AFFINITIES",
+    "CANDIDATE",
+    "EASY_NEGATIVE",
+    "IN_SAMPLE_POSITIVE",
+    "MISSED_POSITIVE",
+    "SECONDS_PER_DAY",
+    "SECONDS_PER_YEAR",
+    "Candidates",
+    "DenseScaler",
+    "LabelMode",
+    "ListStats",
+    "RankerBatches",
+    "RankerContext",
+    "RankerDataConfig",
+    "RankerExamples",
+    "build_ranker_examples",
+    "cosine_item_similarity",
+    "dense_feature_names",
+    "dense_matrix",
+    "ease_item_weights",
+    "held_out_pairs",
+    "ranker_sparse_specs",
+    "retrieve_candidates",
+    "split_users",
+]
 
 # example kinds
 CANDIDATE = 0
@@ -180,15 +214,11 @@ class RankerDataConfig:
 
 
 def dense_feature_names(config: RankerDataConfig) -> list[str]:
-    """The ranker's dense features, in column order."""
-    names = ["retrieval_score"] if config.raw_retrieval_score else []
-    names += ["retrieval_score_z", "retrieval_log_rank"]
-    names += [f"user_count_{d}d" for d in config.windows_days] + ["user_log_count"]
-    names += ["item_log_count"] + [f"item_count_{d}d" for d in config.windows_days]
-    names += ["item_age_years"]
-    for name in config.affinity:
-        names += [f"affinity_{name}", f"affinity_{name}_z"]
-    return names
+    """The ranker's dense features, in column order
+    (:func:`recsys.runtime.dense_features.dense_feature_names`)."""
+    return runtime_dense.dense_feature_names(
+        config.windows_days, config.affinity, config.raw_retrieval_score
+    )
 
 
 # -- train-split statistics --------------------------------------------------------
@@ -412,28 +442,45 @@ class RankerContext:
     def dense_names(self) -> list[str]:
         return dense_feature_names(self.config)
 
+    def dense_features(self) -> DenseFeatures:
+        """The dense features' implementation over this context's statistics: the
+        :class:`~recsys.runtime.dense_features.DenseFeatures` that serving builds from
+        the same arrays (:func:`recsys.bundle.runtime_tables.ranker_features`)."""
+        return DenseFeatures(
+            names=self.dense_names,
+            windows_days=self.config.windows_days,
+            affinity=self.config.affinity,
+            request_time=self.request_time,
+            user_offsets=self.user_offsets,
+            user_times=self.user_times,
+            item_offsets=self.item_offsets,
+            item_times=self.item_times,
+            item_count=self.item_count,
+            release_time=self.release_time,
+            seen_indptr=self.seen.indptr,
+            seen_indices=self.seen.indices,
+            item_item=self.item_item,
+        )
+
     def item_age_years(
         self, items: npt.NDArray[np.int64], users: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float64]:
-        """Years between each item's release and the user's request time (NaN unknown)."""
-        return (self.request_time[users] - self.release_time[items]) / SECONDS_PER_YEAR
+        """Years between each item's release and the user's request time (NaN unknown);
+        any shape (:func:`recsys.runtime.dense_features.item_age_years`)."""
+        return runtime_dense.item_age_years(self.request_time[users], self.release_time[items])
 
     def affinity(
-        self, name: str, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
+        self,
+        name: str,
+        users: npt.NDArray[np.int64],
+        items: npt.NDArray[np.int64],
+        method: AffinityMethod = "matmul",
     ) -> npt.NDArray[np.float32]:
-        """Sum over the user's training items ``j`` of ``item_item[name][j, item]``."""
-        matrix = self.item_item[name]
-        out = np.zeros(len(users), dtype=np.float32)
-        if len(users) == 0:
-            return out
-        uniq, inverse = np.unique(users, return_inverse=True)
-        chunk = 256
-        for lo in range(0, len(uniq), chunk):
-            block = uniq[lo : lo + chunk]
-            scores = _dense_rows(self.seen, block) @ matrix  # [b, I]
-            mine = (inverse >= lo) & (inverse < lo + len(block))
-            out[mine] = scores[inverse[mine] - lo, items[mine]]
-        return out
+        """Sum over the user's training items ``j`` of ``item_item[name][j, item]``
+        (:func:`recsys.runtime.dense_features.affinity_pairs`)."""
+        return runtime_dense.affinity_pairs(
+            self.item_item[name], self.seen.indptr, self.seen.indices, users, items, method
+        )
 
     def raw_features(
         self,
@@ -441,35 +488,22 @@ class RankerContext:
         items: npt.NDArray[np.int64],
         retrieval_score: npt.NDArray[np.float32],
         retrieval_rank: npt.NDArray[np.int64],
+        affinity_method: AffinityMethod = "matmul",
     ) -> dict[str, npt.NDArray[np.float64]]:
-        """Every dense feature except the within-list z-scores, by name."""
-        cfg = self.config
-        req = self.request_time[users]
-        out: dict[str, npt.NDArray[np.float64]] = {
-            "retrieval_score": retrieval_score.astype(np.float64),
-            "retrieval_log_rank": np.log1p(retrieval_rank.astype(np.float64)),
-        }
-        u_count = np.diff(self.user_offsets).astype(np.float64)
-        for d in cfg.windows_days:
-            n = count_in_window(
-                self.user_offsets, self.user_times, users, req - d * SECONDS_PER_DAY, req
-            )
-            out[f"user_count_{d}d"] = np.log1p(n)
-        out["user_log_count"] = np.log1p(u_count[users])
-        out["item_log_count"] = np.log1p(self.item_count[items])
-        for d in cfg.windows_days:
-            n = count_in_window(
-                self.item_offsets, self.item_times, items, req - d * SECONDS_PER_DAY, req
-            )
-            out[f"item_count_{d}d"] = np.log1p(n)
-        age = self.item_age_years(items, users)
-        known = np.isfinite(age)
-        # unknown release: the median age of the catalogue at that time (a neutral value)
-        fill = float(np.median(age[known])) if known.any() else 0.0
-        out["item_age_years"] = np.where(known, age, fill)
-        for name in cfg.affinity:
-            out[f"affinity_{name}"] = self.affinity(name, users, items).astype(np.float64)
-        return out
+        """Every dense feature except the within-list z-scores, by name
+        (:meth:`recsys.runtime.dense_features.DenseFeatures.raw`).
+
+        An unknown release date takes the median known age over all the rows of the
+        call (the catalogue's typical age at that time: a neutral value).
+        """
+        return self.dense_features().raw(
+            users,
+            items,
+            retrieval_score,
+            retrieval_rank,
+            age_lists=None,
+            affinity_method=affinity_method,
+        )
 
     def sparse_batch(
         self, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
@@ -780,19 +814,12 @@ class ListStats:
     def from_rows(
         cls, users: npt.NDArray[np.int64], values: dict[str, npt.NDArray[np.float64]], n_users: int
     ) -> ListStats:
-        count = np.bincount(users, minlength=n_users).astype(np.float64)
-        safe = np.maximum(count, 1.0)
+        """Statistics of ``values`` per user
+        (:func:`recsys.runtime.dense_features.list_mean_std`)."""
         mean, std = {}, {}
         for name, v in values.items():
-            m = np.bincount(users, weights=v, minlength=n_users) / safe
-            var = np.bincount(users, weights=(v - m[users]) ** 2, minlength=n_users) / safe
-            s = np.sqrt(var)
-            mean[name] = m
-            std[name] = np.where(s > 1e-9, s, 1.0)
+            mean[name], std[name] = runtime_dense.list_mean_std(v, users, n_users)
         return cls(mean, std)
-
-
-_Z_SOURCES: tuple[str, ...] = ("retrieval_score", *(f"affinity_{a}" for a in AFFINITIES))
 
 
 def dense_matrix(
@@ -802,8 +829,14 @@ def dense_matrix(
     retrieval_score: npt.NDArray[np.float32],
     retrieval_rank: npt.NDArray[np.int64],
     list_mask: npt.NDArray[np.bool_] | None = None,
+    affinity_method: AffinityMethod = "matmul",
 ) -> npt.NDArray[np.float32]:
     """The dense features ``[n, F]`` (unscaled) in :func:`dense_feature_names` order.
+
+    Computed by :meth:`recsys.runtime.dense_features.DenseFeatures.unscaled`, the code
+    serving runs, with the offline rules as its parameters: each user's rows form one
+    list; the z-scores' statistics come from the rows in ``list_mask`` and apply to
+    all the user's rows; an unknown item age takes the median over all rows of the call.
 
     Args:
         context: train-split statistics.
@@ -813,18 +846,26 @@ def dense_matrix(
         retrieval_rank: 0-based retrieval rank per row.
         list_mask: rows that make up the users' candidate lists, over which the
             z-scores are computed (default: all rows).
+        affinity_method: how the affinities are summed
+            (:func:`recsys.runtime.dense_features.affinity_pairs`): ``matmul`` (0/1
+            user rows times the item-item matrix, as this module always did: BLAS
+            over the training examples' hundreds of rows per user) or ``gather``
+            (serving's per-user sum; the same sums in another order).
 
     Returns:
         float32 features.
     """
-    raw = context.raw_features(users, items, retrieval_score, retrieval_rank)
-    mask = np.ones(len(users), dtype=bool) if list_mask is None else list_mask
-    sources = {k: raw[k][mask] for k in _Z_SOURCES if k in raw}
-    stats = ListStats.from_rows(users[mask], sources, context.n_users)
-    for name in sources:
-        raw[f"{name}_z"] = (raw[name] - stats.mean[name][users]) / stats.std[name][users]
-    names = context.dense_names
-    return np.stack([raw[n] for n in names], axis=1).astype(np.float32)
+    return context.dense_features().unscaled(
+        users,
+        items,
+        retrieval_score,
+        retrieval_rank,
+        list_ids=users,
+        n_lists=context.n_users,
+        list_mask=list_mask,
+        age_lists=None,
+        affinity_method=affinity_method,
+    )
 
 
 @dataclass
@@ -850,9 +891,10 @@ class DenseScaler:
         return cls(list(names), mean, np.where(std > 1e-9, std, 1.0))
 
     def transform(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``(x - mean) / std`` (:func:`recsys.runtime.dense_features.scale_dense`)."""
         if x.ndim != 2 or x.shape[1] != len(self.names):
             raise ValueError(f"expected [n, {len(self.names)}] features, got {x.shape}")
-        return ((x - self.mean) / self.std).astype(np.float32)
+        return runtime_dense.scale_dense(x, self.mean, self.std)
 
     def to_dict(self) -> dict[str, Any]:
         return {"names": self.names, "mean": self.mean.tolist(), "std": self.std.tolist()}

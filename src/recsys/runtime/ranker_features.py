@@ -2,10 +2,11 @@
 
 :mod:`recsys.recommend.ranker_data` builds the ranker's features offline from a
 ``RankerContext`` (training-split statistics); it imports torch, torchrec and pandas,
-which NVIDIA's serving container does not have. This module computes the same
-features from plain arrays that :func:`recsys.serving.repository.build_repository`
-exports next to the ``recommend`` model (``ranker_features.npz``), with numpy only
-(Python 3.10 compatible):
+which NVIDIA's serving container does not have. This module makes the same inputs
+from plain arrays that :func:`recsys.serving.repository.build_repository` exports next
+to the ``recommend`` model (``ranker_features.npz``), with numpy only (Python 3.10
+compatible); the dense features come from :mod:`recsys.runtime.dense_features`, the
+one implementation that the offline ``RankerContext`` calls as well:
 
 * dense features, in the ranker's column order: retrieval score, its z-score over the
   user's candidate list, ``log(1 + rank)``; the user's training interactions in the
@@ -34,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,33 +43,31 @@ from typing import Any
 
 import numpy as np
 
+from recsys.runtime.dense_features import (
+    SECONDS_PER_DAY,
+    SECONDS_PER_YEAR,
+    Z_SOURCES,
+    DenseFeatures,
+    list_zscore,
+    scale_dense,
+    training_items,
+)
 from recsys.runtime.user_state import ProfileEncoding
-from recsys.runtime.windows import WindowCounter
 
-SECONDS_PER_DAY = 86_400.0
-SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
-Z_SOURCES: tuple[str, ...] = ("retrieval_score", "affinity_knn", "affinity_ease")
-"""Raw features that also enter z-scored over each user's candidate list."""
+__all__ = [
+    "ARRAYS_FILE",
+    "META_FILE",
+    "SECONDS_PER_DAY",
+    "SECONDS_PER_YEAR",
+    "Z_SOURCES",
+    "RankerFeatures",
+    "list_zscore",
+    "pad_rows",
+    "stack_padded",
+]
 
 ARRAYS_FILE = "ranker_features.npz"
 META_FILE = "ranker_features.json"
-
-
-def list_zscore(values: np.ndarray, list_ids: np.ndarray, n_lists: int) -> np.ndarray:
-    """``values`` standardized within each list (population std; 1 where it is ~0).
-
-    Args:
-        values: float64 ``[n]``.
-        list_ids: ``[n]`` list of each value, in ``0..n_lists-1``.
-        n_lists: number of lists.
-    """
-    count = np.bincount(list_ids, minlength=n_lists).astype(np.float64)
-    safe = np.maximum(count, 1.0)
-    mean = np.bincount(list_ids, weights=values, minlength=n_lists) / safe
-    var = np.bincount(list_ids, weights=(values - mean[list_ids]) ** 2, minlength=n_lists) / safe
-    std = np.sqrt(var)
-    std = np.where(std > 1e-9, std, 1.0)
-    return (values - mean[list_ids]) / std[list_ids]
 
 
 @dataclass
@@ -168,41 +166,30 @@ class RankerFeatures:
             int(np.flatnonzero(used[f]).max()) + 1 if used[f].any() else 0
             for f in range(used.shape[0])
         ]
-        longest = max(self.windows_days, default=0) * SECONDS_PER_DAY
-        self._item_counter = WindowCounter(self.item_offsets, self.item_times, longest)
-        # A user's window counts depend on the user only (the request time is the
-        # user's last training interaction): computed once for every user.
-        users = np.arange(self.n_users)
-        counter = WindowCounter(self.user_offsets, self.user_times, longest)
-        req = self.request_time
-        self._user_window_log = {
-            d: np.log1p(counter.count(users, req - d * SECONDS_PER_DAY, req))
-            for d in self.windows_days
-        }
-        self._user_log_count = np.log1p(np.diff(self.user_offsets).astype(np.float64))
-        # One more row at index n_users: a user without training interactions (-1).
-        cold_time = float(self.request_time.max()) if self.n_users else 0.0
-        self._request_time = np.r_[np.asarray(self.request_time, dtype=np.float64), cold_time]
-        self._user_window_log = {d: np.r_[v, 0.0] for d, v in self._user_window_log.items()}
-        self._user_log_count = np.r_[self._user_log_count, 0.0]
         if self.profile is not None and len(self.profile.item_vocab) != n_items:
             raise ValueError(
                 f"the profile item vocabulary covers {len(self.profile.item_vocab)} items, "
                 f"the ranker features {n_items}"
             )
-        self._item_log_count = np.log1p(self.item_count)
-        # Every user's affinity to every item, when [U, I] is small enough: a request
-        # then reads its candidates' values instead of summing item-item rows.
-        self._affinity_cache: dict[str, np.ndarray] = {}
-        if self.affinity and self.n_users * self.n_items <= self.affinity_cache_entries:
-            users = np.arange(self.n_users)
-            for name in self.affinity:
-                table = np.zeros((self.n_users, self.n_items), dtype=np.float32)
-                for user in users:
-                    seen = self.training_items(int(user))
-                    if len(seen):
-                        table[user] = self.item_item[name][seen].sum(axis=0, dtype=np.float32)
-                self._affinity_cache[name] = table
+        # The features themselves: the implementation the offline RankerContext uses.
+        # Every user's affinity to every item is precomputed when [U, I] is small
+        # enough: a request then reads its candidates' values.
+        self._dense = DenseFeatures(
+            names=self.dense_names,
+            windows_days=self.windows_days,
+            affinity=self.affinity,
+            request_time=self.request_time,
+            user_offsets=self.user_offsets,
+            user_times=self.user_times,
+            item_offsets=self.item_offsets,
+            item_times=self.item_times,
+            item_count=self.item_count,
+            release_time=self.release_time,
+            seen_indptr=self.seen_indptr,
+            seen_indices=self.seen_indices,
+            item_item=self.item_item,
+            affinity_cache_entries=self.affinity_cache_entries,
+        )
 
     @property
     def n_users(self) -> int:
@@ -217,10 +204,7 @@ class RankerFeatures:
     def training_items(self, user: int) -> np.ndarray:
         """The item indices user row ``user`` interacted with in training (the
         affinities' sum runs over them); empty for ``-1``."""
-        if user < 0:
-            return np.zeros(0, dtype=np.int64)
-        seen = self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
-        return seen[seen >= 0]
+        return training_items(self.seen_indptr, self.seen_indices, user)
 
     def affinity_scores(
         self,
@@ -242,46 +226,10 @@ class RankerFeatures:
             list_ids: candidate list of each row (needed with ``extra_seen``).
 
         Returns:
-            float32 ``[n]``.
+            float32 ``[n]`` (:meth:`~recsys.runtime.dense_features.DenseFeatures.
+            affinity_scores`).
         """
-        out = self._training_affinity(name, users, items)
-        if extra_seen is not None:
-            if list_ids is None:
-                raise ValueError("extra_seen needs list_ids")
-            matrix = self.item_item[name]
-            for group, extra in enumerate(extra_seen):
-                if extra is not None and len(extra):
-                    rows = np.flatnonzero(list_ids == group)
-                    out[rows] += matrix[np.ix_(extra, items[rows])].sum(axis=0, dtype=np.float32)
-        return out
-
-    def _training_affinity(self, name: str, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        cached = self._affinity_cache.get(name)
-        known = users >= 0
-        if cached is not None:
-            if known.all():
-                return cached[users, items]  # advanced indexing: a new array
-            out = np.zeros(len(users), dtype=np.float32)
-            out[known] = cached[users[known], items[known]]
-            return out
-        matrix = self.item_item[name]
-        out = np.zeros(len(users), dtype=np.float32)
-        if len(users) == 0:
-            return out
-        # Rows are grouped by user (one candidate list each): gather the user's seen
-        # rows once and sum the candidate columns, instead of a dense [U, I] @ [I, I].
-        order = np.argsort(users, kind="stable")
-        sorted_users = users[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1], True])
-        for lo, hi in itertools.pairwise(bounds):
-            user = int(sorted_users[lo])
-            if user < 0:
-                continue  # no training items: affinity 0
-            seen = self.training_items(user)
-            rows = order[lo:hi]
-            if len(seen):
-                out[rows] = matrix[np.ix_(seen, items[rows])].sum(axis=0, dtype=np.float32)
-        return out
+        return self._dense.affinity_scores(name, users, items, extra_seen, list_ids)
 
     def raw_features(
         self,
@@ -306,49 +254,20 @@ class RankerFeatures:
             extra_seen: per list, items consumed since training that the affinities
                 also sum over (see :meth:`affinity_scores`).
         """
-        ext = np.where(users < 0, self.n_users, users)
-        req = self._request_time[ext]
-        out: dict[str, np.ndarray] = {
-            "retrieval_score": retrieval_score.astype(np.float64),
-            "retrieval_log_rank": np.log1p(retrieval_rank.astype(np.float64)),
-        }
-        for d in self.windows_days:
-            out[f"user_count_{d}d"] = self._user_window_log[d][ext]
-        out["user_log_count"] = self._user_log_count[ext]
-        out["item_log_count"] = self._item_log_count[items]
-        for d in self.windows_days:
-            n = self._item_counter.count(items, req - d * SECONDS_PER_DAY, req)
-            out[f"item_count_{d}d"] = np.log1p(n)
-        out["item_age_years"] = self._filled_age(users, items, list_ids)
-        for name in self.affinity:
-            out[f"affinity_{name}"] = self.affinity_scores(
-                name, users, items, extra_seen, list_ids
-            ).astype(np.float64)
-        return out
-
-    def _filled_age(
-        self, users: np.ndarray, items: np.ndarray, list_ids: np.ndarray | None
-    ) -> np.ndarray:
-        age = self.item_age_years(users, items)
-        known = np.isfinite(age)
-        if known.all():
-            return age
-        if self.age_fill is not None:
-            return np.where(known, age, float(self.age_fill))
-        if list_ids is None:
-            fill = float(np.median(age[known])) if known.any() else 0.0
-            return np.where(known, age, fill)
-        out = age.copy()
-        for group in np.unique(list_ids[~known]):
-            mine = list_ids == group
-            have = mine & known
-            out[mine & ~known] = float(np.median(age[have])) if have.any() else 0.0
-        return out
+        return self._dense.raw(
+            users,
+            items,
+            retrieval_score,
+            retrieval_rank,
+            age_lists=list_ids,
+            age_fill=self.age_fill,
+            extra_seen=extra_seen,
+            list_ids=list_ids,
+        )
 
     def item_age_years(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Years between each item's release and its user's request time (NaN unknown)."""
-        ext = np.where(users < 0, self.n_users, users)
-        return (self._request_time[ext] - self.release_time[items]) / SECONDS_PER_YEAR
+        return self._dense.item_age_years(users, items)
 
     def dense(
         self,
@@ -362,6 +281,9 @@ class RankerFeatures:
     ) -> np.ndarray:
         """The ranker's scaled dense input ``[n, n_dense]`` float32.
 
+        Z-scores and the unknown-age median are taken per list, over every row of
+        the list (:meth:`~recsys.runtime.dense_features.DenseFeatures.unscaled`).
+
         Args:
             users: user index per row.
             items: item index per row.
@@ -372,12 +294,18 @@ class RankerFeatures:
             extra_seen: per list, items consumed since training that the affinities
                 also sum over (see :meth:`affinity_scores`).
         """
-        raw = self.raw_features(users, items, retrieval_score, retrieval_rank, list_ids, extra_seen)
-        for name in Z_SOURCES:
-            if name in raw:
-                raw[f"{name}_z"] = list_zscore(raw[name], list_ids, n_lists)
-        unscaled = np.stack([raw[n] for n in self.dense_names], axis=1).astype(np.float32)
-        return ((unscaled - self.scaler_mean) / self.scaler_std).astype(np.float32)
+        unscaled = self._dense.unscaled(
+            users,
+            items,
+            retrieval_score,
+            retrieval_rank,
+            list_ids,
+            n_lists,
+            age_lists=list_ids,
+            age_fill=self.age_fill,
+            extra_seen=extra_seen,
+        )
+        return scale_dense(unscaled, self.scaler_mean, self.scaler_std)
 
     def sparse(
         self, users: np.ndarray, items: np.ndarray, user_ids: np.ndarray | None = None
