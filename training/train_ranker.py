@@ -98,16 +98,19 @@ def ranker_only(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float
         dataclass_from(
             RetrievalTrainerConfig,
             trainer_raw,
+            "trainer",
             epochs=int(np.load(cache)["epochs"]),
             checkpoint_dir=None,
         ),
     )
-    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    eval_cfg = dataclass_from(
+        EvalConfig, cfg["eval"], "eval", k_values=tuple(cfg["eval"]["k_values"])
+    )
     harness = EvalHarness.from_processed(prep.main, eval_cfg)
     results: dict[str, tuple[EvalResult, float]] = {
         "Two-tower": (trainer.evaluate(harness), time.perf_counter() - t0)
     }
-    track_cfg = dataclass_from(TrackingConfig, cfg.get("tracking"))
+    track_cfg = dataclass_from(TrackingConfig, cfg.get("tracking"), "tracking")
     if track_cfg.dir is None:
         track_cfg.dir = str(run_dir)
     tracker = Tracker(track_cfg, run_config=cfg)

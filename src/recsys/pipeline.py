@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys.config import build
 from recsys.data.cleaning import clean
 from recsys.data.frame import RATING, DataConfigError, InteractionData
 from recsys.data.registry import DatasetConfig
@@ -68,12 +69,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def dataclass_from(cls: type[T], raw: dict[str, Any] | None, **overrides: Any) -> T:
-    """Builds dataclass ``cls`` from the config keys it declares (others ignored)."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs = {k: v for k, v in (raw or {}).items() if k in names}
-    kwargs.update(overrides)
-    return cls(**kwargs)
+def dataclass_from(
+    cls: type[T], raw: dict[str, Any] | None, where: str = "config", **overrides: Any
+) -> T:
+    """Dataclass ``cls`` from a config group plus ``overrides`` (:func:`recsys.config.build`:
+    an unknown key or a wrong type is an error naming ``where.<key>``)."""
+    return build(cls, {**(raw or {}), **overrides}, where)
 
 
 def repo_path(path: str | Path) -> Path:
@@ -262,7 +263,7 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
     schema = FeatureSchema.from_yaml(schema_path)
     split_raw = dict(cfg["split"])
     validation = split_raw.pop("validation", {}) or {}
-    split_cfg = dataclass_from(SplitConfig, split_raw)
+    split_cfg = dataclass_from(SplitConfig, split_raw, "split")
     _, files = resolve_dataset_files(dataset)
     state: dict[str, Any] = {}
 
@@ -312,7 +313,9 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
 
 def run_baselines(cfg: dict[str, Any], prep: Prepared) -> dict[str, tuple[EvalResult, float]]:
     """Popularity and BPR-MF, fit on train and scored in the common harness."""
-    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    eval_cfg = dataclass_from(
+        EvalConfig, cfg["eval"], "eval", k_values=tuple(cfg["eval"]["k_values"])
+    )
     harness = EvalHarness.from_processed(prep.main, eval_cfg)
     users, items = harness.train_pairs()
     out: dict[str, tuple[EvalResult, float]] = {}
@@ -323,7 +326,9 @@ def run_baselines(cfg: dict[str, Any], prep: Prepared) -> dict[str, tuple[EvalRe
         out["Popularity"] = (harness.evaluate(pop.score), time.perf_counter() - t0)
     if base.get("bpr"):
         t0 = time.perf_counter()
-        bpr_cfg = dataclass_from(BPRConfig, dict(base["bpr"]), seed=int(cfg["seed"]))
+        bpr_cfg = dataclass_from(
+            BPRConfig, dict(base["bpr"]), "baselines.bpr", seed=int(cfg["seed"])
+        )
         bpr = BPRRecommender(bpr_cfg).fit(
             users, items, harness.n_users, harness.n_items, show_progress=True
         )
@@ -355,14 +360,16 @@ def run_retrieval(
     t0 = time.perf_counter()
     trainer_raw = {**dict(cfg["trainer"]), **dict(cfg.get("optimizer") or {})}
     refit = bool(trainer_raw.pop("refit_full", True))
-    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    eval_cfg = dataclass_from(
+        EvalConfig, cfg["eval"], "eval", k_values=tuple(cfg["eval"]["k_values"])
+    )
     ckpt = trainer_raw.get("checkpoint_dir") or str(run_dir / "checkpoints")
 
     # 1. select the number of epochs on the validation split
     sel_model = build_retrieval(cfg, prep, prep.selection)
     sel_data = RetrievalData.build(prep.selection, sel_model.schema, sel_model.feature_names)
     sel_cfg = dataclass_from(
-        RetrievalTrainerConfig, trainer_raw, checkpoint_dir=f"{ckpt}/selection"
+        RetrievalTrainerConfig, trainer_raw, "trainer", checkpoint_dir=f"{ckpt}/selection"
     )
     selector = RetrievalTrainer(
         sel_model, sel_data, sel_cfg, log_fn=lambda m, s: tracker.log_phase("select", m, s)
@@ -386,6 +393,7 @@ def run_retrieval(
     final_cfg = dataclass_from(
         RetrievalTrainerConfig,
         trainer_raw,
+        "trainer",
         epochs=best_epochs,
         checkpoint_dir=f"{ckpt}/final",
     )
@@ -441,7 +449,7 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, dict[str, float]]:
     torch.manual_seed(int(cfg["seed"]))
     stages = list(cfg["stages"])
     artifacts = repo_path(cfg["artifacts_dir"])
-    track_cfg = dataclass_from(TrackingConfig, cfg.get("tracking"))
+    track_cfg = dataclass_from(TrackingConfig, cfg.get("tracking"), "tracking")
     if track_cfg.dir is None:
         track_cfg.dir = str(run_dir)
     tracker = Tracker(track_cfg, run_config=cfg)
@@ -613,7 +621,9 @@ def run_index(
     approximate index costs against the exact ranking.
     """
     t0 = time.perf_counter()
-    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    eval_cfg = dataclass_from(
+        EvalConfig, cfg["eval"], "eval", k_values=tuple(cfg["eval"]["k_values"])
+    )
     harness = EvalHarness.from_processed(prep.main, eval_cfg)
     queries, items = (t.numpy() for t in trainer.retrieval_vectors())
     index = ItemIndex(IndexConfig.from_dict(dict(cfg.get("index") or {}))).build(
@@ -795,6 +805,7 @@ def run_two_stage(
         sel_cfg = dataclass_from(
             RetrievalTrainerConfig,
             trainer_raw,
+            "trainer",
             epochs=epochs,
             checkpoint_dir=str(run_dir / "checkpoints" / "two_stage_selection"),
             resume=False,
@@ -825,7 +836,9 @@ def run_two_stage(
         tracker.log(prefixed(metrics, "two_stage/ranker"))
         torch.save({"epoch": epoch, "model": module.state_dict()}, ckpt / "last.pt")
 
-    eval_cfg = dataclass_from(EvalConfig, cfg["eval"], k_values=tuple(cfg["eval"]["k_values"]))
+    eval_cfg = dataclass_from(
+        EvalConfig, cfg["eval"], "eval", k_values=tuple(cfg["eval"]["k_values"])
+    )
     before = time.perf_counter() - t0  # selection two-tower (or its cache)
     out = run_two_stage_experiment(
         prep.selection,

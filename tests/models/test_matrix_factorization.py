@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys.data.frame import DataConfigError
+from recsys.config import ConfigError
 from recsys.features.schema import FeatureSchema
 from recsys.models import registry
 from recsys.models.matrix_factorization import MatrixFactorization
@@ -29,7 +29,7 @@ def test_mf_is_picked_by_name_and_reads_the_ids_only() -> None:
     assert isinstance(model, MatrixFactorization)
     assert model.feature_names == ["user_id", "item_id"]
     assert [f.name for f in model.schema] == ["user_id", "item_id"]
-    with pytest.raises(DataConfigError, match=r"unknown key model\.factors"):
+    with pytest.raises(ConfigError, match=r"unknown key model\.factors"):
         registry.build_retrieval_model({"name": "mf", "factors": 4}, SCHEMA, SIZES)
 
 
@@ -51,7 +51,9 @@ def test_raw_dot_products_keep_the_factor_norms() -> None:
     )
     pooled = {"user_id": torch.full((2, 4), 3.0)}
     assert torch.allclose(model.user_tower(pooled, None), pooled["user_id"])
-    cosine = registry.build_retrieval_model({"name": "mf", "embedding_dim": 4}, SCHEMA, SIZES)
+    cosine = registry.build_retrieval_model(
+        {"name": "mf", "embedding_dim": 4, "normalize": True}, SCHEMA, SIZES
+    )
     assert torch.allclose(cosine.user_tower(pooled, None).norm(dim=1), torch.ones(2))
 
 

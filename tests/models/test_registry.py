@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys.data.frame import DataConfigError
+from recsys.config import ConfigError
 from recsys.features.schema import FeatureSchema
 from recsys.models import registry
 from recsys.models.two_tower import TwoTower
@@ -45,7 +45,7 @@ def test_unknown_names_and_keys_are_errors_that_name_them() -> None:
         registry.build_retrieval_model({"name": "svd"}, SCHEMA, SIZES)
     with pytest.raises(registry.UnknownModelError, match="no `name:` key"):
         registry.build_retrieval_model({"embedding_dim": 4}, SCHEMA, SIZES)
-    with pytest.raises(DataConfigError, match=r"unknown key model\.embeding_dim"):
+    with pytest.raises(ConfigError, match=r"unknown key model\.embeding_dim"):
         registry.build_retrieval_model({"name": "two_tower", "embeding_dim": 4}, SCHEMA, SIZES)
     with pytest.raises(registry.UnknownModelError, match="unknown features"):
         registry.build_retrieval_model(

@@ -120,5 +120,9 @@ def test_config_validation() -> None:
         AggregationConfig(mmr_lambda=-0.1)
     with pytest.raises(ValueError, match="weights"):
         AggregationConfig(retrieval_weight=-1.0)
-    cfg = AggregationConfig.from_dict({"mmr_lambda": 0.5, "unrelated": 1})
+    cfg = AggregationConfig.from_dict({"mmr_lambda": 0.5, "exclude_genres": ["Horror"]})
     assert cfg.mmr_lambda == 0.5 and cfg.with_updates(ranker_weight=2.0).ranker_weight == 2.0
+    assert cfg.exclude_genres == ("Horror",)
+    # a typo is an error that names the key, never a silent default
+    with pytest.raises(ValueError, match=r"unknown key recommend\.aggregation\.mmr_lamda"):
+        AggregationConfig.from_dict({"mmr_lamda": 0.5})

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from recsys.config import ConfigError
+
 USER = "user_id"
 ITEM = "item_id"
 RATING = "rating"
@@ -41,7 +43,7 @@ class MalformedDataError(DataError, ValueError):
     """Input rows could not be parsed and the caller asked for strict loading."""
 
 
-class DataConfigError(DataError, ValueError):
+class DataConfigError(DataError, ConfigError):
     """A dataset config is wrong: an unknown key or loader, a value of the wrong
     type, or a setting that does not fit the data (the message names the key)."""
 

@@ -246,12 +246,19 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FeatureSchema:
-        """Builds a schema from a plain mapping (YAML or Hydra config)."""
+        """Builds a schema from a plain mapping (YAML or Hydra config); unknown keys
+        (of the schema, a feature or its vocabulary) are errors that name them."""
+        extra = sorted(set(raw) - {"name", "version", "features"})
+        if extra:
+            raise ValueError(f"schema: unknown keys {extra} (known: features, name, version)")
         feats = []
         for i, f in enumerate(raw.get("features", [])):
             f = dict(f)
             try:
                 vocab = f.pop("vocab", None)
+                odd = sorted(set(vocab or {}) - {"policy", "size", "min_count"})
+                if odd:
+                    raise ValueError(f"unknown vocab keys {odd} (known: min_count, policy, size)")
                 feats.append(
                     FeatureSpec(
                         kind=Kind(f.pop("kind")),

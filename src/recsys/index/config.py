@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
+
+from recsys.config import build
 
 # FAISS's k-means warns below 39 training points per centroid; fewer make poor lists.
 MIN_POINTS_PER_CENTROID = 39
@@ -165,13 +167,10 @@ class IndexConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> IndexConfig:
-        """Builds a config from a mapping; unknown keys are an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown IndexConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(data))
+    def from_dict(cls, data: Mapping[str, Any], where: str = "index") -> IndexConfig:
+        """Builds a config from a mapping (:func:`recsys.config.build`: unknown keys and
+        wrong types are errors naming the key under ``where``)."""
+        return build(cls, data, where)
 
 
 def auto_nlist(n: int) -> int:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from recsys.data.config import build
+from recsys.config import build
 from recsys.features.schema import FeatureSchema, Role
 from recsys.models.registry import register_retrieval_model
 from recsys.models.retrieval import RetrievalModel

@@ -56,8 +56,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -67,6 +67,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 from torchrec.datasets.utils import Batch
 
+from recsys.config import build
 from recsys.data.frame import ITEM, RATING, TIMESTAMP, USER
 from recsys.eval.metrics import UserItemCSR
 from recsys.features.batching import EncodedFeatures, encode_features, kjt_from_parts
@@ -195,14 +196,11 @@ class RankerDataConfig:
             raise ValueError(f"ease_lambda must be positive, got {self.ease_lambda}")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> RankerDataConfig:
-        """From a config mapping; unknown keys are an error."""
-        raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown ranker data keys {unknown}; known: {sorted(known)}")
-        return cls(**raw)
+    def from_dict(
+        cls, raw: Mapping[str, Any] | None, where: str = "ranker.data"
+    ) -> RankerDataConfig:
+        """From a config mapping (:func:`recsys.config.build`: unknown keys are errors)."""
+        return build(cls, raw, where)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

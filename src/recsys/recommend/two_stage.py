@@ -44,6 +44,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, PoolingType
 from tqdm.auto import tqdm
 
+from recsys.config import build
 from recsys.data.frame import ITEM
 from recsys.eval.classification import auc, gauc, logloss, normalized_entropy
 from recsys.features.schema import FeatureSchema, Kind
@@ -153,15 +154,8 @@ def ranker_config_from_dict(raw: dict[str, Any], seed: int) -> tuple[RankerConfi
     """``(RankerConfig, bag_pooling)`` from the ``ranker.model`` config mapping."""
     raw = dict(raw)
     pooling = raw.pop("bag_pooling", "mean")
-    names = {f.name for f in fields(RankerConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ValueError(f"unknown ranker model keys {unknown}; known: {sorted(names)}")
-    for key in ("dense_arch_layer_sizes", "over_arch_layer_sizes"):
-        if key in raw:
-            raw[key] = tuple(raw[key])
     raw.setdefault("seed", seed)
-    return RankerConfig(**raw), pooling
+    return build(RankerConfig, raw, "ranker.model"), pooling
 
 
 # -- the trained ranker --------------------------------------------------------------

@@ -43,12 +43,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from recsys.config import build
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -115,10 +117,11 @@ class AggregationConfig:
             raise ValueError("score weights must be >= 0")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> AggregationConfig:
-        """From a config mapping; keys that are not fields are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (raw or {}).items() if k in names})
+    def from_dict(
+        cls, raw: Mapping[str, Any] | None, where: str = "recommend.aggregation"
+    ) -> AggregationConfig:
+        """From a config mapping (:func:`recsys.config.build`: unknown keys are errors)."""
+        return build(cls, raw, where)
 
     def with_updates(self, **changes: Any) -> AggregationConfig:
         out = asdict(self)
