@@ -8,8 +8,9 @@ inside the python-backend stub, so callers pass it in as ``pb``.
 
 Tensor I/O goes through DLPack: with numpy 2 the stub shipped in nvidia-pytriton 0.7.0
 returns zeros from ``Tensor.as_numpy()`` and empty outputs from ``pb_utils.Tensor(name,
-array)`` (see ``docs/serving.md``, "numpy 2 and the python backend stub"); ``np.from_dlpack`` and ``Tensor.from_dlpack``
-work with numpy 1 and 2, locally and in the container.
+array)`` (see ``docs/serving.md``, "numpy 2 and the python backend stub");
+``np.from_dlpack`` and ``Tensor.from_dlpack`` work with numpy 1 and 2, locally and in
+the container.
 
 Example (inside a python-backend ``model.py``)::
 
