@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm.auto import tqdm
 
 from recsys.data.frame import DatasetNotFoundError, LoadReport, MalformedDataError
 from recsys.data.paths import ENV_VAR
@@ -103,18 +102,29 @@ class Table:
         )
 
 
+class _NoBar:
+    """Stands in for a progress bar on small files."""
+
+    def update(self, n: int) -> None:
+        pass
+
+
 def _iter_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
     """Yields the file in blocks that end on a line boundary (or at end of file)."""
+    # imported here: the real-time stack reads event logs with these readers and does
+    # not install tqdm (requirements/realtime.txt); files that small show no bar anyway
     size = path.stat().st_size
+    if size < PROGRESS_MIN_BYTES:
+        from contextlib import nullcontext
+
+        bar_context: Any = nullcontext(_NoBar())
+    else:
+        from tqdm.auto import tqdm
+
+        bar_context = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}")
     with (
         path.open("rb") as handle,
-        tqdm(
-            total=size,
-            unit="B",
-            unit_scale=True,
-            desc=f"reading {path.name}",
-            disable=size < PROGRESS_MIN_BYTES,
-        ) as bar,
+        bar_context as bar,
     ):
         carry = b""
         while True:
