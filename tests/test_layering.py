@@ -46,7 +46,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     # training's last stage (export + the runtime tables); serving opens bundles
     "bundle": {"data", "features", "models", "index", "export", "recommend", "runtime", "bundle"},
-    "events": {"data", "features", "events"},
+    # events check a context with the request context's rules (recsys.runtime.context)
+    "events": {"data", "features", "runtime", "events"},
     "profiles": {"data", "features", "events", "profiles"},
     "segments": {"data", "features", "events", "profiles", "segments"},
     "privacy": {"data", "features", "events", "profiles", "segments", "privacy"},

@@ -177,6 +177,8 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             "ranker_model": "ranker",
             "ranker_max_batch_size": 64,
             "profile_store": "",
+            "exposure_log": "",
+            "exposure_buffer": 10000,
             "instance_group": "# instance_group: Triton's default",
         },
     )

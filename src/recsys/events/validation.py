@@ -38,7 +38,6 @@ from recsys.events.schema import (
     CONTEXT_FIELDS,
     EMPTY_CONTEXT,
     EVENT_FIELDS,
-    DeviceType,
     Event,
     EventContext,
     EventType,
@@ -46,11 +45,12 @@ from recsys.events.schema import (
     datetime_to_us,
     new_event,
 )
+from recsys.runtime.context import COUNTRY, DEVICE_TYPES, UTC_OFFSET_RANGE
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "u1\n"
 # pass as an id distinct from "u1".
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
-_COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+_COUNTRY_RE = COUNTRY  # the request context's rules (recsys.runtime.context)
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 # 9999-12-31T23:59:59.999999Z, the last time a datetime (and so the event's
@@ -164,8 +164,9 @@ class FieldSpec:
     """Declares one payload field.
 
     Attributes:
-        kind: ``str``, ``int``, ``number``, ``bool``, ``id_list`` (item ids) or
-            ``filters`` (a flat mapping of names to scalars or scalar lists).
+        kind: ``str``, ``int``, ``number``, ``bool``, ``id_list`` (item ids),
+            ``number_list`` (finite numbers in ``[min, max]``), ``str_list`` (short
+            strings) or ``filters`` (a flat mapping of names to scalars or scalar lists).
         required: the field must be present for this event type.
         min: smallest allowed number.
         max: largest allowed number.
@@ -185,6 +186,8 @@ _CATEGORY = FieldSpec("str", max_len=128)
 _POSITION = FieldSpec("int", min=0, max=100_000)
 _PRICE = FieldSpec("number", min=0, max=1e9)
 _COMMON: dict[str, FieldSpec] = {"category": _CATEGORY}
+# the id of the served list an outcome belongs to (attribution, recsys.events.attribution)
+_REQUEST_ID = FieldSpec("str", pattern=ID_PATTERN)
 
 #: Payload fields each event type accepts. Anything else is rejected.
 PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
@@ -193,10 +196,19 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "url": FieldSpec("str", max_len=2048),
         "title": FieldSpec("str", max_len=512),
     },
-    EventType.CLICK: {**_COMMON, "position": _POSITION, "url": FieldSpec("str", max_len=2048)},
+    EventType.CLICK: {
+        **_COMMON,
+        "position": _POSITION,
+        "url": FieldSpec("str", max_len=2048),
+        "request_id": _REQUEST_ID,
+    },
     EventType.SCROLL: {**_COMMON, "scroll_depth": FieldSpec("number", True, 0.0, 1.0)},
-    EventType.DWELL: {**_COMMON, "dwell_ms": FieldSpec("int", True, 0, 86_400_000)},
-    EventType.LIKE: dict(_COMMON),
+    EventType.DWELL: {
+        **_COMMON,
+        "dwell_ms": FieldSpec("int", True, 0, 86_400_000),
+        "request_id": _REQUEST_ID,
+    },
+    EventType.LIKE: {**_COMMON, "request_id": _REQUEST_ID},
     EventType.SHARE: {**_COMMON, "channel": FieldSpec("str", max_len=64)},
     EventType.COMMENT: {**_COMMON, "length": FieldSpec("int", min=0, max=1_000_000)},
     EventType.ADD_TO_CART: {
@@ -204,6 +216,7 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "price": FieldSpec("number", True, 0, 1e9),
         "quantity": FieldSpec("int", min=1, max=100_000),
         "currency": FieldSpec("str", pattern=_CURRENCY_RE),
+        "request_id": _REQUEST_ID,
     },
     EventType.PURCHASE: {
         **_COMMON,
@@ -211,6 +224,7 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "quantity": FieldSpec("int", min=1, max=100_000),
         "currency": FieldSpec("str", pattern=_CURRENCY_RE),
         "order_id": FieldSpec("str", pattern=ID_PATTERN),
+        "request_id": _REQUEST_ID,
     },
     EventType.SUBSCRIBE: {**_COMMON, "plan": FieldSpec("str", max_len=64)},
     EventType.SEARCH: {
@@ -220,16 +234,26 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
     },
     EventType.FILTER: {**_COMMON, "filters": FieldSpec("filters", True, max_len=50)},
     EventType.RATING: {**_COMMON, "rating": FieldSpec("number", True, 0, 10)},
+    # the exposure log: one event per served list (recsys.runtime.exposure)
     EventType.RECOMMENDATION_IMPRESSION: {
         **_COMMON,
         "items": FieldSpec("id_list", max_len=1000),
-        "request_id": FieldSpec("str", pattern=ID_PATTERN),
+        "request_id": _REQUEST_ID,
         "position": _POSITION,
         "model": FieldSpec("str", max_len=128),
+        "scores": FieldSpec("number_list", min=-1e30, max=1e30, max_len=1000),
+        "propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
+        "slate_propensity": FieldSpec("number", min=0.0, max=1.0),
+        "policy": FieldSpec("str", max_len=128),
+        "bundle": FieldSpec("str", max_len=128),
+        "rules": FieldSpec("str_list", max_len=100),
+        "surface": FieldSpec("str", max_len=128),
+        "fallback": FieldSpec("bool"),
+        "k": FieldSpec("int", min=1, max=100_000),
     },
     EventType.RECOMMENDATION_CLICK: {
         **_COMMON,
-        "request_id": FieldSpec("str", pattern=ID_PATTERN),
+        "request_id": _REQUEST_ID,
         "position": _POSITION,
         "model": FieldSpec("str", max_len=128),
     },
@@ -256,7 +280,8 @@ _NEEDS_PAYLOAD: frozenset[EventType] = frozenset(
     t for t, specs in PAYLOAD_SPECS.items() if any(f.required for f in specs.values())
 )
 _TYPES = {t.value: t for t in EventType}
-_DEVICES = frozenset(d.value for d in DeviceType)
+_DEVICES = frozenset(DEVICE_TYPES)
+_UTC_LOW, _UTC_HIGH = UTC_OFFSET_RANGE
 _TOP = frozenset(EVENT_FIELDS)
 _CTX = frozenset(CONTEXT_FIELDS)
 
@@ -532,8 +557,10 @@ def _check_context(value: object, errors: list[str]) -> EventContext:
         if v is None:
             continue
         if key == "utc_offset_minutes":
-            if not isinstance(v, int) or isinstance(v, bool) or not -720 <= v <= 840:
-                errors.append(f"{path}: expected an integer in [-720, 840], got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not _UTC_LOW <= v <= _UTC_HIGH:
+                errors.append(
+                    f"{path}: expected an integer in [{_UTC_LOW}, {_UTC_HIGH}], got {v!r}"
+                )
                 continue
         elif not isinstance(v, str):
             errors.append(f"{path}: expected a string, got {_kind(v)}")
@@ -673,6 +700,23 @@ def _check_payload(value: object, etype: EventType | None, errors: list[str]) ->
             ids = [_check_item_value(x, f"{path}[{i}]", errors) for i, x in enumerate(v)]
             if len(errors) == before:
                 out[key] = ids
+        elif spec.kind == "number_list" or spec.kind == "str_list":
+            if not isinstance(v, list) or (spec.max_len is not None and len(v) > spec.max_len):
+                errors.append(f"{path}: expected a list of at most {spec.max_len} values")
+                continue
+            numbers = spec.kind == "number_list"
+            item = FieldSpec(
+                "number" if numbers else "str",
+                min=spec.min,
+                max=spec.max,
+                max_len=None if numbers else 128,
+            )
+            before = len(errors)
+            for i, x in enumerate(v):
+                if not _check_scalar(item, x, f"{path}[{i}]", errors):
+                    break
+            if len(errors) == before:
+                out[key] = list(v)
         elif spec.kind == "filters":
             if _check_filters(spec, v, path, errors):
                 out[key] = dict(v)

@@ -323,6 +323,28 @@ class ReaderStats:
     skipped: int = 0
 
 
+def open_location(loc: StoreLocation) -> Any:
+    """Opens the real-time store at ``loc`` (the store clients load here, not at import).
+
+    Raises:
+        FileNotFoundError: a SQLite store that does not exist (it is never created here).
+    """
+    if loc.kind == "redis":
+        from recsys.events.redis_store import RedisStore
+
+        return RedisStore(loc.target, prefix=loc.prefix)
+    from recsys.events.sqlite_store import SqliteStore
+
+    if not Path(loc.target).is_file():
+        raise FileNotFoundError(f"profile store {loc.target} does not exist")
+    return SqliteStore(loc.target)
+
+
+def open_store_url(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """Opens the real-time store a URL names (:func:`parse_store_url`)."""
+    return open_location(parse_store_url(url, timeout_s))
+
+
 class ProfileStoreReader:
     """Reads users' profile features from a Redis or SQLite store.
 
@@ -377,17 +399,7 @@ class ProfileStoreReader:
             )
             self._config = ProfileConfig.from_schema(self._schema)
             self._attributes = AttributeSchema.default()
-        loc = self.location
-        if loc.kind == "redis":
-            from recsys.events.redis_store import RedisStore
-
-            self._store = RedisStore(loc.target, prefix=loc.prefix)
-        else:
-            from recsys.events.sqlite_store import SqliteStore
-
-            if not Path(loc.target).is_file():
-                raise FileNotFoundError(f"profile store {loc.target} does not exist")
-            self._store = SqliteStore(loc.target)
+        self._store = open_location(self.location)
         return self._store
 
     def read(self, user_ids: Sequence[int], as_of_us: int | None = None) -> list[Any]:

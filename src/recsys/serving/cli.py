@@ -163,7 +163,7 @@ def serve_demo(
 
 def _format(rec: Recommendation, latency_ms: float) -> str:
     items = " ".join(f"{i}({s:.3f})" for i, s in rec.pairs())
-    return f"user {rec.user_id}: {items}  [{latency_ms:.2f} ms]"
+    return f"user {rec.user_id}: {items}  [{latency_ms:.2f} ms, request {rec.request_id}]"
 
 
 # -- commands --------------------------------------------------------------------------
@@ -177,6 +177,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         max_queue_delay_us=args.max_queue_delay_us,
         max_k=args.max_k,
         profile_store=args.profile_store,
+        exposure_log=args.exposure_log,
         gpu_accelerator=args.gpu_accelerator,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
@@ -254,10 +255,13 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     config = _client_config(args)
     with RecommendClient(config) as client:
         start = time.perf_counter()
-        rec = client.recommend(args.user_id, args.k, model_version=args.model_version)
+        rec = client.recommend(
+            args.user_id, args.k, model_version=args.model_version, context=args.context
+        )
         latency = (time.perf_counter() - start) * 1e3
     if args.json:
-        print(json.dumps({"user_id": rec.user_id, "items": rec.pairs(), "latency_ms": latency}))
+        print(json.dumps({"user_id": rec.user_id, "request_id": rec.request_id,
+                          "items": rec.pairs(), "latency_ms": latency}))  # fmt: skip
     else:
         print(_format(rec, latency))
     return 0
@@ -300,6 +304,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object of context fields")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m recsys.serving.cli``."""
     parser = argparse.ArgumentParser(
@@ -324,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile-store",
         default="",
         help="real-time profile store recommend reads users from: "
+        "redis://host:port/db[?prefix=P] or sqlite:///path (default: off)",
+    )
+    build.add_argument(
+        "--exposure-log",
+        default="",
+        help="event store every served list is logged to as an exposure: "
         "redis://host:port/db[?prefix=P] or sqlite:///path (default: off)",
     )
     build.add_argument(
@@ -354,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_arguments(rec, timeout=10.0)
     rec.add_argument("--model-version", default="", help="'' = the newest version")
     rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.add_argument(
+        "--context",
+        type=_json_object,
+        default=None,
+        help="the request's context as a JSON object, e.g. "
+        '\'{"device_type": "mobile", "surface": "home"}\'',
+    )
     rec.set_defaults(fn=_cmd_recommend)
 
     roll = sub.add_parser("roll-in", help="add a model version and load it (explicit mode)")

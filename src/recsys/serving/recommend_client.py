@@ -8,9 +8,12 @@ Thin wrappers over :class:`~recsys.serving.client.RecsysClient` and
 * inputs ``user_id`` INT64 ``[1, 1]`` (the raw user id, as in the dataset) and ``k``
   INT64 ``[1, 1]``: one user per request; Triton's dynamic batcher merges concurrent
   requests on the server;
+* optional ``context`` UINT8 ``[1, L]``: the request's live context
+  (:class:`~recsys.runtime.context.RequestContext`) as UTF-8 JSON;
 * outputs ``item_ids`` INT64 ``[1, n]`` (raw item ids, best first) and ``scores`` FP32
   ``[1, n]``, with ``n <= k`` (fewer when the catalogue minus the user's seen items is
-  smaller than ``k``).
+  smaller than ``k``), and ``request_id`` (ASCII bytes): the id the exposure log and
+  attributed outcomes carry.
 
 The server checks the values (``k`` in ``1..max_k``, ``user_id >= 0``) and answers a
 bad request with INVALID_ARGUMENT; this client only refuses values that cannot be sent
@@ -23,6 +26,8 @@ Example::
     with RecommendClient("127.0.0.1:8001") as client:
         rec = client.recommend(user_id=1, k=10)
         rec.item_ids, rec.scores          # int64 [10], float32 [10]
+        rec = client.recommend(1, 10, context={"device_type": "mobile", "surface": "home"})
+        rec.request_id                    # e.g. "9f1c...": clicks on these items carry it
 
     async with AsyncRecommendClient("127.0.0.1:8001") as client:
         recs = await client.recommend_many([1, 2, 3], k=10)
@@ -31,14 +36,16 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 import numpy as np
 
+from recsys.runtime.context import ContextError, RequestContext
 from recsys.serving.client import AsyncRecsysClient, ClientConfig, RecsysClient
 from recsys.serving.errors import InferenceError, InvalidRequestError
 
@@ -49,7 +56,9 @@ USER_INPUT = "user_id"
 K_INPUT = "k"
 ITEMS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
-OUTPUTS: tuple[str, str] = (ITEMS_OUTPUT, SCORES_OUTPUT)
+CONTEXT_INPUT = "context"
+REQUEST_ID_OUTPUT = "request_id"
+OUTPUTS: tuple[str, ...] = (ITEMS_OUTPUT, SCORES_OUTPUT, REQUEST_ID_OUTPUT)
 
 _INT64 = np.iinfo(np.int64)
 
@@ -62,11 +71,13 @@ class Recommendation:
         user_id: the raw user id asked for.
         item_ids: int64 ``[n]`` raw item ids, best first.
         scores: float32 ``[n]`` final scores, aligned with ``item_ids``.
+        request_id: the request's id (the client's, or the one the server made).
     """
 
     user_id: int
     item_ids: np.ndarray
     scores: np.ndarray
+    request_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -91,18 +102,24 @@ def _as_int(value: object, name: str, bounds: np.iinfo) -> int:
     return number
 
 
-def recommend_inputs(user_id: int, k: int) -> dict[str, np.ndarray]:
+ContextLike = RequestContext | Mapping[str, object] | None
+
+
+def recommend_inputs(user_id: int, k: int, context: ContextLike = None) -> dict[str, np.ndarray]:
     """The input tensors of one ``recommend`` request.
 
     Args:
         user_id: raw user id (int64).
         k: number of items wanted (int64; the server checks the range).
+        context: the request's context (checked here as the server checks it); None
+            sends none (every field unknown).
 
     Returns:
-        ``{"user_id": int64 [1, 1], "k": int64 [1, 1]}``.
+        ``{"user_id": int64 [1, 1], "k": int64 [1, 1]}`` (+ ``context`` uint8 ``[1, L]``).
 
     Raises:
-        InvalidRequestError: a value is not an integer or does not fit its tensor.
+        InvalidRequestError: a value is not an integer or does not fit its tensor, or
+            the context is invalid.
 
     Example:
         >>> {n: (a.dtype.name, a.shape) for n, a in recommend_inputs(1, 10).items()}
@@ -110,10 +127,24 @@ def recommend_inputs(user_id: int, k: int) -> dict[str, np.ndarray]:
     """
     user = _as_int(user_id, "user_id", _INT64)
     count = _as_int(k, "k", _INT64)
-    return {
+    inputs: dict[str, np.ndarray] = {
         USER_INPUT: np.array([[user]], dtype=np.int64),
         K_INPUT: np.array([[count]], dtype=np.int64),
     }
+    if context is not None:
+        try:
+            ctx = (
+                context
+                if isinstance(context, RequestContext)
+                else RequestContext.from_values(**dict(context))
+            )
+        except ContextError as error:
+            raise InvalidRequestError(
+                f"context: {error}", status=None, model_name=MODEL_NAME
+            ) from None
+        text = json.dumps(ctx.to_dict(), separators=(",", ":")).encode("utf-8")
+        inputs[CONTEXT_INPUT] = np.frombuffer(text, dtype=np.uint8).reshape(1, -1)
+    return inputs
 
 
 def _decode(user_id: int, out: dict[str, np.ndarray]) -> Recommendation:
@@ -124,7 +155,12 @@ def _decode(user_id: int, out: dict[str, np.ndarray]) -> Recommendation:
             status=None,
             model_name=MODEL_NAME,
         )
-    return Recommendation(int(user_id), items[0].astype(np.int64), scores[0].astype(np.float32))
+    request_id = None
+    if REQUEST_ID_OUTPUT in out:
+        request_id = np.asarray(out[REQUEST_ID_OUTPUT], dtype=np.uint8).tobytes().decode("ascii")
+    return Recommendation(
+        int(user_id), items[0].astype(np.int64), scores[0].astype(np.float32), request_id
+    )
 
 
 class RecommendClient:
@@ -148,7 +184,9 @@ class RecommendClient:
         self.client = client if isinstance(client, RecsysClient) else RecsysClient(client)
         self.model_name = model_name
 
-    def recommend(self, user_id: int, k: int, model_version: str = "") -> Recommendation:
+    def recommend(
+        self, user_id: int, k: int, model_version: str = "", context: ContextLike = None
+    ) -> Recommendation:
         """The top ``k`` items for ``user_id``.
 
         Args:
@@ -156,6 +194,8 @@ class RecommendClient:
             k: items wanted (``1..max_k`` of the server; max_k is at most the
                 catalogue size).
             model_version: a version of the ``recommend`` model; "" = the newest.
+            context: the request's live context (a
+                :class:`~recsys.runtime.context.RequestContext` or its fields).
 
         Returns:
             A :class:`Recommendation` with at most ``k`` items.
@@ -165,7 +205,7 @@ class RecommendClient:
             InferenceError: the server refused (INVALID_ARGUMENT for a bad ``k`` or
                 ``user_id``, NOT_FOUND for an unknown version) or failed.
         """
-        inputs = recommend_inputs(user_id, k)
+        inputs = recommend_inputs(user_id, k, context)
         out = self.client.infer(self.model_name, inputs, list(OUTPUTS), model_version)
         return _decode(user_id, out)
 
@@ -207,9 +247,11 @@ class AsyncRecommendClient:
         self.client = client if isinstance(client, AsyncRecsysClient) else AsyncRecsysClient(client)
         self.model_name = model_name
 
-    async def recommend(self, user_id: int, k: int, model_version: str = "") -> Recommendation:
+    async def recommend(
+        self, user_id: int, k: int, model_version: str = "", context: ContextLike = None
+    ) -> Recommendation:
         """The top ``k`` items for ``user_id``; see :meth:`RecommendClient.recommend`."""
-        inputs = recommend_inputs(user_id, k)
+        inputs = recommend_inputs(user_id, k, context)
         out = await self.client.infer(self.model_name, inputs, list(OUTPUTS), model_version)
         return _decode(user_id, out)
 

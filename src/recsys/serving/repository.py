@@ -112,6 +112,10 @@ class RepositoryConfig:
             NVIDIA's onnxruntime backend: ``tensorrt`` (TensorRT EP, FP32, CUDA EP for
             what TensorRT does not take) or ``cuda`` (CUDA EP alone, the backend's
             default on GPU instances). CPU instances ignore it.
+        exposure_log: the event store every served list is written to as an exposure
+            event (same URL forms as ``profile_store``, usually the same store); empty:
+            off. Writes are asynchronous; a full buffer drops and counts.
+        exposure_buffer: exposures each ``recommend`` instance buffers before dropping.
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -132,6 +136,8 @@ class RepositoryConfig:
     profile_store: str = ""
     gpu_accelerator: str = "tensorrt"
     recommend_instances: int = 2
+    exposure_log: str = ""
+    exposure_buffer: int = 10_000
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -151,10 +157,14 @@ class RepositoryConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue_delay_us < 0:
             raise ValueError("max_queue_delay_us must be >= 0")
-        if self.profile_store:
-            parse_store_url(self.profile_store)  # refuses other schemes now, not at load
-        if '"' in self.profile_store or "\\" in self.profile_store:
-            raise ValueError("profile_store must not hold quotes or backslashes")
+        for name in ("profile_store", "exposure_log"):
+            url = getattr(self, name)
+            if url:
+                parse_store_url(url)  # refuses other schemes now, not at load
+            if '"' in url or "\\" in url:
+                raise ValueError(f"{name} must not hold quotes or backslashes")
+        if self.exposure_buffer < 1:
+            raise ValueError(f"exposure_buffer must be >= 1, got {self.exposure_buffer}")
 
 
 @dataclass
@@ -371,6 +381,8 @@ def build_repository(
             "ranker_model": "ranker",
             "ranker_max_batch_size": cfg.ranker_max_batch_size,
             "profile_store": cfg.profile_store,
+            "exposure_log": cfg.exposure_log,
+            "exposure_buffer": cfg.exposure_buffer,
             "instance_group": (
                 f"instance_group [ {{ count: {cfg.recommend_instances} kind: KIND_CPU }} ]"
                 if cfg.recommend_instances

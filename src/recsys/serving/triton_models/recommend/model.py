@@ -5,10 +5,21 @@ Inputs (one user per request; ``max_batch_size`` > 0, so clients send ``[1, 1]``
 * ``user_id`` INT64 ``[1]``: the raw user id (as in the dataset);
 * ``k`` INT64 ``[1]``: list length, ``1..max_k`` (``parameters.max_k``: by default the
   retrieval depth N, at most the catalogue size). INT64, so no value wraps on the way in.
+* ``context`` UINT8 ``[L]`` (optional): the request's live context as UTF-8 JSON
+  (:class:`recsys.runtime.context.RequestContext`: request time, UTC offset, device,
+  OS, browser, country, region, surface, session, request id), at most 4 KiB;
+  omitted fields are unknown.
 
 Outputs: ``item_ids`` INT64 ``[n]`` (raw item ids, best first) and ``scores`` FP32
 ``[n]``, ``n <= k`` (fewer when the catalogue minus the user's seen and blocked items is
-smaller than ``k``).
+smaller than ``k``), and ``request_id`` UINT8 ``[m]`` (ASCII): the client's request id,
+or one the server made.
+
+Exposure log: when the config parameter ``exposure_log`` names a store, every answered
+request is written to its event stream as one ``recommendation_impression`` event
+(:mod:`recsys.runtime.exposure`: the slate with positions, scores and propensities,
+the context, the bundle and model version, the policy), from a background thread that
+never delays a request; a full buffer drops and counts, and the counts are logged.
 
 Per dynamic batch of requests, through Business Logic Scripting (BLS):
 ``user_tower`` (one call for every known user of the batch) -> ``retrieval`` (one call)
@@ -45,28 +56,35 @@ NVIDIA's container (Python 3.10, no torch).
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from recsys.runtime.context import ContextError, RequestContext
 from recsys.runtime.engine import (
     RecommendEngine,
     RecommendTables,
     RequestValueError,
 )
+from recsys.runtime.exposure import ExposureWriter, exposure_event
 from recsys.runtime.python_backend import (
     BlsError,
     RequestError,
     bls_infer,
     error_response,
     get_input,
+    input_array,
     model_config,
     output_tensor,
     string_parameter,
 )
 from recsys.runtime.ranker_features import RankerFeatures
 from recsys.runtime.user_state import ProfileStoreReader
+
+MAX_CONTEXT_BYTES = 4096
+"""Largest ``context`` input accepted (UTF-8 JSON bytes)."""
 
 
 class TritonPythonModel:
@@ -95,14 +113,34 @@ class TritonPythonModel:
             user_state=self.reader,
             warn=pb_utils.Logger.log_warn,
         )
+        bundle_file = os.path.join(folder, "bundle.json")
+        self.bundle_id = "unknown"
+        if os.path.isfile(bundle_file):
+            with open(bundle_file, encoding="utf-8") as fh:
+                self.bundle_id = str(json.load(fh).get("bundle_id") or "unknown")
+        self.model_label = f"{args.get('model_name', 'recommend')}:{args['model_version']}"
+        exposure_url = string_parameter(config, "exposure_log", "")
+        self.exposures = (
+            ExposureWriter(
+                exposure_url,
+                capacity=int(string_parameter(config, "exposure_buffer", "10000")),
+                warn=pb_utils.Logger.log_warn,
+            )
+            if exposure_url
+            else None
+        )
         pb_utils.Logger.log_info(
             f"recommend: {tables.n_users} users, {tables.n_items} items, "
             f"N={tables.num_candidates}, settings {tables.settings}, "
-            f"profile store {store_url or 'off'}, from {folder}"
+            f"profile store {store_url or 'off'}, exposure log {exposure_url or 'off'}, "
+            f"bundle {self.bundle_id}, from {folder}"
         )
 
     def finalize(self) -> None:
-        """Logs the profile reads and closes the store."""
+        """Logs the profile reads and the exposure counts, and closes the stores."""
+        if self.exposures is not None:
+            stats = self.exposures.close()
+            pb_utils.Logger.log_info(f"recommend: exposure log {self.exposures.url}: {stats}")
         if self.reader is not None:
             pb_utils.Logger.log_info(
                 f"recommend: profile store {self.reader.url}: {self.reader.stats}, "
@@ -145,7 +183,27 @@ class TritonPythonModel:
 
     # -- requests --------------------------------------------------------------------
 
-    def _read(self, request: object) -> tuple[int, int]:
+    def _context(self, request: object) -> RequestContext:
+        tensor = pb_utils.get_input_tensor_by_name(request, "context")
+        if tensor is None:
+            return RequestContext().with_request_id()
+        raw = np.array(input_array(tensor), copy=True)
+        if raw.ndim != 2 or raw.shape[0] != 1:
+            raise RequestError(f"context: expected [1, L] UTF-8 bytes, got {list(raw.shape)}")
+        if raw.shape[1] > MAX_CONTEXT_BYTES:
+            raise RequestError(f"context: {raw.shape[1]} bytes, at most {MAX_CONTEXT_BYTES}")
+        try:
+            values = json.loads(raw.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RequestError(f"context: not UTF-8 JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise RequestError("context: expected a JSON object of context fields")
+        try:
+            return RequestContext.from_values(**values).with_request_id()
+        except ContextError as error:
+            raise RequestError(f"context: {error}") from None
+
+    def _read(self, request: object) -> tuple[int, int, RequestContext]:
         user = get_input(pb_utils, request, "user_id")
         k = get_input(pb_utils, request, "k")
         if user.shape[0] != 1 or k.shape[0] != 1:
@@ -161,41 +219,64 @@ class TritonPythonModel:
             self.engine.check_k(value)
         except RequestValueError as error:
             raise RequestError(str(error)) from None
-        return int(user.reshape(-1)[0]), value
+        return int(user.reshape(-1)[0]), value, self._context(request)
 
     def execute(self, requests: list[object]) -> list[object]:
         """Answers a dynamic batch: one pass of every stage for all valid requests."""
         responses: list[object] = [None] * len(requests)
-        valid: list[tuple[int, int, int]] = []
+        valid: list[tuple[int, int, int, RequestContext]] = []
         for index, request in enumerate(requests):
             try:
-                user, k = self._read(request)
+                user, k, context = self._read(request)
             except RequestError as error:
                 responses[index] = error_response(pb_utils, error)
                 continue
-            valid.append((index, user, k))
+            valid.append((index, user, k, context))
         if not valid:
             return responses
-        users = np.array([u for _, u, _ in valid], dtype=np.int64)
-        ks = np.array([k for _, _, k in valid], dtype=np.int64)
+        users = np.array([u for _, u, _, _ in valid], dtype=np.int64)
+        ks = np.array([k for _, _, k, _ in valid], dtype=np.int64)
         try:
             answers = self.engine.recommend(users, ks)
         except (BlsError, RequestValueError, RequestError) as error:
-            for index, _, _ in valid:
+            for index, _, _, _ in valid:
                 responses[index] = error_response(pb_utils, error)
             return responses
         except Exception as error:  # a bug must fail the batch, not the model
-            for index, _, _ in valid:
+            for index, _, _, _ in valid:
                 responses[index] = error_response(pb_utils, error)
             return responses
-        for (index, _, _), answer in zip(valid, answers, strict=True):
+        for (index, user, k, context), answer in zip(valid, answers, strict=True):
             if answer.error is not None:
                 responses[index] = error_response(pb_utils, RequestError(answer.error, "INTERNAL"))
                 continue
+            # a writable copy: DLPack cannot export a read-only buffer
+            request_id = np.frombuffer(str(context.request_id).encode("ascii"), np.uint8).copy()
             responses[index] = pb_utils.InferenceResponse(
                 [
                     output_tensor(pb_utils, "item_ids", answer.item_ids.reshape(1, -1)),
                     output_tensor(pb_utils, "scores", answer.scores.reshape(1, -1)),
+                    output_tensor(pb_utils, "request_id", request_id.reshape(1, -1)),
                 ]
             )
+            if self.exposures is not None:
+                self._log_exposure(user, k, context, answer)
         return responses
+
+    def _log_exposure(self, user: int, k: int, context: RequestContext, answer: object) -> None:
+        try:
+            event = exposure_event(
+                user_id=user,
+                items=answer.item_ids.tolist(),  # type: ignore[attr-defined]
+                scores=answer.scores.tolist(),  # type: ignore[attr-defined]
+                context=context,
+                k=k,
+                bundle=self.bundle_id,
+                model=self.model_label,
+                fallback=bool(answer.fallback),  # type: ignore[attr-defined]
+            )
+        except Exception as error:  # never fail an answered request over its log entry
+            pb_utils.Logger.log_warn(f"recommend: exposure of {context.request_id}: {error}")
+            return
+        assert self.exposures is not None
+        self.exposures.submit(event)

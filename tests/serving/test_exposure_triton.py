@@ -1,0 +1,205 @@
+"""Request context, request ids and the exposure log through a real Triton server.
+
+The repository is built from ``fresh_two_stage``'s run bundle with ``exposure_log`` set
+to a real event store: the embedded SQLite store, and a real redis-server of its own.
+Requests go over gRPC with and without a context; the exposures are read back from the
+store's event stream and checked against what was served, and checked by the event
+schema's own validator.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from rt_testkit import REDIS_BIN, free_port, start_redis  # registered by tests/conftest.py
+
+from recsys.events.validation import validate_event
+from recsys.serving.errors import InferenceError
+from recsys.serving.recommend_client import RecommendClient
+from recsys.serving.repository import RepositoryConfig, build_repository
+from recsys.serving.server import LocalTritonServer, TritonServerConfig
+
+pytestmark = [pytest.mark.triton]
+
+
+@dataclass
+class Live:
+    url: str
+    open_store: Any
+    bundle_id: str
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def live(
+    request: pytest.FixtureRequest, fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("nvidia-pytriton (it ships the tritonserver binary) is not installed")
+    tmp = tmp_path_factory.mktemp(f"exposure-{request.param}")
+    redis_proc = None
+    if request.param == "sqlite":
+        from recsys.events.sqlite_store import SqliteStore
+
+        path = tmp / "rt.db"
+        SqliteStore(path).close()  # the served model opens an existing store only
+        store_url = f"sqlite://{path}"
+
+        def open_store() -> Any:
+            return SqliteStore(path)
+    else:
+        if REDIS_BIN is None:
+            pytest.skip("redis-server binary not found; install the Debian package redis-server")
+        from recsys.events.redis_store import RedisStore
+
+        port = free_port()
+        redis_proc = start_redis(port)
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        store_url = f"redis://127.0.0.1:{port}/0?prefix={prefix}"
+
+        def open_store() -> Any:
+            return RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix)
+
+    bundle = fresh_two_stage.bundle(tmp / "bundle")
+    root = tmp / "repository"
+    build_repository(bundle, root, RepositoryConfig(exposure_log=store_url))
+    config = TritonServerConfig(
+        model_repository=root, model_control_mode="explicit", load_models=("*",),
+        startup_timeout_s=180,
+    )  # fmt: skip
+    try:
+        with LocalTritonServer(config) as server:
+            yield Live(server.grpc_url, open_store, bundle.bundle_id)
+    finally:
+        if redis_proc is not None and redis_proc.poll() is None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+
+
+def _exposures(live: Live, want: set[str], timeout_s: float = 20.0) -> dict[str, dict[str, Any]]:
+    """The exposure events of the stream, by request id, once ``want`` are all there."""
+    import json
+
+    store = live.open_store()
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for delivery in store.read(f"t-{uuid.uuid4().hex[:6]}", 1000, 0, False):
+                event = json.loads(delivery.payload)
+                if event.get("type") == "recommendation_impression":
+                    found[event["payload"]["request_id"]] = event
+            if want <= set(found):
+                return found
+            time.sleep(0.1)
+    finally:
+        store.close()
+    raise AssertionError(f"exposures missing after {timeout_s} s: {sorted(want - set(found))}")
+
+
+def test_every_answer_has_a_request_id_and_its_exposure_in_the_stream(live: Live) -> None:
+    context = {
+        "request_time_ms": 1_765_000_000_000,
+        "utc_offset_minutes": 60,
+        "device_type": "mobile",
+        "os": "android",
+        "country": "DE",
+        "surface": "home",
+        "session_id": "s-42",
+        "request_id": f"r-{uuid.uuid4().hex[:8]}",
+    }
+    with RecommendClient(live.url) as client:
+        plain = client.recommend(196, 10)
+        with_context = client.recommend(196, 10, context=context)
+        unknown = client.recommend(999_999, 5)
+    assert re.fullmatch(r"[0-9a-f]{32}", plain.request_id or "")  # the server made one
+    assert with_context.request_id == context["request_id"]  # the client's own id
+    assert unknown.request_id not in (plain.request_id, with_context.request_id)
+    # the context does not change the list yet: it is recorded
+    np.testing.assert_array_equal(plain.item_ids, with_context.item_ids)
+
+    answered = {r.request_id: r for r in (plain, with_context, unknown)}
+    exposures = _exposures(live, set(answered))  # type: ignore[arg-type]
+    for request_id, rec in answered.items():
+        event = exposures[request_id]  # type: ignore[index]
+        validate_event(event)  # the event schema's own validator accepts it
+        payload = event["payload"]
+        assert event["user_id"] == str(rec.user_id)
+        assert payload["items"] == rec.item_ids.tolist()  # position = index
+        np.testing.assert_allclose(payload["scores"], rec.scores, rtol=1e-6)
+        assert payload["propensities"] == [1.0] * len(rec) and payload["slate_propensity"] == 1.0
+        assert payload["policy"] == "deterministic" and payload["rules"] == []
+        assert payload["bundle"] == live.bundle_id and payload["model"] == "recommend:1"
+        assert payload["k"] == len(rec) or rec.user_id == 999_999
+    assert exposures[unknown.request_id]["payload"]["fallback"] is True  # type: ignore[index]
+    event = exposures[context["request_id"]]  # type: ignore[index]
+    assert event["session_id"] == "s-42" and event["payload"]["surface"] == "home"
+    assert event["context"] == {"device_type": "mobile", "os": "android", "country": "DE",
+                                "utc_offset_minutes": 60}  # fmt: skip
+    assert event["timestamp"] == pytest.approx(1_765_000_000.0)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b'{"device": "mobile"}', "unknown context fields"),
+        (b'{"device_type": "fridge"}', "unknown device type"),
+        (b'{"country": "Germany"}', "ISO 3166-1"),
+        (b'{"utc_offset_minutes": 900}', r"\[-720, 840\]"),
+        (b'{"request_time_ms": "soon"}', "request_time_ms"),
+        (b'{"request_id": "has space"}', "request_id"),
+        (b"[1, 2]", "JSON object"),
+        (b"{not json", "not UTF-8 JSON"),
+        (b'{"os": "\xff\xfe"}', "not UTF-8 JSON"),
+        (b'{"os": "' + b"x" * 5000 + b'"}', "at most 4096"),
+    ],
+)
+def test_a_bad_context_is_invalid_argument_and_the_server_keeps_serving(
+    live: Live, raw: bytes, message: str
+) -> None:
+    inputs = {
+        "user_id": np.array([[196]], dtype=np.int64),
+        "k": np.array([[5]], dtype=np.int64),
+        "context": np.frombuffer(raw, dtype=np.uint8).reshape(1, -1),
+    }
+    with RecommendClient(live.url) as client:
+        with pytest.raises(InferenceError) as error:
+            client.client.infer("recommend", inputs, ["item_ids", "scores", "request_id"])
+        assert error.value.status is grpc.StatusCode.INVALID_ARGUMENT, error.value
+        assert re.search(message, str(error.value)), str(error.value)
+        assert len(client.recommend(196, 5)) == 5  # the next request is answered
+
+
+def test_the_client_checks_a_context_before_sending_it(live: Live) -> None:
+    from recsys.serving.errors import InvalidRequestError
+
+    with RecommendClient(live.url) as client, pytest.raises(InvalidRequestError, match="device"):
+        client.recommend(1, 5, context={"device_type": "fridge"})
+
+
+def test_many_concurrent_requests_leave_one_exposure_each(live: Live, tmp_path: Path) -> None:
+    import asyncio
+
+    from recsys.serving.recommend_client import AsyncRecommendClient
+
+    users = list(range(1, 121))
+
+    async def ask() -> list[Any]:
+        async with AsyncRecommendClient(live.url) as client:
+            return await asyncio.gather(*(client.recommend(u, 10) for u in users))
+
+    recs = asyncio.run(ask())
+    ids = {r.request_id for r in recs}
+    assert len(ids) == len(users)  # one id per request, never reused
+    exposures = _exposures(live, ids)  # type: ignore[arg-type]
+    for rec in recs:
+        assert exposures[rec.request_id]["payload"]["items"] == rec.item_ids.tolist()
