@@ -203,3 +203,45 @@ def test_many_concurrent_requests_leave_one_exposure_each(live: Live, tmp_path: 
     exposures = _exposures(live, ids)  # type: ignore[arg-type]
     for rec in recs:
         assert exposures[rec.request_id]["payload"]["items"] == rec.item_ids.tolist()
+
+
+def test_clicks_on_a_served_list_are_attributed_to_it(live: Live) -> None:
+    import json
+
+    from recsys.events.attribution import attribute
+    from recsys.events.producer import EventProducer
+
+    now = time.time()
+    with RecommendClient(live.url) as client:
+        first = client.recommend(2, 10, context={"request_time_ms": int(now * 1000)})
+        second = client.recommend(3, 10, context={"request_time_ms": int(now * 1000)})
+    clicked = int(first.item_ids[3])
+    store = live.open_store()
+    click_ids = [f"c-{uuid.uuid4().hex[:8]}", f"c-{uuid.uuid4().hex[:8]}"]
+    try:
+        EventProducer(store).publish([
+            {"event_id": click_ids[0], "user_id": "2", "session_id": "s2",
+             "type": "click", "item_id": clicked, "timestamp": now + 5,
+             "payload": {"request_id": first.request_id}},
+            # no request id: joined by the attribution window
+            {"event_id": click_ids[1], "user_id": "3", "session_id": "s3",
+             "type": "click", "item_id": int(second.item_ids[0]), "timestamp": now + 9},
+        ])  # fmt: skip
+        # the exposures are written asynchronously: they may land after the clicks
+        raw: list[dict[str, Any]] = []
+        want = {f"exp-{first.request_id}", f"exp-{second.request_id}", *click_ids}
+        deadline = time.monotonic() + 20
+        while not want <= {e["event_id"] for e in raw} and time.monotonic() < deadline:
+            reader = f"t-{uuid.uuid4().hex[:6]}"
+            raw += [json.loads(d.payload) for d in store.read(reader, 10_000, 0, False)]
+            time.sleep(0.1)
+    finally:
+        store.close()
+    events = [validate_event(e) for e in raw if e["event_id"] in want]
+    report = attribute(events)
+    joined = {a.request_id: a for a in report.attributions}
+    by_id = joined[first.request_id]  # type: ignore[index]
+    assert (by_id.item_id, by_id.position, by_id.how) == (clicked, 3, "request_id")
+    assert by_id.model == "recommend:1" and by_id.bundle == live.bundle_id
+    by_window = joined[second.request_id]  # type: ignore[index]
+    assert (by_window.position, by_window.how) == (0, "window")
