@@ -128,7 +128,15 @@ def test_main_job_ends_by_serving_the_two_stage_recommender_over_grpc(
     # Real-time: user 1's clicks went through the event pipeline into the profile store
     # that the served model reads; the clicked items left the list, which refilled.
     realtime = report["realtime"]
-    assert realtime["user"] == 1 and realtime["applied"] == 3
+    # the consumer applied the three clicks and the exposures of the served lists
+    assert realtime["user"] == 1 and realtime["applied"] > 3
     assert realtime["clicked"] == realtime["before"][:3]
+    # the served list went to the exposure log; each click carried its request id and
+    # is attributed to that list at the position it was shown
+    attributed = realtime["attributed"]
+    assert [a["item"] for a in attributed] == realtime["clicked"]
+    assert [a["position"] for a in attributed] == [0, 1, 2]
+    assert {a["request_id"] for a in attributed} == {realtime["request_id"]}
+    assert {a["bundle"] for a in attributed} == {bundle.bundle_id}
     assert not set(realtime["clicked"]) & set(realtime["after"])
     assert len(realtime["after"]) == 10 and realtime["after"] != realtime["before"]

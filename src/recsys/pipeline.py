@@ -579,7 +579,10 @@ def run_serve(cfg: dict[str, Any], run_dir: Path, schema: FeatureSchema) -> dict
         store_path = (run_dir / "realtime.db").resolve()
         store_path.unlink(missing_ok=True)
         SqliteStore(store_path).close()  # the served model opens an existing store only
-        repo_cfg = RepositoryConfig(profile_store=f"sqlite://{store_path}")
+        # the same embedded store holds the profiles the model reads and the exposure
+        # log it writes (every served list, with its request id)
+        url = f"sqlite://{store_path}"
+        repo_cfg = RepositoryConfig(profile_store=url, exposure_log=url)
         clicks = int(serve_cfg.get("realtime_clicks", 3))
         while_serving = partial(_realtime_demo, store_path, schema, users[0], k, clicks)
     result = serve_demo(
@@ -654,20 +657,33 @@ def _realtime_demo(
 ) -> dict[str, Any]:
     """``user`` clicks its top ``clicks`` items; the profile store updates; ask again.
 
-    The clicks go through the real event path (producer -> embedded stream ->
-    profile consumer, with the user's recorded consent), as a live site's would.
+    The request carries a context and gets a request id; the served list lands in the
+    exposure log; the clicks carry the request id and go through the real event path
+    (producer -> embedded stream -> profile consumer, with the user's recorded consent),
+    as a live site's would, and are attributed to the list and positions that showed
+    them.
     """
+    import json
+
+    from recsys.events.attribution import attribute
     from recsys.events.producer import EventProducer
     from recsys.events.sqlite_store import SqliteStore
+    from recsys.events.validation import validate_event
     from recsys.privacy.consent import ConsentRegistry, Purpose
     from recsys.profiles.config import ProfileConfig
     from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
     from recsys.profiles.processor import EventProcessor, ProcessorConfig
 
-    before = client.recommend(user, k)
-    clicked = [int(i) for i in before.item_ids[:clicks]]
     store = SqliteStore(store_path)
     try:
+        length = store.stream_stats()["length"]
+        context = {"device_type": "desktop", "surface": "serve-demo",
+                   "session_id": f"serve-demo-{user}"}  # fmt: skip
+        before = client.recommend(user, k, context=context)
+        clicked = [int(i) for i in before.item_ids[:clicks]]
+        deadline = time.monotonic() + 10  # the exposure is written asynchronously
+        while store.stream_stats()["length"] <= length and time.monotonic() < deadline:
+            time.sleep(0.02)
         consent = ConsentRegistry(store)
         for purpose in (Purpose.ANALYTICS, Purpose.PERSONALIZATION):
             consent.record(str(user), purpose, True, source="serve-demo", actor=str(user))
@@ -679,8 +695,9 @@ def _realtime_demo(
                 "session_id": f"serve-demo-{user}",
                 "type": "click",
                 "item_id": item,
-                "timestamp": now - len(clicked) + n,
+                "timestamp": now + 0.1 * (n + 1),
                 "context": {"device_type": "desktop"},
+                "payload": {"request_id": before.request_id},
             }
             for n, item in enumerate(clicked)
         )
@@ -692,17 +709,36 @@ def _realtime_demo(
             processor,
             ConsumerConfig(block_ms=0, sweep_interval_s=None, gc_freeze_interval_s=None),
         ).run(until_idle=True)
+        report = attribute(validate_event(json.loads(e)) for e in store.user_events(str(user)))
     finally:
         store.close()
     after = client.recommend(user, k)
-    print(f"user {user} clicks {clicked} (applied to the profile: {stats.applied}); asked again:")
+    print(
+        f"user {user} clicks {clicked} (events the consumer applied, the served lists' "
+        f"exposures included: {stats.applied}); asked again:"
+    )
     print("  " + " ".join(f"{i}({s:.3f})" for i, s in after.pairs()))
+    for joined in report.attributions:
+        print(f"  click on {joined.item_id} attributed to request {joined.request_id}, "
+              f"position {joined.position} ({joined.model}, bundle {joined.bundle})")  # fmt: skip
     return {
         "user": user,
+        "request_id": before.request_id,
         "clicked": clicked,
         "applied": int(stats.applied),
         "before": [int(i) for i in before.item_ids],
         "after": [int(i) for i in after.item_ids],
+        "attributed": [
+            {
+                "item": a.item_id,
+                "request_id": a.request_id,
+                "position": a.position,
+                "how": a.how,
+                "model": a.model,
+                "bundle": a.bundle,
+            }
+            for a in report.attributions
+        ],
     }
 
 
