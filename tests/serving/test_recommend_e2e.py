@@ -514,13 +514,17 @@ def test_bad_http_bodies_get_an_error_and_the_server_keeps_serving(served: Serve
         ("emoji user", json.dumps(_infer_body(user="\U0001f600\u202e")).encode(), ""),
         ("far-future user id", json.dumps(_infer_body(user=2**63 - 1)).encode(), ""),
         ("oversize batch", json.dumps(oversize).encode(), "batch-size"),
-        ("missing k", json.dumps({"inputs": _infer_body()["inputs"][:1]}).encode(), "expected 2"),
+        (
+            "missing k",
+            json.dumps({"inputs": _infer_body()["inputs"][:1]}).encode(),
+            "missing required input(s) ['k']",
+        ),
         (
             "extra input",
             json.dumps(
                 {"inputs": [*_infer_body()["inputs"], {**_infer_body()["inputs"][1], "name": "x"}]}
             ).encode(),
-            "",
+            "unexpected inference input 'x'",
         ),
     ]
     before = _rss_kb(int(server.pid or 0))

@@ -152,6 +152,8 @@ class ExposureWriter:
             a callable returning an open store (tests, embedding).
         capacity: events the buffer holds; more are dropped and counted.
         batch_size: events per store call.
+        linger_s: how long the writer waits for more events before it writes a batch
+            that is not full (fewer, larger store writes at low rates).
         report_interval_s: at most one log line about drops per this many seconds.
         warn: where drop reports go (default: this module's logger).
     """
@@ -162,6 +164,7 @@ class ExposureWriter:
         *,
         capacity: int = 10_000,
         batch_size: int = 256,
+        linger_s: float = 0.05,
         report_interval_s: float = 10.0,
         warn: Callable[[str], object] | None = None,
     ) -> None:
@@ -171,6 +174,7 @@ class ExposureWriter:
         self._opener = url if callable(url) else None
         self._buffer: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=capacity)
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.report_interval_s = report_interval_s
         self._warn = warn or LOGGER.warning
         self._lock = threading.Lock()
@@ -216,9 +220,11 @@ class ExposureWriter:
                 return
             batch = [first]
             stop = False
-            while len(batch) < self.batch_size:
+            deadline = time.monotonic() + self.linger_s
+            while len(batch) < self.batch_size and not self._closed:
+                left = deadline - time.monotonic()
                 try:
-                    more = self._buffer.get_nowait()
+                    more = self._buffer.get(timeout=left) if left > 0 else self._buffer.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
