@@ -179,6 +179,8 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             "profile_store": "",
             "exposure_log": "",
             "exposure_buffer": 10000,
+            "targeting_rules": "",
+            "rules_check_s": 1.0,
             "instance_group": "# instance_group: Triton's default",
         },
     )

@@ -32,6 +32,7 @@ from recsys.runtime.aggregation import blocked_items
 from recsys.runtime.engine import RecommendTables
 from recsys.runtime.ranker_features import RankerFeatures, stack_padded
 from recsys.runtime.ranking import AggregationSettings
+from recsys.runtime.targeting import ItemCatalog
 from recsys.runtime.user_state import RECENT_ITEMS_SOURCE, ProfileEncoding, value_key
 
 LOGGER = logging.getLogger(__name__)
@@ -332,6 +333,7 @@ def recommend_tables(
         query_append_one=scaling.append_one,
         extra=dict(extra or {}),
         profile=tower_profile_encoding(two_tower.schema, dataset, entry, item_raw),
+        categories=ItemCatalog.from_genres(item_raw, recommender.item_genres).categories,
     )
 
 

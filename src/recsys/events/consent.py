@@ -115,3 +115,18 @@ class ConsentPolicy:
             else:
                 out.discard(p)
         return frozenset(out)
+
+
+def refused(records: Mapping[str, str], purpose: Purpose) -> bool:
+    """Whether the user's current records say no to ``purpose`` (granted false).
+
+    Serving reads this for ``personalization``: a user who refused or withdrew it gets
+    non-personalized lists; a user without a record is served as the training run's
+    data allows (the consumer's :class:`ConsentPolicy` decides what reaches profiles).
+
+    Example:
+        >>> refused({"personalization": '{"granted": false}'}, Purpose.PERSONALIZATION)
+        True
+    """
+    text = records.get(purpose.value)
+    return text is not None and not json.loads(text).get("granted")

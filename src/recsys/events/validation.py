@@ -247,6 +247,8 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "policy": FieldSpec("str", max_len=128),
         "bundle": FieldSpec("str", max_len=128),
         "rules": FieldSpec("str_list", max_len=100),
+        "segments": FieldSpec("str_list", max_len=200),
+        "personalized": FieldSpec("bool"),
         "surface": FieldSpec("str", max_len=128),
         "fallback": FieldSpec("bool"),
         "k": FieldSpec("int", min=1, max=100_000),

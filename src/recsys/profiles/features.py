@@ -68,6 +68,9 @@ class ProfileFeatures:
         dense: :func:`dense_feature_names` -> value, in that order.
         missing: schema features of the user/context roles with no value
             (unknown source, or attribute not set).
+        segments: the segments the user is a member of, sorted.
+        personalized: False when the user withdrew personalization consent (then
+            ``values`` is empty: nothing personal is used for the request).
     """
 
     user_id: str
@@ -75,6 +78,8 @@ class ProfileFeatures:
     values: dict[str, Any]
     dense: dict[str, float]
     missing: tuple[str, ...] = field(default=())
+    segments: tuple[str, ...] = field(default=())
+    personalized: bool = True
 
     def dense_vector(self) -> list[float]:
         """The dense values in :func:`dense_feature_names` order."""
@@ -166,4 +171,6 @@ def profile_features(
                 else spec.canonical(value)
             )
         values[spec.name] = value
-    return ProfileFeatures(profile.user_id, as_of_us, values, dense, tuple(missing))
+    return ProfileFeatures(
+        profile.user_id, as_of_us, values, dense, tuple(missing), tuple(sorted(profile.segments))
+    )

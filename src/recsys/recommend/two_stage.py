@@ -70,6 +70,16 @@ from recsys.runtime.aggregation import (
     mmr_rerank,
     relevance,
 )
+from recsys.runtime.targeting import (
+    NO_PLAN,
+    RuleSet,
+    SlatePlan,
+    TargetingEnv,
+    fetch_depth,
+    place_pins,
+    rerank_fallback,
+    restrict_rows,
+)
 from recsys.training.ranker_trainer import (
     RankerHistory,
     RankerTrainerConfig,
@@ -503,6 +513,7 @@ class Recommendations:
         valid: ``[U, k]`` True where a slot holds an item (valid slots come first).
         fallback: ``[U]`` True where the user was unknown (or had no candidate)
             and the popularity fallback answered.
+        rules: per user, the targeting rules that applied (None: no rules given).
     """
 
     user_ids: np.ndarray
@@ -510,6 +521,7 @@ class Recommendations:
     scores: npt.NDArray[np.float32]
     valid: npt.NDArray[np.bool_]
     fallback: npt.NDArray[np.bool_]
+    rules: list[tuple[str, ...]] | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """Valid slots as rows ``user, item, rank (1-based), score, fallback``."""
@@ -671,7 +683,12 @@ class TwoStageRecommender:
     # -- public API ---------------------------------------------------------------
 
     def recommend(
-        self, user_ids: npt.ArrayLike, k: int, config: AggregationConfig | None = None
+        self,
+        user_ids: npt.ArrayLike,
+        k: int,
+        config: AggregationConfig | None = None,
+        rules: RuleSet | None = None,
+        targeting: Sequence[TargetingEnv] | None = None,
     ) -> Recommendations:
         """Top-``k`` items for each requested user, in original ids.
 
@@ -680,6 +697,10 @@ class TwoStageRecommender:
             k: list length (>= 1). Lists are shorter (padded, ``valid`` False)
                 when fewer allowed items remain.
             config: aggregation override for this call.
+            rules: targeting rules (the served ``recommend`` applies the same ones
+                with the same result, :mod:`recsys.runtime.targeting`).
+            targeting: per user, the segments and request context the rules see
+                (default: no segments, unknown context).
 
         Returns:
             :class:`Recommendations`.
@@ -687,8 +708,14 @@ class TwoStageRecommender:
         ids = np.asarray(user_ids)
         if ids.ndim != 1:
             raise ValueError(f"user_ids must be 1-D, got shape {ids.shape}")
+        plans = None
+        if rules is not None and len(rules):
+            envs = list(targeting) if targeting is not None else [TargetingEnv.of()] * len(ids)
+            if len(envs) != len(ids):
+                raise ValueError(f"{len(ids)} users but {len(envs)} targeting environments")
+            plans = [rules.plan(env) for env in envs]
         pos = self._user_pos.get_indexer(ids) if ids.size else np.empty(0, dtype=np.int64)
-        lists = self.recommend_indices(np.asarray(pos, dtype=np.int64), k, config)
+        lists = self.recommend_indices(np.asarray(pos, dtype=np.int64), k, config, plans=plans)
         valid = lists.items >= 0
         item_ids = self.context.item_ids
         missing: Any = MISSING_STR_ID if item_ids.dtype == object else MISSING_INT_ID
@@ -700,6 +727,7 @@ class TwoStageRecommender:
             scores=lists.scores,
             valid=valid,
             fallback=lists.fallback,
+            rules=None if plans is None else [p.rules for p in plans],
         )
 
     def recommend_indices(
@@ -708,6 +736,7 @@ class TwoStageRecommender:
         k: int,
         config: AggregationConfig | None = None,
         show_progress: bool = False,
+        plans: Sequence[SlatePlan] | None = None,
     ) -> RankedLists:
         """Top-``k`` lists for user indices (``-1`` = unknown user).
 
@@ -716,6 +745,7 @@ class TwoStageRecommender:
             k: list length.
             config: aggregation override.
             show_progress: tqdm bar over batches.
+            plans: per user, the targeting plan to apply (None: none).
 
         Returns:
             :class:`RankedLists`.
@@ -734,7 +764,8 @@ class TwoStageRecommender:
         starts = range(0, len(known_rows), self.batch_size)
         for lo in tqdm(starts, desc="two-stage", disable=not show_progress):
             rows = known_rows[lo : lo + self.batch_size]
-            it, sc = self._rank_batch(users[rows], k, cfg, blocked)
+            batch_plans = None if plans is None else [plans[r] for r in rows.tolist()]
+            it, sc = self._rank_batch(users[rows], k, cfg, blocked, batch_plans)
             items[rows], scores[rows] = it, sc
         fallback = ~known | ~(items >= 0).any(axis=1)
         if fallback.any():
@@ -742,8 +773,29 @@ class TwoStageRecommender:
                 seen = None
                 if users[row] >= 0 and cfg.exclude_seen:
                     seen = self.context.seen.rows(users[row : row + 1]).indices
-                items[row], scores[row] = self.popular(k, blocked, seen)
+                plan = NO_PLAN if plans is None else plans[int(row)]
+                if plan.empty:
+                    items[row], scores[row] = self.popular(k, blocked, seen)
+                    continue
+                need = fetch_depth(plan, k, self.context.n_items)
+                pop, pop_scores = self.popular(need, blocked, seen)
+                ok = pop >= 0
+                it, sc = rerank_fallback(plan, pop[ok], pop_scores[ok], k)
+                it, sc, _ = place_pins(plan, it, sc, k, self._pin_allowed(plan, blocked, seen))
+                items[row], scores[row] = -1, -np.inf
+                items[row, : len(it)], scores[row, : len(it)] = it, sc
         return RankedLists(users=users, items=items, scores=scores, fallback=fallback)
+
+    @staticmethod
+    def _pin_allowed(
+        plan: SlatePlan,
+        blocked: npt.NDArray[np.int64],
+        seen: npt.NDArray[np.int64] | None,
+    ) -> Callable[[int], bool]:
+        banned = set(blocked.tolist()) | set(plan.exclude.tolist())
+        if seen is not None:
+            banned |= set(np.asarray(seen).tolist())
+        return lambda item: item not in banned
 
     def popular(
         self,
@@ -787,16 +839,25 @@ class TwoStageRecommender:
         k: int,
         cfg: AggregationConfig,
         blocked: npt.NDArray[np.int64],
+        plans: Sequence[SlatePlan] | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         n = max(self.num_candidates, k)
+        filtering = plans is not None and any(p.filters for p in plans)
+        fetch = n
+        if filtering and plans is not None:
+            fetch = max(fetch_depth(p, n, self.context.n_items) for p in plans)
         cands = retrieve_candidates(
             self.index,
             self.query_vectors,
             users,
-            n,
+            fetch,
             exclude=self.context.seen if cfg.exclude_seen else None,
             blocked=blocked,
         )
+        if filtering and plans is not None:
+            # the first n candidates each request's rules allow, as the served engine keeps
+            kept, kept_scores = restrict_rows(cands.items, cands.scores, plans, n)
+            cands = Candidates(users=cands.users, items=kept, scores=kept_scores)
         valid = cands.valid
         safe_items = np.maximum(cands.items, 0)
         ranker_scores = None
@@ -812,6 +873,9 @@ class TwoStageRecommender:
             rows = np.repeat(users[:, None], valid.shape[1], axis=1)
             age = self.context.item_age_years(safe_items, rows)
         rel = relevance(valid, cfg, ranker_scores, cands.scores.astype(np.float64), age)
+        if plans is not None and any(len(p.boost_items) for p in plans):
+            boost = np.stack([p.boosts(row) for p, row in zip(plans, cands.items, strict=True)])
+            rel = np.where(valid, rel + boost, rel)
         kk = min(k, valid.shape[1])
         positions = mmr_rerank(
             rel,
@@ -826,6 +890,23 @@ class TwoStageRecommender:
         safe_pos = np.maximum(positions, 0)
         items = np.where(ok, np.take_along_axis(cands.items, safe_pos, axis=1), -1)
         scores = np.where(ok, np.take_along_axis(rel, safe_pos, axis=1), -np.inf)
+        if plans is not None and any(p.pins for p in plans):
+            for w, plan in enumerate(plans):
+                if not plan.pins:
+                    continue
+                ok_w = items[w] >= 0
+                seen = None
+                if cfg.exclude_seen:
+                    seen = self.context.seen.rows(users[w : w + 1]).indices
+                it, sc, _ = place_pins(
+                    plan,
+                    items[w][ok_w],
+                    scores[w][ok_w].astype(np.float32),
+                    kk,
+                    self._pin_allowed(plan, blocked, seen),
+                )
+                items[w], scores[w] = -1, -np.inf
+                items[w, : len(it)], scores[w, : len(it)] = it, sc
         if kk < k:
             items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
             scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)

@@ -27,6 +27,18 @@ history goes through both stages from the profile's history and demographics ins
 the popularity fallback. Without a profile, or when the store cannot be read (counted
 and logged), the answer is the one from the training tables alone.
 
+A user whose profile record says personalization consent was withdrawn (the store's
+``personalization`` consent record is ``granted: false``) gets the non-personalized
+list: the most popular allowed items, from no personal data (neither the training
+history nor the profile nor segments).
+
+Targeting rules (:mod:`recsys.runtime.targeting`, a rule source such as
+:class:`~recsys.runtime.targeting.RuleFile`): per request, the rules whose window is open
+and whose condition holds for the user's current segments (read with the profile) and
+the request context make a plan; exclusions and pools filter the candidates of step 3
+(or the fallback's popular items), boosts are added to the relevance of step 5 before
+MMR, and pins are placed in the final list. Each answer names the rules that applied.
+
 The three models are plain callables, so the same engine runs inside Triton's python
 backend (BLS calls to ``user_tower``, ``retrieval`` and ``ranker``) and in-process (in
 tests, with onnxruntime and FAISS). The module imports numpy only (Python 3.10
@@ -43,14 +55,25 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recsys.runtime.context import UNKNOWN, RequestContext
 from recsys.runtime.ranker_features import SECONDS_PER_YEAR, RankerFeatures
 from recsys.runtime.ranking import AggregationSettings, id_order, mmr_rerank, relevance
+from recsys.runtime.targeting import (
+    NO_PLAN,
+    ItemCatalog,
+    RuleSet,
+    SlatePlan,
+    TargetingEnv,
+    fetch_depth,
+    place_pins,
+    rerank_fallback,
+)
 from recsys.runtime.user_state import (
     ProfileEncoding,
     ProfileRow,
@@ -140,6 +163,7 @@ class RecommendTables:
         extra: provenance (schema, versions, build time), kept in the JSON file.
         profile: how real-time profile values become user-tower ids (history feature,
             item vocabulary, demographic maps); None: profiles cannot feed the tower.
+        categories: category (genre) name -> sorted item indices, for targeting rules.
     """
 
     user_ids: np.ndarray
@@ -160,6 +184,7 @@ class RecommendTables:
     query_append_one: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     profile: ProfileEncoding | None = None
+    categories: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.user_ids = np.asarray(self.user_ids, dtype=np.int64)
@@ -219,6 +244,10 @@ class RecommendTables:
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
+
+    def catalog(self) -> ItemCatalog:
+        """The items and categories targeting rules may name."""
+        return ItemCatalog(self.item_ids, self.categories)
 
     def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
         """The index's query vectors from user-tower outputs (scale, then the bias slot)."""
@@ -323,6 +352,11 @@ class RecommendTables:
         }
         if self.profile is not None:
             arrays["profile_item_vocab"] = self.profile.item_vocab
+        names = sorted(self.categories)
+        if names:
+            members = [np.asarray(self.categories[n], dtype=np.int64) for n in names]
+            arrays["category_indptr"] = np.cumsum([0, *(len(m) for m in members)]).astype(np.int64)
+            arrays["category_indices"] = np.concatenate(members)
         np.savez(out / ARRAYS_FILE, **arrays)
         meta = {
             "profile": None if self.profile is None else self.profile.to_json(),
@@ -333,6 +367,7 @@ class RecommendTables:
             "query_scale": self.query_scale,
             "query_append_one": self.query_append_one,
             "extra": self.extra,
+            "category_names": names,
         }
         (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / ARRAYS_FILE, out / META_FILE]
@@ -345,6 +380,12 @@ class RecommendTables:
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         vocab = arrays.pop("profile_item_vocab", None)
+        indptr = arrays.pop("category_indptr", None)
+        indices = arrays.pop("category_indices", None)
+        categories: dict[str, np.ndarray] = {}
+        if indptr is not None and indices is not None:
+            for i, name in enumerate(meta.get("category_names", [])):
+                categories[str(name)] = indices[indptr[i] : indptr[i + 1]]
         profile = None
         if meta.get("profile") is not None and vocab is not None:
             profile = ProfileEncoding.from_json(meta["profile"], vocab)
@@ -359,6 +400,7 @@ class RecommendTables:
             query_scale=float(meta.get("query_scale", 1.0)),
             query_append_one=bool(meta.get("query_append_one", False)),
             extra=dict(meta.get("extra", {})),
+            categories=categories,
             **arrays,
         )
 
@@ -374,6 +416,10 @@ class RankedList:
         profile: the user's real-time profile shaped the list (history or seen items).
         error: why this request could not be answered (then the arrays are empty),
             e.g. a non-finite stage input (:class:`StageInputError`); None: answered.
+        rules: the targeting rules that applied, in conflict order.
+        segments: the user's segments the rules saw (empty when not personalized).
+        personalized: False when the user withdrew personalization consent.
+        conflicts: rule actions that were overridden or skipped.
     """
 
     item_ids: np.ndarray
@@ -381,6 +427,20 @@ class RankedList:
     fallback: bool
     profile: bool = False
     error: str | None = None
+    rules: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()
+    personalized: bool = True
+    conflicts: tuple[str, ...] = ()
+
+    def explanation(self) -> dict[str, Any]:
+        """How the list was made: rules, the segments they saw, consent, conflicts."""
+        return {
+            "rules": list(self.rules),
+            "segments": list(self.segments),
+            "personalized": self.personalized,
+            "fallback": self.fallback,
+            "conflicts": list(self.conflicts),
+        }
 
 
 @dataclass
@@ -408,6 +468,7 @@ class ServedUsers:
     ranker_ids: np.ndarray | None = None
     profile: list[bool] = field(default_factory=list)
     affinity_items: list[np.ndarray | None] | None = None
+    plans: list[SlatePlan] | None = None
 
     def subset(self, positions: np.ndarray) -> ServedUsers:
         """The users at ``positions`` (all of them: ``self``)."""
@@ -424,6 +485,7 @@ class ServedUsers:
             affinity_items=None
             if self.affinity_items is None
             else [self.affinity_items[p] for p in picked],
+            plans=None if self.plans is None else [self.plans[p] for p in picked],
         )
 
 
@@ -455,6 +517,9 @@ class RecommendEngine:
             training tables alone.
         warn: called with a message when the user state cannot be read (default: the
             module's logger); the request is then answered from the tables.
+        rules: targeting rules (anything with ``current() -> RuleSet``: a
+            :class:`~recsys.runtime.targeting.RuleSet`, or a
+            :class:`~recsys.runtime.targeting.RuleFile` that reloads); None: no rules.
     """
 
     def __init__(
@@ -467,6 +532,7 @@ class RecommendEngine:
         max_k: int | None = None,
         user_state: UserStateSource | None = None,
         warn: Callable[[str], None] | None = None,
+        rules: Any = None,
     ) -> None:
         if tables.settings.ranker_weight > 0 and (features is None or ranker is None):
             raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
@@ -486,6 +552,7 @@ class RecommendEngine:
         self.user_state = user_state
         self.warn = warn or LOGGER.warning
         self.user_state_stats = UserStateStats()
+        self.rules = rules
 
     def check_k(self, k: int) -> None:
         """Raises :class:`RequestValueError` unless ``1 <= k <= max_k``."""
@@ -504,13 +571,20 @@ class RecommendEngine:
             self.features is None or self.features.profile is not None
         )
 
-    def recommend(self, user_ids: np.ndarray, ks: Sequence[int] | np.ndarray) -> list[RankedList]:
+    def recommend(
+        self,
+        user_ids: np.ndarray,
+        ks: Sequence[int] | np.ndarray,
+        contexts: Sequence[RequestContext] | None = None,
+    ) -> list[RankedList]:
         """The top-``k`` list of each request.
 
         Args:
             user_ids: ``[R]`` raw user ids (unknown ones get popular items, unless
                 their real-time profile has a history).
             ks: ``[R]`` list lengths, each in ``1..max_k``.
+            contexts: ``[R]`` request contexts (what targeting rules see besides the
+                user's segments); None: unknown.
 
         Returns:
             One :class:`RankedList` per request, at most ``k`` items each (fewer when
@@ -525,8 +599,25 @@ class RecommendEngine:
             raise ValueError(f"{len(raw)} users but {len(ks_arr)} k values")
         for k in ks_arr:
             self.check_k(int(k))
+        ctxs = list(contexts) if contexts is not None else [UNKNOWN] * len(raw)
+        if len(ctxs) != len(raw):
+            raise ValueError(f"{len(raw)} users but {len(ctxs)} contexts")
         rows = self.tables.user_rows(raw)
         profiles = self._read_profiles(raw)
+        personal = [True] * len(raw)
+        segments: list[tuple[str, ...]] = [()] * len(raw)
+        if profiles is not None:
+            for position, prof in enumerate(profiles):
+                if prof is None:
+                    continue
+                if getattr(prof, "personalized", True) is False:
+                    # consent withdrawn: no personal data, neither stored nor trained
+                    personal[position] = False
+                    profiles[position] = None
+                    rows[position] = -1
+                else:
+                    segments[position] = tuple(sorted(getattr(prof, "segments", ()) or ()))
+        plans = self._plans(segments, ctxs)
         out: list[RankedList | None] = [None] * len(raw)
         also_seen: list[np.ndarray | None] = [None] * len(raw)
         if profiles is None or all(p is None for p in profiles):
@@ -535,6 +626,7 @@ class RecommendEngine:
         else:
             warm, served, also_seen = self._from_profiles(rows, profiles)
         if served is not None and len(warm):
+            served.plans = [plans[p] for p in warm.tolist()]
             for position, answer in zip(
                 warm.tolist(), self._two_stage_checked(served, ks_arr[warm], raw[warm]), strict=True
             ):
@@ -542,16 +634,49 @@ class RecommendEngine:
         for position in range(len(raw)):
             if out[position] is None:
                 extra = also_seen[position]
-                items, scores = self.tables.popular(
-                    int(ks_arr[position]), int(rows[position]), extra
-                )
+                length, row, plan = int(ks_arr[position]), int(rows[position]), plans[position]
+                need = length if plan.empty else fetch_depth(plan, length, self.tables.n_items)
+                items, scores = self.tables.popular(need, row, extra)
+                skipped: tuple[str, ...] = ()
+                if not plan.empty:
+                    items, scores = rerank_fallback(plan, items, scores, length)
+                    items, scores, skipped = place_pins(
+                        plan,
+                        items,
+                        scores,
+                        length,
+                        _allowed(self.tables.excluded(row, extra), plan),
+                    )
                 out[position] = RankedList(
                     self.tables.item_ids[items],
                     scores,
                     fallback=True,
                     profile=extra is not None and len(extra) > 0,
+                    conflicts=skipped,
                 )
-        return [r for r in out if r is not None]
+        return [
+            replace(
+                answer,
+                rules=plans[position].rules,
+                segments=segments[position],
+                personalized=personal[position],
+                conflicts=(*plans[position].conflicts, *answer.conflicts),
+            )
+            for position, answer in enumerate(out)
+            if answer is not None
+        ]
+
+    def _plans(
+        self, segments: Sequence[tuple[str, ...]], contexts: Sequence[RequestContext]
+    ) -> list[SlatePlan]:
+        """Each request's targeting plan (no rules: empty plans)."""
+        rules: RuleSet | None = self.rules.current() if self.rules is not None else None
+        if rules is None or len(rules) == 0:
+            return [NO_PLAN] * len(segments)
+        return [
+            rules.plan(TargetingEnv.of(segs, ctx))
+            for segs, ctx in zip(segments, contexts, strict=True)
+        ]
 
     def _two_stage_checked(
         self, users: ServedUsers, ks: np.ndarray, raw: np.ndarray
@@ -706,8 +831,18 @@ class RecommendEngine:
         _require_finite("user_tower output", embeddings)
         queries = t.query_vectors(embeddings)
         wanted = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
-        excluded = users.excluded
-        top_n = np.minimum(wanted + np.array([len(e) for e in excluded]), t.n_items)
+        plans = users.plans or [NO_PLAN] * len(users.rows)
+        excluded = [
+            e if len(p.exclude) == 0 else np.union1d(e, p.exclude)
+            for e, p in zip(users.excluded, plans, strict=True)
+        ]
+        top_n = np.array(
+            [
+                fetch_depth(p, int(w) + len(e), t.n_items)
+                for p, w, e in zip(plans, wanted, excluded, strict=True)
+            ],
+            dtype=np.int64,
+        )
         ids, scores, counts = self.retrieval(queries, top_n)
         real = np.arange(np.shape(scores)[1])[None, :] < np.asarray(counts).reshape(-1, 1)
         _require_finite("retrieval scores", np.where(real, scores, 0.0))
@@ -717,6 +852,9 @@ class RecommendEngine:
         for w in range(len(users.rows)):
             real = ids[w, : int(counts[w])]
             keep = (real >= 0) & (real < t.n_items) & ~np.isin(real, excluded[w])
+            pool = plans[w].pool
+            if pool is not None:
+                keep &= np.isin(real, pool)
             take = np.flatnonzero(keep)[: int(wanted[w])]
             items[w, : len(take)] = real[take]
             cand_scores[w, : len(take)] = scores[w, take]
@@ -760,6 +898,10 @@ class RecommendEngine:
             safe = np.maximum(items, 0)
             age = (users.request_time[:, None] - t.release_time[safe]) / SECONDS_PER_YEAR
         rel = relevance(valid, settings, ranker_scores, scores.astype(np.float64), age)
+        plans = users.plans or [NO_PLAN] * len(users.rows)
+        if any(len(p.boost_items) for p in plans):
+            boost = np.stack([p.boosts(row) for p, row in zip(plans, items, strict=True)])
+            rel = np.where(valid, rel + boost, rel)
         widths = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
         kk = np.minimum(ks, widths)
         # MMR is greedy: the first kk picks of a longer run are the picks of a kk-run.
@@ -780,16 +922,32 @@ class RecommendEngine:
             if len(pos) == 0:
                 out.append(None)  # no candidate left: the popularity fallback answers
                 continue
-            chosen = items[w, pos]
+            chosen, chosen_scores = items[w, pos], rel[w, pos].astype(np.float32)
+            skipped: tuple[str, ...] = ()
+            if plans[w].pins:
+                chosen, chosen_scores, skipped = place_pins(
+                    plans[w],
+                    chosen,
+                    chosen_scores,
+                    int(kk[w]),
+                    _allowed(users.excluded[w], plans[w]),
+                )
             out.append(
                 RankedList(
                     t.item_ids[chosen],
-                    rel[w, pos].astype(np.float32),
+                    chosen_scores,
                     fallback=False,
                     profile=bool(users.profile[w]) if users.profile else False,
+                    conflicts=skipped,
                 )
             )
         return out
+
+
+def _allowed(excluded: np.ndarray, plan: SlatePlan) -> Callable[[int], bool]:
+    """Whether an item index may be pinned: not seen, blocked or excluded by a rule."""
+    banned = set(np.asarray(excluded).tolist()) | set(plan.exclude.tolist())
+    return lambda item: item not in banned
 
 
 def _require_finite(

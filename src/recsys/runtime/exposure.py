@@ -46,6 +46,10 @@ DETERMINISTIC_POLICY = "deterministic"
 EXPOSURE_TYPE = "recommendation_impression"
 
 
+ANONYMOUS_USER = "anonymous"
+"""The user and session of an exposure served without personalization consent."""
+
+
 def exposure_event(
     *,
     user_id: int | str,
@@ -60,6 +64,8 @@ def exposure_event(
     rules: Sequence[str] = (),
     fallback: bool = False,
     now_ms: int | None = None,
+    segments: Sequence[str] = (),
+    personalized: bool = True,
 ) -> dict[str, Any]:
     """The exposure event of one served list (an event of the project's schema).
 
@@ -77,6 +83,10 @@ def exposure_event(
         rules: ids of the targeting rules that changed the list.
         fallback: the popularity fallback answered.
         now_ms: the event time when the request has none (default: now).
+        segments: the user's segments the targeting rules saw.
+        personalized: False for a user who refused personalization: the event then
+            holds no personal data (user and session are :data:`ANONYMOUS_USER`, no
+            device or place, no segments), only the list, its policy and the request id.
 
     Returns:
         A raw event (``type`` ``recommendation_impression``), ready to publish.
@@ -102,23 +112,27 @@ def exposure_event(
         "model": model,
         "bundle": bundle,
         "rules": list(rules),
+        "segments": list(segments) if personalized else [],
+        "personalized": bool(personalized),
         "fallback": bool(fallback),
         "k": int(k),
     }
     if context.surface is not None:
         payload["surface"] = context.surface
+    user = str(user_id) if personalized else ANONYMOUS_USER
+    session = context.session_id if context.session_id is not None else user
     event: dict[str, Any] = {
         "event_id": f"exp-{context.request_id}",
-        "user_id": str(user_id),
+        "user_id": user,
         # the event schema requires a session; without one the user is its own, as
         # `recsys realtime publish` does for logs without sessions
-        "session_id": context.session_id if context.session_id is not None else str(user_id),
+        "session_id": session if personalized else ANONYMOUS_USER,
         "type": EXPOSURE_TYPE,
         "timestamp": at_ms / 1000.0,
         "payload": payload,
     }
     ctx = context.event_context()
-    if ctx:
+    if ctx and personalized:
         event["context"] = ctx
     return event
 

@@ -62,7 +62,8 @@ class UserStateUnavailable(RuntimeError):
 
 
 class ProfileRow(Protocol):
-    """What the engine reads of a profile: raw values by schema feature name."""
+    """What the engine reads of a profile: raw values by schema feature name (and,
+    where the source has them, ``segments`` and ``personalized``)."""
 
     @property
     def values(self) -> Mapping[str, Any]: ...
@@ -410,7 +411,9 @@ class ProfileStoreReader:
             as_of_us: request time (epoch microseconds); default now.
 
         Returns:
-            One ``ProfileFeatures`` or None per user, in order.
+            One ``ProfileFeatures`` or None per user, in order; a user whose
+            ``personalization`` consent is refused gets one with ``personalized``
+            False and nothing else (no values, no segments).
 
         Raises:
             UserStateUnavailable: the store failed now, or failed less than
@@ -437,13 +440,18 @@ class ProfileStoreReader:
             ) from error
         self.stats.reads += 1
         self.stats.users += len(keys)
-        from recsys.profiles.features import profile_features
+        from recsys.events.consent import Purpose, refused
+        from recsys.profiles.features import ProfileFeatures, profile_features
         from recsys.profiles.state import UserProfile
 
         when = as_of_us if as_of_us is not None else time.time_ns() // 1000
         out: list[Any] = []
         for key in keys:
             rec = records.get(key)
+            if rec is not None and refused(rec.consent, Purpose.PERSONALIZATION):
+                # nothing personal is read for the request: not even the segments
+                out.append(ProfileFeatures(key, when, {}, {}, personalized=False))
+                continue
             if rec is None or (rec.profile is None and not rec.attributes):
                 out.append(None)
                 continue

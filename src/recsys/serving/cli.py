@@ -179,6 +179,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         profile_store=args.profile_store,
         exposure_log=args.exposure_log,
         gpu_accelerator=args.gpu_accelerator,
+        targeting_rules=args.rules,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -345,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="event store every served list is logged to as an exposure: "
         "redis://host:port/db[?prefix=P] or sqlite:///path (default: off)",
+    )
+    build.add_argument(
+        "--rules",
+        default="",
+        help="targeting rules YAML file recommend applies; checked now against the "
+        "bundle's catalogue and reloaded by the server when it changes (default: none)",
     )
     build.add_argument(
         "--gpu-accelerator",

@@ -39,9 +39,9 @@ import asyncio
 import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -58,7 +58,8 @@ ITEMS_OUTPUT = "item_ids"
 SCORES_OUTPUT = "scores"
 CONTEXT_INPUT = "context"
 REQUEST_ID_OUTPUT = "request_id"
-OUTPUTS: tuple[str, ...] = (ITEMS_OUTPUT, SCORES_OUTPUT, REQUEST_ID_OUTPUT)
+EXPLANATION_OUTPUT = "explanation"
+OUTPUTS: tuple[str, ...] = (ITEMS_OUTPUT, SCORES_OUTPUT, REQUEST_ID_OUTPUT, EXPLANATION_OUTPUT)
 
 _INT64 = np.iinfo(np.int64)
 
@@ -72,12 +73,20 @@ class Recommendation:
         item_ids: int64 ``[n]`` raw item ids, best first.
         scores: float32 ``[n]`` final scores, aligned with ``item_ids``.
         request_id: the request's id (the client's, or the one the server made).
+        explanation: how the list was made (``rules`` that applied, the user's
+            ``segments`` they saw, ``personalized``, ``fallback``, ``conflicts``).
     """
 
     user_id: int
     item_ids: np.ndarray
     scores: np.ndarray
     request_id: str | None = None
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rules(self) -> list[str]:
+        """The targeting rules that applied to this list."""
+        return list(self.explanation.get("rules", []))
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -158,8 +167,12 @@ def _decode(user_id: int, out: dict[str, np.ndarray]) -> Recommendation:
     request_id = None
     if REQUEST_ID_OUTPUT in out:
         request_id = np.asarray(out[REQUEST_ID_OUTPUT], dtype=np.uint8).tobytes().decode("ascii")
+    why: dict[str, Any] = {}
+    if EXPLANATION_OUTPUT in out:
+        text = np.asarray(out[EXPLANATION_OUTPUT], dtype=np.uint8).tobytes().decode("utf-8")
+        why = json.loads(text) if text else {}
     return Recommendation(
-        int(user_id), items[0].astype(np.int64), scores[0].astype(np.float32), request_id
+        int(user_id), items[0].astype(np.int64), scores[0].astype(np.float32), request_id, why
     )
 
 

@@ -116,6 +116,11 @@ class RepositoryConfig:
             event (same URL forms as ``profile_store``, usually the same store); empty:
             off. Writes are asynchronous; a full buffer drops and counts.
         exposure_buffer: exposures each ``recommend`` instance buffers before dropping.
+        targeting_rules: a targeting rules YAML file (``recsys.targeting``) ``recommend``
+            applies; checked against the bundle's catalogue when the repository is
+            built, and reloaded by the running server when it changes (a file that
+            fails to load keeps the previous rules). Empty: no rules.
+        rules_check_s: seconds between the server's checks of the rules file.
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -138,6 +143,8 @@ class RepositoryConfig:
     recommend_instances: int = 2
     exposure_log: str = ""
     exposure_buffer: int = 10_000
+    targeting_rules: str = ""
+    rules_check_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -165,6 +172,10 @@ class RepositoryConfig:
                 raise ValueError(f"{name} must not hold quotes or backslashes")
         if self.exposure_buffer < 1:
             raise ValueError(f"exposure_buffer must be >= 1, got {self.exposure_buffer}")
+        if '"' in self.targeting_rules or "\\" in self.targeting_rules:
+            raise ValueError("targeting_rules must not hold quotes or backslashes")
+        if not self.rules_check_s > 0:
+            raise ValueError(f"rules_check_s must be > 0, got {self.rules_check_s}")
 
 
 @dataclass
@@ -383,6 +394,8 @@ def build_repository(
             "profile_store": cfg.profile_store,
             "exposure_log": cfg.exposure_log,
             "exposure_buffer": cfg.exposure_buffer,
+            "targeting_rules": _checked_rules(cfg.targeting_rules, recommend_dir),
+            "rules_check_s": cfg.rules_check_s,
             "instance_group": (
                 f"instance_group [ {{ count: {cfg.recommend_instances} kind: KIND_CPU }} ]"
                 if cfg.recommend_instances
@@ -395,6 +408,27 @@ def build_repository(
     return RepositoryInfo(
         root=root, version=v, manifest=manifest, files=files, config=cfg, bundle=run
     )
+
+
+def _checked_rules(path: str, recommend_dir: Path) -> str:
+    """The rules file's absolute path, after loading it against the served catalogue.
+
+    Raises:
+        RuleError: the file does not load (located at its line and column).
+        FileNotFoundError: no such file.
+    """
+    if not path:
+        return ""
+    from recsys.runtime.engine import RecommendTables
+    from recsys.targeting import load_rules
+
+    rules_path = Path(path).resolve()
+    if not rules_path.is_file():
+        raise FileNotFoundError(f"targeting rules file {rules_path} does not exist")
+    tables = RecommendTables.load(recommend_dir)
+    rules = load_rules(rules_path, tables.catalog())
+    LOGGER.info("targeting rules %s: %d rule(s)", rules.source, len(rules))
+    return str(rules_path)
 
 
 # -- versions and roll-in ------------------------------------------------------------

@@ -12,8 +12,20 @@ Inputs (one user per request; ``max_batch_size`` > 0, so clients send ``[1, 1]``
 
 Outputs: ``item_ids`` INT64 ``[n]`` (raw item ids, best first) and ``scores`` FP32
 ``[n]``, ``n <= k`` (fewer when the catalogue minus the user's seen and blocked items is
-smaller than ``k``), and ``request_id`` UINT8 ``[m]`` (ASCII): the client's request id,
-or one the server made.
+smaller than ``k``), ``request_id`` UINT8 ``[m]`` (ASCII): the client's request id,
+or one the server made, and ``explanation`` UINT8 ``[e]``: UTF-8 JSON of the targeting
+rules that applied, the user's segments they saw, whether the list is personalized, and
+any rule action that was overridden.
+
+Targeting rules: when the config parameter ``targeting_rules`` names a YAML file
+(:mod:`recsys.targeting`), each request's rules are chosen by the user's current
+segments (read with the profile) and the request context
+(:mod:`recsys.runtime.targeting`). The file is checked for changes every
+``rules_check_s`` seconds and reloaded without a restart; a file that fails to load keeps
+the previous rules and logs the error with its line and column.
+
+Consent: a user whose stored ``personalization`` consent is refused gets the
+non-personalized list (popular items), and the exposure holds no personal data.
 
 Exposure log: when the config parameter ``exposure_log`` names a store, every answered
 request is written to its event stream as one ``recommendation_impression`` event
@@ -81,6 +93,7 @@ from recsys.runtime.python_backend import (
     string_parameter,
 )
 from recsys.runtime.ranker_features import RankerFeatures
+from recsys.runtime.targeting import RuleFile
 from recsys.runtime.user_state import ProfileStoreReader
 
 MAX_CONTEXT_BYTES = 4096
@@ -103,6 +116,18 @@ class TritonPythonModel:
         store_url = string_parameter(config, "profile_store", "")
         # Opened once; a store that is down now is retried by the reads themselves.
         self.reader = ProfileStoreReader.from_folder(store_url, folder) if store_url else None
+        rules_path = string_parameter(config, "targeting_rules", "")
+        self.rules = None
+        if rules_path:
+            from recsys.targeting.loader import load_rules
+
+            catalog = tables.catalog()
+            self.rules = RuleFile(
+                rules_path,
+                lambda path: load_rules(path, catalog),
+                check_s=float(string_parameter(config, "rules_check_s", "1.0")),
+                warn=pb_utils.Logger.log_warn,
+            )
         self.engine = RecommendEngine(
             tables,
             features,
@@ -112,6 +137,7 @@ class TritonPythonModel:
             max_k=int(string_parameter(config, "max_k", str(tables.num_candidates))),
             user_state=self.reader,
             warn=pb_utils.Logger.log_warn,
+            rules=self.rules,
         )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
@@ -133,6 +159,7 @@ class TritonPythonModel:
             f"recommend: {tables.n_users} users, {tables.n_items} items, "
             f"N={tables.num_candidates}, settings {tables.settings}, "
             f"profile store {store_url or 'off'}, exposure log {exposure_url or 'off'}, "
+            f"targeting rules {rules_path or 'off'}, "
             f"bundle {self.bundle_id}, from {folder}"
         )
 
@@ -237,7 +264,7 @@ class TritonPythonModel:
         users = np.array([u for _, u, _, _ in valid], dtype=np.int64)
         ks = np.array([k for _, _, k, _ in valid], dtype=np.int64)
         try:
-            answers = self.engine.recommend(users, ks)
+            answers = self.engine.recommend(users, ks, [c for _, _, _, c in valid])
         except (BlsError, RequestValueError, RequestError) as error:
             for index, _, _, _ in valid:
                 responses[index] = error_response(pb_utils, error)
@@ -252,11 +279,14 @@ class TritonPythonModel:
                 continue
             # a writable copy: DLPack cannot export a read-only buffer
             request_id = np.frombuffer(str(context.request_id).encode("ascii"), np.uint8).copy()
+            why = json.dumps(answer.explanation(), separators=(",", ":"))
+            why_bytes = np.frombuffer(why.encode("utf-8"), np.uint8).copy()
             responses[index] = pb_utils.InferenceResponse(
                 [
                     output_tensor(pb_utils, "item_ids", answer.item_ids.reshape(1, -1)),
                     output_tensor(pb_utils, "scores", answer.scores.reshape(1, -1)),
                     output_tensor(pb_utils, "request_id", request_id.reshape(1, -1)),
+                    output_tensor(pb_utils, "explanation", why_bytes.reshape(1, -1)),
                 ]
             )
             if self.exposures is not None:
@@ -274,6 +304,9 @@ class TritonPythonModel:
                 bundle=self.bundle_id,
                 model=self.model_label,
                 fallback=bool(answer.fallback),  # type: ignore[attr-defined]
+                rules=answer.rules,  # type: ignore[attr-defined]
+                segments=answer.segments,  # type: ignore[attr-defined]
+                personalized=bool(answer.personalized),  # type: ignore[attr-defined]
             )
         except Exception as error:  # never fail an answered request over its log entry
             pb_utils.Logger.log_warn(f"recommend: exposure of {context.request_id}: {error}")
