@@ -43,6 +43,8 @@ ALLOWED: dict[str, set[str]] = {
         "recommend",
         "runtime",
         "bundle",  # serving reads run bundles
+        "targeting",  # build-repo checks a rules file; recommend loads it
+        "segments",
     },
     # training's last stage (export + the runtime tables); serving opens bundles
     "bundle": {"data", "features", "models", "index", "export", "recommend", "runtime", "bundle"},
@@ -51,6 +53,8 @@ ALLOWED: dict[str, set[str]] = {
     "profiles": {"data", "features", "events", "profiles"},
     "segments": {"data", "features", "events", "profiles", "segments"},
     "privacy": {"data", "features", "events", "profiles", "segments", "privacy"},
+    # targeting rules: conditions in the segment language, compiled for the runtime
+    "targeting": {"data", "features", "events", "profiles", "segments", "runtime", "targeting"},
 }
 
 
