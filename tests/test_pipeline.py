@@ -140,3 +140,9 @@ def test_main_job_ends_by_serving_the_two_stage_recommender_over_grpc(
     assert {a["bundle"] for a in attributed} == {bundle.bundle_id}
     assert not set(realtime["clicked"]) & set(realtime["after"])
     assert len(realtime["after"]) == 10 and realtime["after"] != realtime["before"]
+    # the three clicks made user 1 a member of engaged_clickers (configs/segments), and
+    # the next list shows that segment's targeting rule (configs/targeting)
+    assert realtime["before_explanation"]["segments"] == []
+    assert realtime["before_explanation"]["rules"] == []
+    assert realtime["after_explanation"]["segments"] == ["engaged_clickers"]
+    assert realtime["after_explanation"]["rules"] == ["engaged_get_comedy"]

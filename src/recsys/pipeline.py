@@ -652,16 +652,34 @@ def run_index(
     return result, time.perf_counter() - t0
 
 
+def _config_file(value: Any, key: str) -> Path | None:
+    """A file named by a config key (relative to the working directory), checked."""
+    if value in (None, ""):
+        return None
+    path = Path(str(value))
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: no such file {path.resolve()}")
+    return path.resolve()
+
+
 def _realtime_demo(
-    store_path: Path, schema: FeatureSchema, user: int, k: int, clicks: int, client: Any
+    store_path: Path,
+    schema: FeatureSchema,
+    user: int,
+    k: int,
+    clicks: int,
+    segments: Path | None,
+    client: Any,
 ) -> dict[str, Any]:
     """``user`` clicks its top ``clicks`` items; the profile store updates; ask again.
 
     The request carries a context and gets a request id; the served list lands in the
     exposure log; the clicks carry the request id and go through the real event path
-    (producer -> embedded stream -> profile consumer, with the user's recorded consent),
-    as a live site's would, and are attributed to the list and positions that showed
-    them.
+    (producer -> embedded stream -> profile consumer with the segment definitions, with
+    the user's recorded consent), as a live site's would, and are attributed to the list
+    and positions that showed them. When the clicks make the user a member of a segment
+    that a targeting rule selects, the second list shows the rule (its explanation names
+    it).
     """
     import json
 
@@ -673,6 +691,7 @@ def _realtime_demo(
     from recsys.profiles.config import ProfileConfig
     from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
     from recsys.profiles.processor import EventProcessor, ProcessorConfig
+    from recsys.segments import SegmentEngine
 
     store = SqliteStore(store_path)
     try:
@@ -701,9 +720,9 @@ def _realtime_demo(
             }
             for n, item in enumerate(clicked)
         )
-        processor = EventProcessor(
-            store, ProcessorConfig(profile=ProfileConfig.from_schema(schema))
-        )
+        profile_cfg = ProfileConfig.from_schema(schema)
+        hooks = [SegmentEngine.from_yaml(segments, profile_cfg)] if segments is not None else []
+        processor = EventProcessor(store, ProcessorConfig(profile=profile_cfg), hooks=hooks)
         stats = StreamConsumer(
             store,
             processor,
@@ -718,6 +737,9 @@ def _realtime_demo(
         f"exposures included: {stats.applied}); asked again:"
     )
     print("  " + " ".join(f"{i}({s:.3f})" for i, s in after.pairs()))
+    for name, rec in (("before", before), ("after", after)):
+        why = rec.explanation
+        print(f"  {name}: segments {why.get('segments', [])}, rules {why.get('rules', [])}")
     for joined in report.attributions:
         print(f"  click on {joined.item_id} attributed to request {joined.request_id}, "
               f"position {joined.position} ({joined.model}, bundle {joined.bundle})")  # fmt: skip
@@ -728,6 +750,8 @@ def _realtime_demo(
         "applied": int(stats.applied),
         "before": [int(i) for i in before.item_ids],
         "after": [int(i) for i in after.item_ids],
+        "before_explanation": before.explanation,
+        "after_explanation": after.explanation,
         "attributed": [
             {
                 "item": a.item_id,

@@ -129,6 +129,11 @@ def test_restrict_rows_keeps_the_first_allowed_candidates_in_order() -> None:
     assert fetch_depth(only_exclude, 3, 100) == 5
 
 
+def test_categories_match_without_regard_to_case() -> None:
+    plan = rules("rules: [{name: r, exclude: {categories: [comedy, HORROR]}}]").plan(env())
+    assert plan.exclude.tolist() == [0, 1, 2, 4]
+
+
 def test_the_popularity_fallback_follows_the_plan() -> None:
     plan = rules(
         "rules: [{name: r, exclude: {items: [10]}, boost: [{items: [60], weight: 5}]}]"

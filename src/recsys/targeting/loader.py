@@ -126,12 +126,15 @@ class _Doc:
 
     def categories(self, node: yaml.Node, what: str) -> np.ndarray:
         names = [str(self.scalar(n)) for n in self.sequence(node, what)]
-        known = self.catalog.categories
+        # case-insensitive: a rule says "Comedy" where a cleaned catalogue says "comedy"
+        known: dict[str, list[np.ndarray]] = {}
+        for category, members in self.catalog.categories.items():
+            known.setdefault(category.casefold(), []).append(members)
         for name, n in zip(names, self.sequence(node, what), strict=True):
-            if name not in known:
-                hint = ", ".join(sorted(known)) or "the catalogue has no categories"
+            if name.casefold() not in known:
+                hint = ", ".join(sorted(self.catalog.categories)) or "the catalogue has none"
                 raise self.error(n, f"{what}: unknown category {name!r}; known: {hint}")
-        parts = [known[n] for n in names]
+        parts = [m for name in names for m in known[name.casefold()]]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     def selection(self, node: yaml.Node, what: str) -> np.ndarray:
