@@ -22,6 +22,15 @@ hand (so nothing read is lost: unacknowledged entries come back at restart)
 and print their counters as JSON. The commands that read or change personal
 data (``export``, ``erase``) take ``--actor``, which the audit trail records.
 
+``consume`` watches its ``--segments`` files: when they change (checked every
+``--reload-check`` seconds, default 1) it recompiles them and evaluates the new
+definitions from the next batch, then sweeps, so members of removed segments
+leave (trigger ``reload``). A file that fails to load keeps the previous
+definitions running; the error is logged with its ``file:line:column`` and
+counted (``segment_reload_errors`` in the printed counters). The sweep also
+lets users enter time-based segments (``days_since_last_purchase > 30``,
+``hour >= 18``) when their latest event is within ``--entry-horizon``.
+
 ``publish`` reads a log in the event fields' own layout (columns ``event_id``,
 ``user_id``, ``session_id``, ``type``, ``timestamp``, ``item_id``, context
 fields, ``payload``; :func:`recsys.events.batch.load_event_log`), or any other
@@ -97,6 +106,7 @@ from recsys.events.store import RealtimeStore
 from recsys.events.validation import EventValidationError, EventValidator, ValidationConfig
 from recsys.privacy import ConsentPolicy, erase_user, export_user
 from recsys.profiles import ConsumerConfig, EventProcessor, ProcessorConfig, StreamConsumer
+from recsys.profiles.config import parse_duration
 from recsys.segments import RuleError, SegmentEngine, churn, load_segments
 
 DEFAULT_SQLITE = "realtime.db"
@@ -407,7 +417,13 @@ def cmd_publish(args: argparse.Namespace, store: RealtimeStore) -> int:
 
 
 def cmd_consume(args: argparse.Namespace, store: RealtimeStore) -> int:
-    hooks = [SegmentEngine.from_yaml(args.segments)] if args.segments else []
+    horizon = None
+    if args.entry_horizon is not None:
+        horizon = 0 if args.entry_horizon == "0" else parse_duration(args.entry_horizon)
+    engine = (
+        SegmentEngine.from_yaml(args.segments, entry_horizon_s=horizon) if args.segments else None
+    )
+    hooks = [engine] if engine is not None else []
     consent = ConsentPolicy.grant_all() if args.grant_all else ConsentPolicy()
     processor = EventProcessor(store, ProcessorConfig(consent=consent), hooks=hooks)
     owned = tuple(int(p) for p in args.own.split(",")) if args.own else None
@@ -418,11 +434,17 @@ def cmd_consume(args: argparse.Namespace, store: RealtimeStore) -> int:
         batch_size=args.batch_size,
         partitions=owned,
         sweep_interval_s=args.sweep_interval if args.sweep_interval > 0 else None,
+        reload_check_s=args.reload_check if args.reload_check > 0 else None,
     )
     consumer = StreamConsumer(store, processor, config)
     with _stop_on_signals() as stop:
         stats = consumer.run(stop=stop, until_idle=args.until_idle)
-    counters = {k: v for k, v in asdict(stats).items() if not isinstance(v, list)}
+    counters: dict[str, Any] = {k: v for k, v in asdict(stats).items() if not isinstance(v, list)}
+    reload_stats = engine.reload_stats if engine is not None else None
+    if reload_stats is not None:
+        counters["segment_reloads"] = reload_stats.reloads
+        counters["segment_reload_errors"] = reload_stats.errors
+        counters["segment_reload_error"] = reload_stats.last_error
     _print(counters)
     return 0
 
@@ -558,6 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=300.0,
         help="seconds between segment sweeps (0: none)",
+    )
+    p.add_argument(
+        "--entry-horizon",
+        help="the sweep lets users whose latest event is at most this old enter time-based "
+        "segments, e.g. 60d or 36h (default: twice the longest count window; 0: no entries)",
+    )
+    p.add_argument(
+        "--reload-check",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the segment files for changes (0: never reload)",
     )
     p.add_argument(
         "--grant-all",

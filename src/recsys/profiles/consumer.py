@@ -12,6 +12,16 @@ again first when it starts. By default the consumer computes the next batch
 while that call is in flight (:attr:`ConsumerConfig.overlap_commits`), so its
 work and the store's overlap instead of alternating.
 
+Segment definitions reload while it runs: every
+:attr:`ConsumerConfig.reload_check_s` it asks each hook that can reload
+(:class:`Reloadable`; a :class:`~recsys.segments.engine.SegmentEngine` made
+from YAML files) whether its files changed. A hook that reloaded is used from
+the next batch on, and the consumer sweeps at once, so the members of removed
+segments leave (and time-based new segments get their first members) without
+waiting for the next periodic sweep. A file that fails to load keeps the
+previous definitions; the hook logs and counts the error, and the consumer
+goes on.
+
 Scaling out: with a partitioned stream (``StoreConfig(partitions=N)``) each
 consumer process owns some partitions (:attr:`ConsumerConfig.partitions`);
 a user's events all live in one partition, so they are applied in order by
@@ -28,12 +38,26 @@ Example:
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from recsys.events.store import RealtimeStore, partition_of
 from recsys.profiles.processor import EventProcessor, ProcessorStats, ReadNext
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A hook whose definitions can change while the consumer runs."""
+
+    def reload_if_changed(self) -> bool:
+        """Reloads when its sources changed; True when new definitions are in
+        use. Must not raise for bad definitions (keep the old ones, report)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,10 @@ class ConsumerConfig:
             every commit before computing the next batch. Either way each event
             is applied once: a batch computed on a commit that then conflicts
             is discarded and both are redone.
+        reload_check_s: how often (wall seconds, at most) to ask the hooks
+            that can reload (:class:`Reloadable`) whether their definitions
+            changed; after a reload the consumer sweeps at once, also when
+            periodic sweeps are off (None: never reload).
     """
 
     name: str = "consumer-1"
@@ -86,6 +114,7 @@ class ConsumerConfig:
     partitions: tuple[int, ...] | None = None
     gc_freeze_interval_s: float | None = 1.0
     overlap_commits: bool = True
+    reload_check_s: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "event"):
@@ -111,6 +140,12 @@ class StreamConsumer:
         self._read_next = ReadNext(self.config.name, self.config.batch_size, self.config.partitions)
         self._last_claim = time.monotonic()
         self._last_sweep = time.monotonic()
+        self._last_reload = time.monotonic()
+        self._reloadable = [h for h in processor.hooks if isinstance(h, Reloadable)]
+        #: Successful reloads (a hook's new definitions taken up).
+        self.reloads = 0
+        #: Reload checks that raised (the hook's own failure; the old definitions stay).
+        self.reload_failures = 0
 
     def now_us(self) -> int:
         """The sweep's clock (see :attr:`ConsumerConfig.clock`)."""
@@ -131,6 +166,12 @@ class StreamConsumer:
         cfg = self.config
         owned = cfg.partitions
         processor = self.processor
+        if (
+            cfg.reload_check_s is not None
+            and self._reloadable
+            and time.monotonic() - self._last_reload >= cfg.reload_check_s
+        ):
+            self.reload()
         if not self._pending_done:
             deliveries = self.store.read(cfg.name, cfg.batch_size, 0, True, owned)
             self._pending_done = not deliveries
@@ -171,6 +212,23 @@ class StreamConsumer:
     def settle(self) -> None:
         """Waits for the commit in flight, if any (see :meth:`step`)."""
         self.processor.settle(self._read_next)
+
+    def reload(self) -> bool:
+        """Asks the reloadable hooks now whether their definitions changed;
+        after a change, sweeps at once (see the module docstring). Returns
+        whether any hook took up new definitions."""
+        self._last_reload = time.monotonic()
+        changed = False
+        for hook in self._reloadable:
+            try:
+                changed = hook.reload_if_changed() or changed
+            except Exception:  # the hook's bug: keep consuming with what it has
+                self.reload_failures += 1
+                log.exception("reloading %r failed; its definitions stay as they were", hook)
+        if changed:
+            self.reloads += 1
+            self.sweep()
+        return changed
 
     def sweep(self) -> int:
         """Runs the segment sweep now (over the users of this consumer's

@@ -117,11 +117,12 @@ class ProfileHook(Protocol):
         ...
 
     def on_sweep(self, user: CachedUser, now_us: int) -> list[MembershipChange]:
-        """Called by the periodic sweep (time-based changes)."""
+        """Called by the periodic sweep (time-based entries and exits)."""
         ...
 
     def sweep_candidates(self, store: RealtimeStore, now_us: int) -> set[str]:
-        """Users the sweep must look at."""
+        """Users the sweep must look at (members whose membership time can
+        end, and users time can let in)."""
         ...
 
 
@@ -597,7 +598,10 @@ class EventProcessor:
         chunk: int = 500,
         owns: Callable[[str], bool] | None = None,
     ) -> list[MembershipChange]:
-        """Re-evaluates hooks for time-based changes (segment exits) at ``now_us``.
+        """Re-evaluates hooks for time-based changes at ``now_us``: the users
+        each hook names (:meth:`ProfileHook.sweep_candidates`) are loaded and
+        their changes (segment entries and exits) committed with their
+        profiles, under the versions they were read at.
 
         Args:
             now_us: the sweep's clock.

@@ -211,6 +211,45 @@ def _segment(
     )
 
 
+def segment_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The files :func:`load_segments` reads: each path as given, a folder as
+    its ``*.yaml`` files in name order."""
+    listed = [paths] if isinstance(paths, str | Path) else list(paths)
+    return [
+        f
+        for x in listed
+        for f in (sorted(Path(x).glob("*.yaml")) if Path(x).is_dir() else [Path(x)])
+    ]
+
+
+def load_segment_texts(
+    texts: Iterable[tuple[str, str]],
+    config: ProfileConfig | None = None,
+    attributes: AttributeSchema | None = None,
+) -> list[SegmentDefinition]:
+    """Compiles several files' YAML text, ``(file name, text)`` in order, as one
+    set of definitions (a name defined twice across them is an error).
+
+    Raises:
+        RuleError: located at ``file:line:column``.
+    """
+    out: list[SegmentDefinition] = []
+    names: dict[str, str] = {}
+    for f, text in texts:
+        for seg in load_segments_text(text, f, config, attributes):
+            if seg.name in names:
+                raise RuleError(
+                    f"segment {seg.name!r} is also defined at {names[seg.name]}",
+                    0,
+                    int(seg.source.rsplit(":", 1)[1]),
+                    1,
+                    f,
+                )
+            names[seg.name] = seg.source
+            out.append(seg)
+    return out
+
+
 def load_segments(
     paths: str | Path | Iterable[str | Path],
     config: ProfileConfig | None = None,
@@ -222,24 +261,5 @@ def load_segments(
         RuleError: located at ``file:line:column``; also for a name defined
             in two files.
     """
-    listed = [paths] if isinstance(paths, str | Path) else list(paths)
-    files = [
-        f
-        for x in listed
-        for f in (sorted(Path(x).glob("*.yaml")) if Path(x).is_dir() else [Path(x)])
-    ]
-    out: list[SegmentDefinition] = []
-    names: dict[str, str] = {}
-    for f in files:
-        for seg in load_segments_text(f.read_text(encoding="utf-8"), str(f), config, attributes):
-            if seg.name in names:
-                raise RuleError(
-                    f"segment {seg.name!r} is also defined at {names[seg.name]}",
-                    0,
-                    int(seg.source.rsplit(":", 1)[1]),
-                    1,
-                    str(f),
-                )
-            names[seg.name] = seg.source
-            out.append(seg)
-    return out
+    texts = [(str(f), f.read_text(encoding="utf-8")) for f in segment_files(paths)]
+    return load_segment_texts(texts, config, attributes)
