@@ -10,6 +10,12 @@ outputs, so a researcher can run any subset (``stages=[data,baselines]``) and
 every run leaves its processed data, metrics, per-user top-k lists and a
 results table behind.
 
+With ``data.erasure_ledger`` set (a ``redis://`` or ``sqlite:///`` store URL),
+the data stage drops every erased user's rows (interactions and the user table)
+right after loading, before cleaning and splitting, so no split, feature or
+model sees them; what it dropped is printed, logged and kept in the processed
+data's manifest, and a ledger that cannot be read stops the stage.
+
 Model selection never sees the test set: early stopping runs on a validation
 split carved out of the training interactions with the main split's own
 protocol, then the model is refit on all training interactions for the
@@ -18,14 +24,16 @@ selected number of epochs and evaluated once on test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -33,7 +41,7 @@ import torch
 
 from recsys.config import build
 from recsys.data.cleaning import clean
-from recsys.data.frame import RATING, DataConfigError, InteractionData
+from recsys.data.frame import RATING, USER, DataConfigError, DataError, InteractionData
 from recsys.data.registry import DatasetConfig
 from recsys.data.registry import load as load_from_config
 from recsys.data.registry import resolve as resolve_dataset_files
@@ -56,6 +64,7 @@ from recsys.index import IndexConfig, ItemIndex
 from recsys.models.baselines import BPRConfig, BPRRecommender, PopularityRecommender
 from recsys.models.registry import build_retrieval_model, retrieval_label
 from recsys.models.retrieval import RetrievalModel
+from recsys.privacy.erasure import filter_erased
 from recsys.training.retrieval import (
     EpochLog,
     RetrievalData,
@@ -94,6 +103,7 @@ class Prepared:
             rest of train); None when no stage needs it.
         data: the cleaned dataset, when it was loaded (a cache hit skips it).
         timings: seconds per step.
+        erasure: what the erasure ledger removed (None: no ledger configured).
     """
 
     schema: FeatureSchema
@@ -101,6 +111,150 @@ class Prepared:
     selection: ProcessedDataset
     data: InteractionData | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    erasure: ErasureReport | None = None
+
+
+@dataclass(frozen=True)
+class DataStageConfig:
+    """The ``data`` group of the job config: what the data stage does with
+    the loaded dataset, whichever it is.
+
+    Attributes:
+        erasure_ledger: the real-time store whose erasure ledger is applied
+            (``redis://host:port/db[?prefix=P]`` or ``sqlite:///path``, as the
+            serving side names stores); every erased user's rows are dropped
+            before cleaning and splitting. None: no user is dropped.
+    """
+
+    erasure_ledger: str | None = None
+
+
+class ErasureLedgerError(DataError):
+    """The configured erasure ledger cannot be opened or read (the data stage
+    never runs without it: training on erased users is not a fallback)."""
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    """What the erasure ledger removed from the loaded dataset.
+
+    Attributes:
+        ledger: the store URL (password hidden).
+        erased: tombstones in the ledger (erased users, in this dataset or not).
+        rows_dropped: interactions dropped.
+        users_dropped: distinct users those rows belonged to.
+        user_rows_dropped: rows dropped from the user table (demographics).
+    """
+
+    ledger: str
+    erased: int
+    rows_dropped: int
+    users_dropped: int
+    user_rows_dropped: int = 0
+
+    def summary(self) -> str:
+        """One line for the job's output."""
+        return (
+            f"erasure: ledger {self.ledger} lists {self.erased:,} erased users; dropped "
+            f"{self.rows_dropped:,} interactions of {self.users_dropped:,} users and "
+            f"{self.user_rows_dropped:,} rows of the user table before the split"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "erased": self.erased,
+            "rows_dropped": self.rows_dropped,
+            "users_dropped": self.users_dropped,
+            "user_rows_dropped": self.user_rows_dropped,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ErasureReport:
+        return cls(
+            str(raw["ledger"]),
+            int(raw["erased"]),
+            int(raw["rows_dropped"]),
+            int(raw["users_dropped"]),
+            int(raw.get("user_rows_dropped", 0)),
+        )
+
+
+def _shown_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class ErasureLedger:
+    """The erased users' tombstones, read once from a store.
+
+    Attributes:
+        url: the store URL as shown (password hidden).
+        tombstones: the ledger (:func:`recsys.privacy.erasure.erase_user` adds
+            the pseudonym of the user id's text).
+    """
+
+    url: str
+    tombstones: frozenset[str]
+
+    @classmethod
+    def read(cls, url: str, timeout_s: float = 30.0) -> ErasureLedger:
+        """Opens the store at ``url`` and reads its ledger.
+
+        Raises:
+            ErasureLedgerError: a bad URL, a SQLite file that does not exist,
+                a server that does not answer, any failure reading the ledger.
+        """
+        from recsys.runtime.user_state import open_store_url
+
+        shown = _shown_url(url)
+        try:
+            store = open_store_url(url, timeout_s)
+        except Exception as e:
+            raise ErasureLedgerError(
+                f"data.erasure_ledger={shown}: cannot open the store ({type(e).__name__}: {e}); "
+                "training without the ledger could use erased users' data, so the data stage "
+                "stops (set data.erasure_ledger=null to build without one)"
+            ) from e
+        try:
+            tombstones = frozenset(store.erased())
+        except Exception as e:
+            raise ErasureLedgerError(
+                f"data.erasure_ledger={shown}: cannot read the erasure ledger "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        finally:
+            store.close()
+        return cls(shown, tombstones)
+
+    def digest(self) -> str:
+        """SHA-256 of the sorted tombstones (part of the processed-data cache key,
+        so a new erasure rebuilds the data)."""
+        return hashlib.sha256("\n".join(sorted(self.tombstones)).encode()).hexdigest()
+
+    def apply(self, data: InteractionData) -> tuple[InteractionData, ErasureReport]:
+        """Drops the erased users' interactions and user-table rows."""
+        frame = data.interactions
+        kept, dropped = filter_erased(frame, self.tombstones)
+        users_dropped = int(frame[USER].nunique()) - int(kept[USER].nunique()) if dropped else 0
+        users = data.users
+        user_rows = 0
+        if users is not None and USER in users.columns:
+            users, user_rows = filter_erased(users, self.tombstones)
+        report = ErasureReport(self.url, len(self.tombstones), dropped, users_dropped, user_rows)
+        if not dropped and not user_rows:
+            return data, report
+        out = replace(
+            data,
+            interactions=kept.reset_index(drop=True),
+            users=None if users is None else users.reset_index(drop=True),
+        )
+        return out, report
 
 
 def load_dataset(dataset_cfg: dict[str, Any]) -> tuple[InteractionData, list[Path]]:
@@ -129,6 +283,15 @@ def load_dataset(dataset_cfg: dict[str, Any]) -> tuple[InteractionData, list[Pat
     Example:
         >>> data, files = load_dataset({"name": "ml-100k", "loader": "ml100k"})  # doctest: +SKIP
     """
+    data, files, _ = _load_dataset(dataset_cfg, None)
+    return data, files
+
+
+def _load_dataset(
+    dataset_cfg: dict[str, Any], ledger: ErasureLedger | None
+) -> tuple[InteractionData, list[Path], ErasureReport | None]:
+    """:func:`load_dataset`, dropping the erased users of ``ledger`` (if any)
+    between loading and cleaning."""
     config = DatasetConfig.from_dict(dataset_cfg)
     loaded = load_from_config(config)
     print(loaded.summary())
@@ -139,10 +302,15 @@ def load_dataset(dataset_cfg: dict[str, Any]) -> tuple[InteractionData, list[Pat
             "(e.g. dataset=ml100k, dataset=ml25m, dataset=interactions); train the DLRM "
             "ranker on impressions with training/train_ranker.py"
         )
-    data, creport = clean(loaded.data, config.cleaning)
+    raw = loaded.data
+    report = None
+    if ledger is not None:
+        raw, report = ledger.apply(raw)
+        log.info("%s", report.summary())
+    data, creport = clean(raw, config.cleaning)
     print("cleaning:\n" + "\n".join(f"  {line}" for line in creport.summary().splitlines()))
     log.info("cleaning: %s", creport.summary())
-    return data, loaded.files
+    return data, loaded.files, report
 
 
 # Columns the feature build derives from side-table columns, and the ones it
@@ -237,22 +405,28 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
     """The data stage: load, clean, split, build features; cached on disk.
 
     Processed data is reused when the source files' sha256 and the settings
-    that shape it are unchanged. Before features are built, the feature schema
-    is checked against the loaded data: a feature whose column the dataset
-    lacks (e.g. demographics on ML-25M) stops the stage with a message naming
-    the column and the schema to use.
+    that shape it are unchanged (with ``data.erasure_ledger``, the ledger's
+    tombstones too: an erasure since the last build rebuilds it). With a
+    ledger, erased users' rows are dropped before cleaning and splitting (see
+    the module docstring); the counts are printed, logged, kept in both
+    processed datasets' manifests (``erasure``) and returned. Before features
+    are built, the feature schema is checked against the loaded data: a
+    feature whose column the dataset lacks (e.g. demographics on ML-25M) stops
+    the stage with a message naming the column and the schema to use.
 
     Args:
-        cfg: the resolved job config (``dataset``, ``split`` groups).
+        cfg: the resolved job config (``dataset``, ``split`` and ``data`` groups).
         artifacts: the artifacts folder (``processed/`` is written under it).
 
     Returns:
-        The schema, the main and selection feature sets and timings.
+        The schema, the main and selection feature sets, timings and the
+        erasure report.
 
     Raises:
-        DataConfigError: bad dataset config, no or missing schema file, or a
-            schema that does not fit the data (SchemaMismatchError).
+        DataConfigError: bad dataset or data config, no or missing schema file,
+            or a schema that does not fit the data (SchemaMismatchError).
         DatasetNotFoundError: the data is missing and cannot be downloaded.
+        ErasureLedgerError: ``data.erasure_ledger`` cannot be opened or read.
 
     Example:
         >>> prep = prepare(cfg, Path("artifacts/ml-100k"))  # doctest: +SKIP
@@ -264,26 +438,38 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
     split_raw = dict(cfg["split"])
     validation = split_raw.pop("validation", {}) or {}
     split_cfg = dataclass_from(SplitConfig, split_raw, "split")
+    data_cfg = build(DataStageConfig, dict(cfg.get("data") or {}), "data")
+    # Read once, before anything is built or reused: the filter and the cache
+    # key see the same ledger, and a ledger that cannot be read stops here.
+    ledger = ErasureLedger.read(data_cfg.erasure_ledger) if data_cfg.erasure_ledger else None
     _, files = resolve_dataset_files(dataset)
     state: dict[str, Any] = {}
 
     def loaded() -> InteractionData:
         if "data" not in state:
-            data, _ = load_dataset(cfg["dataset"])
+            data, _, erasure = _load_dataset(cfg["dataset"], ledger)
             _check_schema(data, schema, schema_path)
             _report_split_filter(data, split_cfg)
             state["data"] = data
+            state["erasure"] = erasure
             state["split"] = split(data.interactions, split_cfg)
         data_: InteractionData = state["data"]
         return data_
 
+    def with_erasure(dataset: ProcessedDataset) -> ProcessedDataset:
+        if state.get("erasure") is not None:
+            dataset.manifest["erasure"] = state["erasure"].to_dict()
+        return dataset
+
     shaping = {k: v for k, v in dict(cfg["dataset"]).items() if k not in _FETCH_KEYS}
-    key = {"dataset": shaping, "split": split_raw, "schema": schema.to_dict()}
+    key: dict[str, Any] = {"dataset": shaping, "split": split_raw, "schema": schema.to_dict()}
+    if ledger is not None:  # absent without a ledger: the key (and caches) stay as they were
+        key["erasure_ledger"] = ledger.digest()
     main = load_or_build(
         artifacts / "processed" / "main",
         files,
         key,
-        lambda: build_features(loaded(), state["split"], schema),
+        lambda: with_erasure(build_features(loaded(), state["split"], schema)),
     )
 
     def build_selection() -> ProcessedDataset:
@@ -294,7 +480,7 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
             float(validation.get("ratio", 0.9)),
             int(validation.get("seed", 7)),
         )
-        return build_features(data, inner, schema)
+        return with_erasure(build_features(data, inner, schema))
 
     selection = load_or_build(
         artifacts / "processed" / "selection",
@@ -302,12 +488,20 @@ def prepare(cfg: dict[str, Any], artifacts: Path) -> Prepared:
         {**key, "validation": validation},
         build_selection,
     )
+    erasure: ErasureReport | None = state.get("erasure")
+    if ledger is not None and erasure is None and "erasure" in main.manifest:
+        erasure = ErasureReport.from_dict(main.manifest["erasure"])  # a cache hit
+    if erasure is not None:
+        reused = " (the cached processed data was built so)" if "erasure" not in state else ""
+        print(erasure.summary() + reused)
+        log.info("%s", erasure.summary())
     return Prepared(
         schema=schema,
         main=main,
         selection=selection,
         data=state.get("data"),
         timings={"data": time.perf_counter() - t0},
+        erasure=erasure,
     )
 
 
