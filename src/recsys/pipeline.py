@@ -776,9 +776,13 @@ def run_serve(cfg: dict[str, Any], run_dir: Path, schema: FeatureSchema) -> dict
         # the same embedded store holds the profiles the model reads and the exposure
         # log it writes (every served list, with its request id)
         url = f"sqlite://{store_path}"
-        repo_cfg = RepositoryConfig(profile_store=url, exposure_log=url)
+        rules = _config_file(serve_cfg.get("rules"), "serve.rules")
+        segments = _config_file(serve_cfg.get("segments"), "serve.segments")
+        repo_cfg = RepositoryConfig(
+            profile_store=url, exposure_log=url, targeting_rules=str(rules or "")
+        )
         clicks = int(serve_cfg.get("realtime_clicks", 3))
-        while_serving = partial(_realtime_demo, store_path, schema, users[0], k, clicks)
+        while_serving = partial(_realtime_demo, store_path, schema, users[0], k, clicks, segments)
     result = serve_demo(
         bundle_path(cfg),
         users,
