@@ -181,6 +181,8 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             "exposure_buffer": 10000,
             "targeting_rules": "",
             "rules_check_s": 1.0,
+            "policy": "deterministic",
+            "policy_depth": 50,
             "instance_group": "# instance_group: Triton's default",
         },
     )

@@ -244,6 +244,7 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "scores": FieldSpec("number_list", min=-1e30, max=1e30, max_len=1000),
         "propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
         "slate_propensity": FieldSpec("number", min=0.0, max=1.0),
+        "position_propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
         "policy": FieldSpec("str", max_len=128),
         "bundle": FieldSpec("str", max_len=128),
         "rules": FieldSpec("str_list", max_len=100),

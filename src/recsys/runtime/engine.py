@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from recsys.runtime.context import UNKNOWN, RequestContext
+from recsys.runtime.policies import DETERMINISTIC, SlatePolicy, request_rng
 from recsys.runtime.ranker_features import SECONDS_PER_YEAR, RankerFeatures
 from recsys.runtime.ranking import AggregationSettings, id_order, mmr_rerank, relevance
 from recsys.runtime.targeting import (
@@ -420,6 +421,12 @@ class RankedList:
         segments: the user's segments the rules saw (empty when not personalized).
         personalized: False when the user withdrew personalization consent.
         conflicts: rule actions that were overridden or skipped.
+        policy: the slate policy's id (:mod:`recsys.runtime.policies`).
+        propensities: per shown item, its sequential choice probability under the
+            policy (None: 1.0 each, a deterministic list); a pinned item's is 1.0.
+        slate_propensity: the probability of the policy's slate.
+        position_propensities: per shown item, its marginal probability at its
+            position, where the policy has one and no pin moved the slate.
     """
 
     item_ids: np.ndarray
@@ -431,6 +438,10 @@ class RankedList:
     segments: tuple[str, ...] = ()
     personalized: bool = True
     conflicts: tuple[str, ...] = ()
+    policy: str = DETERMINISTIC
+    propensities: np.ndarray | None = None
+    slate_propensity: float = 1.0
+    position_propensities: np.ndarray | None = None
 
     def explanation(self) -> dict[str, Any]:
         """How the list was made: rules, the segments they saw, consent, conflicts."""
@@ -469,6 +480,7 @@ class ServedUsers:
     profile: list[bool] = field(default_factory=list)
     affinity_items: list[np.ndarray | None] | None = None
     plans: list[SlatePlan] | None = None
+    request_ids: list[str | None] | None = None
 
     def subset(self, positions: np.ndarray) -> ServedUsers:
         """The users at ``positions`` (all of them: ``self``)."""
@@ -486,6 +498,7 @@ class ServedUsers:
             if self.affinity_items is None
             else [self.affinity_items[p] for p in picked],
             plans=None if self.plans is None else [self.plans[p] for p in picked],
+            request_ids=None if self.request_ids is None else [self.request_ids[p] for p in picked],
         )
 
 
@@ -520,6 +533,9 @@ class RecommendEngine:
         rules: targeting rules (anything with ``current() -> RuleSet``: a
             :class:`~recsys.runtime.targeting.RuleSet`, or a
             :class:`~recsys.runtime.targeting.RuleFile` that reloads); None: no rules.
+        policy: how the shown slate is drawn from the ranking (default: its top k);
+            stochastic policies draw with the request id's generator and report
+            exact propensities (:mod:`recsys.runtime.policies`).
     """
 
     def __init__(
@@ -533,6 +549,7 @@ class RecommendEngine:
         user_state: UserStateSource | None = None,
         warn: Callable[[str], None] | None = None,
         rules: Any = None,
+        policy: SlatePolicy | None = None,
     ) -> None:
         if tables.settings.ranker_weight > 0 and (features is None or ranker is None):
             raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
@@ -553,6 +570,7 @@ class RecommendEngine:
         self.warn = warn or LOGGER.warning
         self.user_state_stats = UserStateStats()
         self.rules = rules
+        self.policy = policy or SlatePolicy()
 
     def check_k(self, k: int) -> None:
         """Raises :class:`RequestValueError` unless ``1 <= k <= max_k``."""
@@ -627,6 +645,7 @@ class RecommendEngine:
             warm, served, also_seen = self._from_profiles(rows, profiles)
         if served is not None and len(warm):
             served.plans = [plans[p] for p in warm.tolist()]
+            served.request_ids = [ctxs[p].request_id for p in warm.tolist()]
             for position, answer in zip(
                 warm.tolist(), self._two_stage_checked(served, ks_arr[warm], raw[warm]), strict=True
             ):
@@ -906,24 +925,34 @@ class RecommendEngine:
         kk = np.minimum(ks, widths)
         # MMR is greedy: the first kk picks of a longer run are the picks of a kk-run.
         vectors = t.item_embeddings[np.maximum(items, 0)]
+        pool = np.minimum(np.array([self.policy.pool_size(int(x)) for x in kk]), widths)
         positions = mmr_rerank(
             rel,
             vectors,
             valid,
-            int(kk.max()),
+            int(pool.max()),
             settings.mmr_lambda,
             tie_ids=t.id_order[np.maximum(items, 0)],
             depth=settings.mmr_depth,
         )
         out: list[RankedList | None] = []
+        request_ids = users.request_ids or [None] * len(users.rows)
         for w in range(len(users.rows)):
-            pos = positions[w, : int(kk[w])]
+            pos = positions[w, : int(pool[w])]
             pos = pos[pos >= 0]
             if len(pos) == 0:
                 out.append(None)  # no candidate left: the popularity fallback answers
                 continue
+            slate = None
+            if self.policy.stochastic:
+                rng = request_rng(request_ids[w] or f"user-row-{int(users.rows[w])}")
+                slate = self.policy.choose(rel[w, pos], int(kk[w]), rng)
+                pos = pos[slate.order]
+            else:
+                pos = pos[: int(kk[w])]
             chosen, chosen_scores = items[w, pos], rel[w, pos].astype(np.float32)
             skipped: tuple[str, ...] = ()
+            before_pins = chosen
             if plans[w].pins:
                 chosen, chosen_scores, skipped = place_pins(
                     plans[w],
@@ -932,6 +961,10 @@ class RecommendEngine:
                     int(kk[w]),
                     _allowed(users.excluded[w], plans[w]),
                 )
+            logged: dict[str, Any] = {}
+            if slate is not None:
+                logged = _logged_propensities(slate, before_pins, chosen)
+                logged["policy"] = self.policy.id
             out.append(
                 RankedList(
                     t.item_ids[chosen],
@@ -939,9 +972,30 @@ class RecommendEngine:
                     fallback=False,
                     profile=bool(users.profile[w]) if users.profile else False,
                     conflicts=skipped,
+                    **logged,
                 )
             )
         return out
+
+
+def _logged_propensities(slate: Any, drawn: np.ndarray, shown: np.ndarray) -> dict[str, Any]:
+    """The policy's probabilities aligned with the shown list (after pins).
+
+    A pinned item was put there by a rule (probability 1); an item a pin moved keeps its
+    sequential choice probability, and the marginals then no longer hold (None).
+    """
+    if np.array_equal(drawn, shown):
+        return {
+            "propensities": slate.propensities,
+            "slate_propensity": slate.slate_propensity,
+            "position_propensities": slate.position_propensities,
+        }
+    of = dict(zip(drawn.tolist(), slate.propensities.tolist(), strict=True))
+    return {
+        "propensities": np.array([of.get(i, 1.0) for i in shown.tolist()], dtype=np.float64),
+        "slate_propensity": slate.slate_propensity,
+        "position_propensities": None,
+    }
 
 
 def _allowed(excluded: np.ndarray, plan: SlatePlan) -> Callable[[int], bool]:

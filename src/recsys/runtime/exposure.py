@@ -66,6 +66,8 @@ def exposure_event(
     now_ms: int | None = None,
     segments: Sequence[str] = (),
     personalized: bool = True,
+    position_propensities: Sequence[float] | None = None,
+    slate_propensity: float | None = None,
 ) -> dict[str, Any]:
     """The exposure event of one served list (an event of the project's schema).
 
@@ -84,6 +86,10 @@ def exposure_event(
         fallback: the popularity fallback answered.
         now_ms: the event time when the request has none (default: now).
         segments: the user's segments the targeting rules saw.
+        position_propensities: each shown item's marginal probability at its position,
+            where the policy has one (:mod:`recsys.runtime.policies`).
+        slate_propensity: the slate's probability (default: the product of
+            ``propensities``, which is what sequential choice probabilities give).
         personalized: False for a user who refused personalization: the event then
             holds no personal data (user and session are :data:`ANONYMOUS_USER`, no
             device or place, no segments), only the list, its policy and the request id.
@@ -99,6 +105,8 @@ def exposure_event(
     slate = 1.0
     for p in props:
         slate *= p
+    if slate_propensity is not None:
+        slate = float(slate_propensity)
     at_ms = context.request_time_ms
     if at_ms is None:
         at_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -108,6 +116,11 @@ def exposure_event(
         "scores": [float(s) for s in scores],
         "propensities": props,
         "slate_propensity": slate,
+        **(
+            {"position_propensities": [float(p) for p in position_propensities]}
+            if position_propensities is not None
+            else {}
+        ),
         "policy": policy,
         "model": model,
         "bundle": bundle,

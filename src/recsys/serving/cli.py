@@ -180,6 +180,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         exposure_log=args.exposure_log,
         gpu_accelerator=args.gpu_accelerator,
         targeting_rules=args.rules,
+        policy=args.policy,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -352,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="targeting rules YAML file recommend applies; checked now against the "
         "bundle's catalogue and reloaded by the server when it changes (default: none)",
+    )
+    build.add_argument(
+        "--policy",
+        default="deterministic",
+        help="slate policy: deterministic, epsilon_greedy:EPS or plackett_luce:T "
+        "(exploration over the first 50 ranked candidates; default: deterministic)",
     )
     build.add_argument(
         "--gpu-accelerator",

@@ -56,6 +56,7 @@ from recsys.bundle import layout
 from recsys.bundle.layout import RunBundle
 from recsys.export.manifest import ExportManifest, TensorSpec
 from recsys.runtime.engine import META_FILE, served_max_k
+from recsys.runtime.policies import parse_policy
 from recsys.runtime.user_state import SCHEMA_FILE, parse_store_url
 
 LOGGER = logging.getLogger(__name__)
@@ -121,6 +122,10 @@ class RepositoryConfig:
             built, and reloaded by the running server when it changes (a file that
             fails to load keeps the previous rules). Empty: no rules.
         rules_check_s: seconds between the server's checks of the rules file.
+        policy: the slate policy (``deterministic``, ``epsilon_greedy:EPS``,
+            ``plackett_luce:T``; :mod:`recsys.runtime.policies`); the exposure log
+            records each slate's exact propensities.
+        policy_depth: how many ranked candidates a stochastic policy draws from.
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -145,6 +150,8 @@ class RepositoryConfig:
     exposure_buffer: int = 10_000
     targeting_rules: str = ""
     rules_check_s: float = 1.0
+    policy: str = "deterministic"
+    policy_depth: int = 50
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -174,6 +181,7 @@ class RepositoryConfig:
             raise ValueError(f"exposure_buffer must be >= 1, got {self.exposure_buffer}")
         if '"' in self.targeting_rules or "\\" in self.targeting_rules:
             raise ValueError("targeting_rules must not hold quotes or backslashes")
+        parse_policy(self.policy, self.policy_depth)  # refuses a bad policy now
         if not self.rules_check_s > 0:
             raise ValueError(f"rules_check_s must be > 0, got {self.rules_check_s}")
 
@@ -396,6 +404,8 @@ def build_repository(
             "exposure_buffer": cfg.exposure_buffer,
             "targeting_rules": _checked_rules(cfg.targeting_rules, recommend_dir),
             "rules_check_s": cfg.rules_check_s,
+            "policy": parse_policy(cfg.policy, cfg.policy_depth).id.split("@")[0],
+            "policy_depth": cfg.policy_depth,
             "instance_group": (
                 f"instance_group [ {{ count: {cfg.recommend_instances} kind: KIND_CPU }} ]"
                 if cfg.recommend_instances

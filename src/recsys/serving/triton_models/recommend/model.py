@@ -76,11 +76,13 @@ import triton_python_backend_utils as pb_utils
 
 from recsys.runtime.context import ContextError, RequestContext
 from recsys.runtime.engine import (
+    RankedList,
     RecommendEngine,
     RecommendTables,
     RequestValueError,
 )
 from recsys.runtime.exposure import ExposureWriter, exposure_event
+from recsys.runtime.policies import parse_policy
 from recsys.runtime.python_backend import (
     BlsError,
     RequestError,
@@ -138,6 +140,10 @@ class TritonPythonModel:
             user_state=self.reader,
             warn=pb_utils.Logger.log_warn,
             rules=self.rules,
+            policy=parse_policy(
+                string_parameter(config, "policy", "deterministic"),
+                depth=int(string_parameter(config, "policy_depth", "50")),
+            ),
         )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
@@ -159,7 +165,7 @@ class TritonPythonModel:
             f"recommend: {tables.n_users} users, {tables.n_items} items, "
             f"N={tables.num_candidates}, settings {tables.settings}, "
             f"profile store {store_url or 'off'}, exposure log {exposure_url or 'off'}, "
-            f"targeting rules {rules_path or 'off'}, "
+            f"targeting rules {rules_path or 'off'}, policy {self.engine.policy.id}, "
             f"bundle {self.bundle_id}, from {folder}"
         )
 
@@ -293,20 +299,26 @@ class TritonPythonModel:
                 self._log_exposure(user, k, context, answer)
         return responses
 
-    def _log_exposure(self, user: int, k: int, context: RequestContext, answer: object) -> None:
+    def _log_exposure(self, user: int, k: int, context: RequestContext, answer: RankedList) -> None:
         try:
             event = exposure_event(
                 user_id=user,
-                items=answer.item_ids.tolist(),  # type: ignore[attr-defined]
-                scores=answer.scores.tolist(),  # type: ignore[attr-defined]
+                items=answer.item_ids.tolist(),
+                scores=answer.scores.tolist(),
                 context=context,
                 k=k,
                 bundle=self.bundle_id,
                 model=self.model_label,
-                fallback=bool(answer.fallback),  # type: ignore[attr-defined]
-                rules=answer.rules,  # type: ignore[attr-defined]
-                segments=answer.segments,  # type: ignore[attr-defined]
-                personalized=bool(answer.personalized),  # type: ignore[attr-defined]
+                fallback=bool(answer.fallback),
+                rules=answer.rules,
+                policy=answer.policy,
+                propensities=None if answer.propensities is None else answer.propensities.tolist(),
+                slate_propensity=answer.slate_propensity,
+                position_propensities=None
+                if answer.position_propensities is None
+                else answer.position_propensities.tolist(),
+                segments=answer.segments,
+                personalized=bool(answer.personalized),
             )
         except Exception as error:  # never fail an answered request over its log entry
             pb_utils.Logger.log_warn(f"recommend: exposure of {context.request_id}: {error}")
