@@ -53,6 +53,8 @@ ALLOWED: dict[str, set[str]] = {
     "profiles": {"data", "features", "events", "profiles"},
     "segments": {"data", "features", "events", "profiles", "segments"},
     "privacy": {"data", "features", "events", "profiles", "segments", "privacy"},
+    # the user simulator: asks the served model (or its in-process twin), sends events
+    "sim": {"data", "features", "events", "profiles", "segments", "runtime", "serving", "sim"},
     # targeting rules: conditions in the segment language, compiled for the runtime
     "targeting": {"data", "features", "events", "profiles", "segments", "runtime", "targeting"},
 }

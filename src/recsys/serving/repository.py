@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import string
 from collections.abc import Mapping, Sequence
@@ -442,6 +443,22 @@ def _checked_rules(path: str, recommend_dir: Path) -> str:
 
 
 # -- versions and roll-in ------------------------------------------------------------
+
+
+_PARAMETER = re.compile(
+    r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}\s*\}'
+)
+
+
+def model_parameters(root: str | Path, model: str) -> dict[str, str]:
+    """The ``parameters`` of a model's ``config.pbtxt`` in a repository (key -> value).
+
+    Example:
+        >>> model_parameters("artifacts/triton_repo", "recommend")["policy"]  # doctest: +SKIP
+        'deterministic'
+    """
+    text = (Path(root) / model / "config.pbtxt").read_text(encoding="utf-8")
+    return {m.group(1): m.group(2) for m in _PARAMETER.finditer(text)}
 
 
 def model_versions(root: str | Path, model: str) -> list[int]:

@@ -1,0 +1,83 @@
+"""The ``recommend`` model of a Triton repository, run in this process.
+
+:func:`engine_from_repository` builds the same :class:`~recsys.runtime.engine.
+RecommendEngine` the server's python backend builds, from the same files and the same
+settings (the ``recommend`` model's config parameters: profile store, targeting rules,
+slate policy, ``max_k``), with onnxruntime in place of the ONNX models' Triton backend
+and the saved FAISS index in place of the ``retrieval`` model. It serves what needs the
+server's answers without the server: the simulator's fast mode, offline replays, and
+the tests that compare the two.
+
+Example:
+    >>> engine = engine_from_repository("artifacts/triton_repo")  # doctest: +SKIP
+    >>> [answer] = engine.recommend(np.array([196]), np.array([10]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recsys.serving.repository import model_parameters, model_versions
+
+
+def engine_from_repository(
+    root: str | Path, *, user_state: bool = True, rules: bool = True, threads: int = 1
+) -> Any:
+    """The repository's ``recommend`` engine (newest version), in-process.
+
+    Args:
+        root: the Triton model repository (``build-repo``'s output).
+        user_state: read real-time profiles from the repository's ``profile_store``.
+        rules: apply the repository's targeting rules file (reloaded when it changes).
+        threads: onnxruntime intra-op threads.
+
+    Returns:
+        A :class:`~recsys.runtime.engine.RecommendEngine`.
+    """
+    import onnxruntime as ort
+
+    from recsys.runtime.engine import RecommendEngine, RecommendTables
+    from recsys.runtime.faiss_search import FaissSearcher
+    from recsys.runtime.policies import parse_policy
+    from recsys.runtime.ranker_features import RankerFeatures
+    from recsys.runtime.targeting import RuleFile
+    from recsys.runtime.user_state import ProfileStoreReader
+    from recsys.targeting import load_rules
+
+    repo = Path(root)
+    params = model_parameters(repo, "recommend")
+    folder = repo / "recommend" / str(model_versions(repo, "recommend")[-1])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+
+    def session(model: str) -> Any:
+        version = model_versions(repo, model)[-1]
+        return ort.InferenceSession(str(repo / model / str(version) / "model.onnx"), options)
+
+    tower, ranker = session("user_tower"), session("ranker")
+    searcher = FaissSearcher.load(repo / "retrieval" / str(model_versions(repo, "retrieval")[-1]))
+    tables = RecommendTables.load(folder)
+    store = params.get("profile_store", "")
+    reader = ProfileStoreReader.from_folder(store, folder) if user_state and store else None
+    rule_source = None
+    if rules and params.get("targeting_rules"):
+        catalog = tables.catalog()
+        rule_source = RuleFile(
+            params["targeting_rules"],
+            lambda path: load_rules(path, catalog),
+            check_s=float(params.get("rules_check_s", "1.0")),
+        )
+    return RecommendEngine(
+        tables,
+        RankerFeatures.load(folder),
+        user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
+        retrieval=searcher.search,
+        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
+        max_k=int(params.get("max_k", str(tables.num_candidates))),
+        user_state=reader,
+        rules=rule_source,
+        policy=parse_policy(
+            params.get("policy", "deterministic"), depth=int(params.get("policy_depth", "50"))
+        ),
+    )
