@@ -54,9 +54,23 @@ ALLOWED: dict[str, set[str]] = {
     "segments": {"data", "features", "events", "profiles", "segments"},
     "privacy": {"data", "features", "events", "profiles", "segments", "privacy"},
     # the user simulator: asks the served model (or its in-process twin), sends events
-    "sim": {"data", "features", "events", "profiles", "segments", "runtime", "serving", "sim"},
+    "sim": {
+        "data",
+        "features",
+        "events",
+        "profiles",
+        "segments",
+        "runtime",
+        "serving",
+        "bandits",
+        "sim",
+    },
+    # contextual bandits: numpy models; the online update reads the event stream
+    "bandits": {"data", "features", "events", "runtime", "bandits"},
     # targeting rules: conditions in the segment language, compiled for the runtime
     "targeting": {"data", "features", "events", "profiles", "segments", "runtime", "targeting"},
+    # A/B tests: YAML loading and analysis over the runtime's assignment
+    "experiments": {"runtime", "experiments"},
 }
 
 

@@ -245,6 +245,11 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
         "slate_propensity": FieldSpec("number", min=0.0, max=1.0),
         "position_propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
+        # a contextual bandit's choice (recsys.bandits.online reads it back)
+        "bandit": FieldSpec("str", max_len=128),
+        "bandit_arm": FieldSpec("int", min=0, max=100_000),
+        "bandit_context": FieldSpec("number_list", min=-1e6, max=1e6, max_len=1000),
+        "bandit_propensity": FieldSpec("number", min=0.0, max=1.0),
         "policy": FieldSpec("str", max_len=128),
         "bundle": FieldSpec("str", max_len=128),
         "rules": FieldSpec("str_list", max_len=100),

@@ -32,7 +32,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ def exposure_event(
     personalized: bool = True,
     position_propensities: Sequence[float] | None = None,
     slate_propensity: float | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The exposure event of one served list (an event of the project's schema).
 
@@ -88,6 +89,8 @@ def exposure_event(
         segments: the user's segments the targeting rules saw.
         position_propensities: each shown item's marginal probability at its position,
             where the policy has one (:mod:`recsys.runtime.policies`).
+        extra: more payload fields of the event schema (e.g. a bandit's ``bandit``,
+            ``bandit_arm``, ``bandit_context``, ``bandit_propensity``).
         slate_propensity: the slate's probability (default: the product of
             ``propensities``, which is what sequential choice probabilities give).
         personalized: False for a user who refused personalization: the event then
@@ -132,6 +135,11 @@ def exposure_event(
     }
     if context.surface is not None:
         payload["surface"] = context.surface
+    if extra:
+        clash = sorted(set(extra) & set(payload))
+        if clash:
+            raise ValueError(f"extra payload fields {clash} would replace the exposure's own")
+        payload.update(extra)
     user = str(user_id) if personalized else ANONYMOUS_USER
     session = context.session_id if context.session_id is not None else user
     event: dict[str, Any] = {

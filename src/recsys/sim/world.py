@@ -16,7 +16,8 @@ factor score standardized over the catalogue, ``c`` a seeded per-device genre ta
   ``device_loyalty``) and a time-of-day profile per device (the synthetic event
   generator's: commutes and evenings on mobile, office hours on desktop);
 * **drift**: each user's factor vector moves along its own random direction at
-  ``drift`` per simulated day, so what they like changes over time.
+  ``drift`` per simulated day, so what they like changes over time; with ``trend``,
+  every genre's appeal also follows a seeded cycle shared by all users (fashion).
 
 A click happens when the item is examined and attractive; a click leads to a dwell time
 (seconds, log-normal, longer for more attractive items). The true click probability of
@@ -58,6 +59,9 @@ class WorldConfig:
         device_mix: share of users preferring each device (mobile, desktop, tablet).
         device_loyalty: probability that a visit uses the preferred device.
         drift: factor-space distance a user's taste moves per simulated day.
+        trend: amplitude (logit) of each genre's popularity cycle over time, shared by
+            all users (what is in fashion changes; 0: none).
+        trend_period_days: length of that cycle.
         utc_offset_minutes: the users' offset from UTC.
         seed: random seed of the world (tastes, devices, drift directions).
     """
@@ -73,6 +77,8 @@ class WorldConfig:
     device_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     device_loyalty: float = 0.8
     drift: float = 0.05
+    trend: float = 0.0
+    trend_period_days: float = 20.0
     utc_offset_minutes: int = 60
     seed: int = 0
 
@@ -83,7 +89,9 @@ class WorldConfig:
             raise ValueError("factors and als_iterations must be >= 1")
         if min(self.device_mix) < 0 or not math.isclose(sum(self.device_mix), 1.0):
             raise ValueError(f"device_mix must be shares summing to 1, got {self.device_mix}")
-        for name in ("fatigue", "position_power", "drift", "device_taste", "als_reg"):
+        if not self.trend_period_days > 0:
+            raise ValueError(f"trend_period_days must be > 0, got {self.trend_period_days}")
+        for name in ("fatigue", "position_power", "drift", "device_taste", "als_reg", "trend"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -175,6 +183,7 @@ class World:
         drift_direction: ``[U, F]`` unit directions of preference drift.
         device_bias: ``[devices, genres]`` logit biases.
         genre_names: genre names (columns of ``device_bias``).
+        trend_phase: ``[genres]`` phase of each genre's popularity cycle.
     """
 
     truth: PreferenceModel
@@ -183,6 +192,7 @@ class World:
     drift_direction: np.ndarray
     device_bias: np.ndarray
     genre_names: list[str]
+    trend_phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _item_genre: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
     _shown: dict[tuple[int, int], int] = field(repr=False, default_factory=dict)
 
@@ -203,7 +213,8 @@ class World:
         for row, gs in enumerate(truth.genres):
             for g in gs:
                 item_genre[row, col[g]] = 1.0 / len(gs)
-        return cls(truth, cfg, device, direction, bias, names, item_genre)
+        phase = rng.uniform(0, 2 * np.pi, len(names))
+        return cls(truth, cfg, device, direction, bias, names, phase, item_genre)
 
     def reset(self) -> None:
         """Forgets every exposure (fatigue starts again from zero)."""
@@ -231,6 +242,9 @@ class World:
         z = (truth.items[items] @ factors - truth.mean) / truth.std
         logit = math.log(cfg.base_ctr / (1 - cfg.base_ctr)) + cfg.preference_scale * z
         logit = logit + self._item_genre[items] @ self.device_bias[device]
+        if cfg.trend:
+            cycle = cfg.trend * np.sin(2 * np.pi * day / cfg.trend_period_days + self.trend_phase)
+            logit = logit + self._item_genre[items] @ cycle
         if cfg.fatigue:
             seen = np.array([self._shown.get((user, int(i)), 0) for i in items], dtype=np.float64)
             logit = logit - cfg.fatigue * seen
