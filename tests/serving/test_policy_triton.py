@@ -118,3 +118,22 @@ def test_served_slates_equal_the_in_process_engine_with_the_same_request_ids(liv
             assert served.item_ids.tolist() == local.item_ids.tolist()
             np.testing.assert_allclose(served.scores, local.scores, atol=1e-4)
             assert local.propensities is not None and local.policy == "plackett_luce:0.5@30"
+
+
+def test_each_request_of_a_batch_can_carry_its_own_policy(live: Live) -> None:
+    stochastic = in_process_engine(live.root, policy=parse_policy(POLICY, 30))
+    plain = in_process_engine(live.root)
+    user = int(live.parts.recommender.context.user_ids[7])
+    ctxs = [RequestContext(request_id="mix-1"), RequestContext(request_id="mix-1")]
+    fixed, drawn = stochastic.recommend(
+        np.array([user, user]),
+        np.array([10, 10]),
+        ctxs,
+        policies=[parse_policy("deterministic"), None],
+    )
+    [top] = plain.recommend(np.array([user]), np.array([10]), ctxs[:1])
+    [alone] = stochastic.recommend(np.array([user]), np.array([10]), ctxs[:1])
+    assert fixed.item_ids.tolist() == top.item_ids.tolist() and fixed.policy == "deterministic"
+    assert drawn.item_ids.tolist() == alone.item_ids.tolist() and drawn.policy.startswith(
+        "plackett"
+    )

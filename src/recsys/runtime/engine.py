@@ -481,6 +481,7 @@ class ServedUsers:
     affinity_items: list[np.ndarray | None] | None = None
     plans: list[SlatePlan] | None = None
     request_ids: list[str | None] | None = None
+    policies: list[SlatePolicy] | None = None
 
     def subset(self, positions: np.ndarray) -> ServedUsers:
         """The users at ``positions`` (all of them: ``self``)."""
@@ -499,6 +500,7 @@ class ServedUsers:
             else [self.affinity_items[p] for p in picked],
             plans=None if self.plans is None else [self.plans[p] for p in picked],
             request_ids=None if self.request_ids is None else [self.request_ids[p] for p in picked],
+            policies=None if self.policies is None else [self.policies[p] for p in picked],
         )
 
 
@@ -594,6 +596,7 @@ class RecommendEngine:
         user_ids: np.ndarray,
         ks: Sequence[int] | np.ndarray,
         contexts: Sequence[RequestContext] | None = None,
+        policies: Sequence[SlatePolicy | None] | None = None,
     ) -> list[RankedList]:
         """The top-``k`` list of each request.
 
@@ -603,6 +606,8 @@ class RecommendEngine:
             ks: ``[R]`` list lengths, each in ``1..max_k``.
             contexts: ``[R]`` request contexts (what targeting rules see besides the
                 user's segments); None: unknown.
+            policies: ``[R]`` the slate policy of each request (e.g. an experiment arm's);
+                None (or a None entry): the engine's policy.
 
         Returns:
             One :class:`RankedList` per request, at most ``k`` items each (fewer when
@@ -646,6 +651,10 @@ class RecommendEngine:
         if served is not None and len(warm):
             served.plans = [plans[p] for p in warm.tolist()]
             served.request_ids = [ctxs[p].request_id for p in warm.tolist()]
+            if policies is not None:
+                if len(policies) != len(raw):
+                    raise ValueError(f"{len(raw)} users but {len(policies)} policies")
+                served.policies = [policies[p] or self.policy for p in warm.tolist()]
             for position, answer in zip(
                 warm.tolist(), self._two_stage_checked(served, ks_arr[warm], raw[warm]), strict=True
             ):
@@ -925,7 +934,10 @@ class RecommendEngine:
         kk = np.minimum(ks, widths)
         # MMR is greedy: the first kk picks of a longer run are the picks of a kk-run.
         vectors = t.item_embeddings[np.maximum(items, 0)]
-        pool = np.minimum(np.array([self.policy.pool_size(int(x)) for x in kk]), widths)
+        policies = users.policies or [self.policy] * len(users.rows)
+        pool = np.minimum(
+            np.array([p.pool_size(int(x)) for p, x in zip(policies, kk, strict=True)]), widths
+        )
         positions = mmr_rerank(
             rel,
             vectors,
@@ -944,9 +956,10 @@ class RecommendEngine:
                 out.append(None)  # no candidate left: the popularity fallback answers
                 continue
             slate = None
-            if self.policy.stochastic:
+            policy = policies[w]
+            if policy.stochastic:
                 rng = request_rng(request_ids[w] or f"user-row-{int(users.rows[w])}")
-                slate = self.policy.choose(rel[w, pos], int(kk[w]), rng)
+                slate = policy.choose(rel[w, pos], int(kk[w]), rng)
                 pos = pos[slate.order]
             else:
                 pos = pos[: int(kk[w])]
@@ -964,7 +977,7 @@ class RecommendEngine:
             logged: dict[str, Any] = {}
             if slate is not None:
                 logged = _logged_propensities(slate, before_pins, chosen)
-                logged["policy"] = self.policy.id
+                logged["policy"] = policy.id
             out.append(
                 RankedList(
                     t.item_ids[chosen],
