@@ -4,6 +4,7 @@
     recsys download --list           # known datasets and where they are
     recsys serve ...                 # Triton serving commands (recsys.serving.cli)
     recsys realtime ...              # events, profiles, segments, privacy (recsys.realtime_cli)
+    recsys sim run ...               # simulated users against a served model (recsys.sim)
 
 The main job itself is ``scripts/run.sh`` (Hydra app ``training/main.py``).
 """
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "recsys.realtime_cli",
         "collect, publish and consume events; segments; access and erasure",
     ),
+    "sim": ("recsys.sim.__main__", "simulated users against a repository's recommend model"),
 }
 
 

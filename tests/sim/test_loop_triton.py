@@ -137,3 +137,22 @@ def _events(db: Path, users: list[int]) -> list[Any]:
         ]
     finally:
         store.close()
+
+
+def test_the_command_runs_a_simulation_and_writes_its_log(
+    live: Live, ml100k_dir: Path, tmp_path: Path
+) -> None:
+    from recsys.cli import main
+
+    out = tmp_path / "sim-out"
+    args = ["sim", "run", "--repository", str(live.root), "--mode", "in-process",
+            "--steps", "25", "--users", "10", "--data-dir", str(ml100k_dir.parent),
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(steps) == 25 and summary["visits"] == 25.0 and summary["mode"] == "in-process"
+    assert all(len(s["items"]) == 10 == len(s["true_ctr"]) for s in steps)
+    assert summary["clicks"] == sum(sum(s["clicked"]) for s in steps)
+    missing = ["sim", "run", "--repository", str(live.root), "--data-dir", str(tmp_path)]
+    assert main(missing) == 2  # no MovieLens there: a clear error, not a traceback
