@@ -44,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
         "runtime",
         "bundle",  # serving reads run bundles
         "targeting",  # build-repo checks a rules file; recommend loads it
+        "experiments",  # build-repo checks an A/B tests file; recommend loads it
         "segments",
     },
     # training's last stage (export + the runtime tables); serving opens bundles

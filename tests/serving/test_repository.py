@@ -183,6 +183,7 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             "rules_check_s": 1.0,
             "policy": "deterministic",
             "policy_depth": 50,
+            "experiments": "",
             "instance_group": "# instance_group: Triton's default",
         },
     )

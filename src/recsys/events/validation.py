@@ -245,6 +245,10 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
         "slate_propensity": FieldSpec("number", min=0.0, max=1.0),
         "position_propensities": FieldSpec("number_list", min=0.0, max=1.0, max_len=1000),
+        # A/B assignments (recsys.runtime.experiments): one experiment's, and all of them
+        "experiment": FieldSpec("str", max_len=128),
+        "arm": FieldSpec("str", max_len=128),
+        "experiments": FieldSpec("str_list", max_len=50),
         # a contextual bandit's choice (recsys.bandits.online reads it back)
         "bandit": FieldSpec("str", max_len=128),
         "bandit_arm": FieldSpec("int", min=0, max=100_000),

@@ -62,7 +62,9 @@ from typing import Any
 import numpy as np
 
 from recsys.runtime.context import UNKNOWN, RequestContext
-from recsys.runtime.policies import DETERMINISTIC, SlatePolicy, request_rng
+from recsys.runtime.experiments import ExperimentSet, merged_changes
+from recsys.runtime.exposure import ANONYMOUS_USER
+from recsys.runtime.policies import DETERMINISTIC, SlatePolicy, parse_policy, request_rng
 from recsys.runtime.ranker_features import SECONDS_PER_YEAR, RankerFeatures
 from recsys.runtime.ranking import AggregationSettings, id_order, mmr_rerank, relevance
 from recsys.runtime.targeting import (
@@ -427,6 +429,7 @@ class RankedList:
         slate_propensity: the probability of the policy's slate.
         position_propensities: per shown item, its marginal probability at its
             position, where the policy has one and no pin moved the slate.
+        experiments: the request's A/B assignments, ``{"experiment", "arm"}`` each.
     """
 
     item_ids: np.ndarray
@@ -442,6 +445,7 @@ class RankedList:
     propensities: np.ndarray | None = None
     slate_propensity: float = 1.0
     position_propensities: np.ndarray | None = None
+    experiments: tuple[dict[str, str], ...] = ()
 
     def explanation(self) -> dict[str, Any]:
         """How the list was made: rules, the segments they saw, consent, conflicts."""
@@ -451,6 +455,7 @@ class RankedList:
             "personalized": self.personalized,
             "fallback": self.fallback,
             "conflicts": list(self.conflicts),
+            "experiments": [dict(e) for e in self.experiments],
         }
 
 
@@ -538,6 +543,9 @@ class RecommendEngine:
         policy: how the shown slate is drawn from the ranking (default: its top k);
             stochastic policies draw with the request id's generator and report
             exact propensities (:mod:`recsys.runtime.policies`).
+        experiments: A/B tests (:class:`~recsys.runtime.experiments.ExperimentSet`):
+            each request's user (or session) is assigned to arms from its segments
+            and context, and an arm's ``policy`` decides the request's slate policy.
     """
 
     def __init__(
@@ -552,6 +560,7 @@ class RecommendEngine:
         warn: Callable[[str], None] | None = None,
         rules: Any = None,
         policy: SlatePolicy | None = None,
+        experiments: ExperimentSet | None = None,
     ) -> None:
         if tables.settings.ranker_weight > 0 and (features is None or ranker is None):
             raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
@@ -573,6 +582,8 @@ class RecommendEngine:
         self.user_state_stats = UserStateStats()
         self.rules = rules
         self.policy = policy or SlatePolicy()
+        self.experiments = experiments
+        self._policies: dict[str, SlatePolicy] = {}
 
     def check_k(self, k: int) -> None:
         """Raises :class:`RequestValueError` unless ``1 <= k <= max_k``."""
@@ -641,6 +652,21 @@ class RecommendEngine:
                 else:
                     segments[position] = tuple(sorted(getattr(prof, "segments", ()) or ()))
         plans = self._plans(segments, ctxs)
+        arms: list[tuple[dict[str, str], ...]] = [()] * len(raw)
+        if self.experiments is not None and self.experiments.layers:
+            chosen: list[SlatePolicy | None] = (
+                list(policies) if policies is not None else [None] * len(raw)
+            )
+            for position in range(len(raw)):
+                # a user without personalization consent is hashed as the anonymous user
+                unit = str(int(raw[position])) if personal[position] else ANONYMOUS_USER
+                changes = merged_changes(
+                    self.experiments.assign(unit, segments[position], ctxs[position])
+                )
+                arms[position] = tuple(dict(r) for r in changes.exposures)
+                if changes.policy is not None and chosen[position] is None:
+                    chosen[position] = self._policy(changes.policy)
+            policies = chosen
         out: list[RankedList | None] = [None] * len(raw)
         also_seen: list[np.ndarray | None] = [None] * len(raw)
         if profiles is None or all(p is None for p in profiles):
@@ -689,10 +715,17 @@ class RecommendEngine:
                 segments=segments[position],
                 personalized=personal[position],
                 conflicts=(*plans[position].conflicts, *answer.conflicts),
+                experiments=arms[position],
             )
             for position, answer in enumerate(out)
             if answer is not None
         ]
+
+    def _policy(self, text: str) -> SlatePolicy:
+        """An arm's policy, parsed once (same depth as the engine's own policy)."""
+        if text not in self._policies:
+            self._policies[text] = parse_policy(text, depth=self.policy.depth)
+        return self._policies[text]
 
     def _plans(
         self, segments: Sequence[tuple[str, ...]], contexts: Sequence[RequestContext]

@@ -69,6 +69,7 @@ def exposure_event(
     position_propensities: Sequence[float] | None = None,
     slate_propensity: float | None = None,
     extra: Mapping[str, Any] | None = None,
+    experiments: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """The exposure event of one served list (an event of the project's schema).
 
@@ -89,6 +90,9 @@ def exposure_event(
         segments: the user's segments the targeting rules saw.
         position_propensities: each shown item's marginal probability at its position,
             where the policy has one (:mod:`recsys.runtime.policies`).
+        experiments: the request's A/B assignments (``{"experiment", "arm"}`` each): the
+            payload's ``experiments`` lists ``experiment:arm``, and with one assignment
+            ``experiment`` and ``arm`` name it.
         extra: more payload fields of the event schema (e.g. a bandit's ``bandit``,
             ``bandit_arm``, ``bandit_context``, ``bandit_propensity``).
         slate_propensity: the slate's probability (default: the product of
@@ -135,6 +139,11 @@ def exposure_event(
     }
     if context.surface is not None:
         payload["surface"] = context.surface
+    if experiments:
+        payload["experiments"] = [f"{e['experiment']}:{e['arm']}" for e in experiments]
+        if len(experiments) == 1:
+            payload["experiment"] = experiments[0]["experiment"]
+            payload["arm"] = experiments[0]["arm"]
     if extra:
         clash = sorted(set(extra) & set(payload))
         if clash:

@@ -181,6 +181,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         gpu_accelerator=args.gpu_accelerator,
         targeting_rules=args.rules,
         policy=args.policy,
+        experiments=args.experiments,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -359,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="deterministic",
         help="slate policy: deterministic, epsilon_greedy:EPS or plackett_luce:T "
         "(exploration over the first 50 ranked candidates; default: deterministic)",
+    )
+    build.add_argument(
+        "--experiments",
+        default="",
+        help="A/B tests YAML file (docs/experiments.md): arms may set the slate policy; "
+        "exposures record the arms (default: none)",
     )
     build.add_argument(
         "--gpu-accelerator",

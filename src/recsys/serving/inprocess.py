@@ -68,6 +68,11 @@ def engine_from_repository(
             lambda path: load_rules(path, catalog),
             check_s=float(params.get("rules_check_s", "1.0")),
         )
+    experiments = None
+    if params.get("experiments"):
+        from recsys.experiments.loader import load_experiments
+
+        experiments = load_experiments(params["experiments"]).experiments
     return RecommendEngine(
         tables,
         RankerFeatures.load(folder),
@@ -80,4 +85,5 @@ def engine_from_repository(
         policy=parse_policy(
             params.get("policy", "deterministic"), depth=int(params.get("policy_depth", "50"))
         ),
+        experiments=experiments,
     )

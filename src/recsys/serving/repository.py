@@ -127,6 +127,9 @@ class RepositoryConfig:
             ``plackett_luce:T``; :mod:`recsys.runtime.policies`); the exposure log
             records each slate's exact propensities.
         policy_depth: how many ranked candidates a stochastic policy draws from.
+        experiments: an A/B tests YAML file (:mod:`recsys.experiments`): each request's
+            assigned arm may set its slate policy, and exposures record the arms.
+            Checked when the repository is built. Empty: none.
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -153,6 +156,7 @@ class RepositoryConfig:
     rules_check_s: float = 1.0
     policy: str = "deterministic"
     policy_depth: int = 50
+    experiments: str = ""
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -183,6 +187,8 @@ class RepositoryConfig:
         if '"' in self.targeting_rules or "\\" in self.targeting_rules:
             raise ValueError("targeting_rules must not hold quotes or backslashes")
         parse_policy(self.policy, self.policy_depth)  # refuses a bad policy now
+        if '"' in self.experiments or "\\" in self.experiments:
+            raise ValueError("experiments must not hold quotes or backslashes")
         if not self.rules_check_s > 0:
             raise ValueError(f"rules_check_s must be > 0, got {self.rules_check_s}")
 
@@ -407,6 +413,7 @@ def build_repository(
             "rules_check_s": cfg.rules_check_s,
             "policy": parse_policy(cfg.policy, cfg.policy_depth).id.split("@")[0],
             "policy_depth": cfg.policy_depth,
+            "experiments": _checked_experiments(cfg.experiments, cfg.policy_depth),
             "instance_group": (
                 f"instance_group [ {{ count: {cfg.recommend_instances} kind: KIND_CPU }} ]"
                 if cfg.recommend_instances
@@ -419,6 +426,35 @@ def build_repository(
     return RepositoryInfo(
         root=root, version=v, manifest=manifest, files=files, config=cfg, bundle=run
     )
+
+
+def _checked_experiments(path: str, depth: int) -> str:
+    """The experiments file's absolute path, after loading it and its arms' policies.
+
+    Raises:
+        ExperimentConfigError: the file does not load (located at its line and column).
+        ValueError: an arm names a policy that does not parse.
+    """
+    if not path:
+        return ""
+    from recsys.experiments.loader import load_experiments
+
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise FileNotFoundError(f"experiments file {resolved} does not exist")
+    loaded = load_experiments(resolved)
+    for layer in loaded.experiments.layers:
+        for exp in layer.experiments:
+            for arm in exp.arms:
+                if arm.policy is not None:
+                    try:
+                        parse_policy(arm.policy, depth)
+                    except ValueError as error:
+                        raise ValueError(
+                            f"{resolved}: experiment {exp.name!r} arm {arm.name!r}: {error}"
+                        ) from None
+    LOGGER.info("experiments %s", loaded.source)
+    return str(resolved)
 
 
 def _checked_rules(path: str, recommend_dir: Path) -> str:

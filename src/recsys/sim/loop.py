@@ -175,6 +175,7 @@ class EngineRecommender:
                         segments=answer.segments,
                         personalized=answer.personalized,
                         fallback=answer.fallback,
+                        experiments=answer.experiments,
                     )
                 ]
             )

@@ -118,6 +118,12 @@ class TritonPythonModel:
         store_url = string_parameter(config, "profile_store", "")
         # Opened once; a store that is down now is retried by the reads themselves.
         self.reader = ProfileStoreReader.from_folder(store_url, folder) if store_url else None
+        experiments_path = string_parameter(config, "experiments", "")
+        experiments = None
+        if experiments_path:
+            from recsys.experiments.loader import load_experiments
+
+            experiments = load_experiments(experiments_path).experiments
         rules_path = string_parameter(config, "targeting_rules", "")
         self.rules = None
         if rules_path:
@@ -144,6 +150,7 @@ class TritonPythonModel:
                 string_parameter(config, "policy", "deterministic"),
                 depth=int(string_parameter(config, "policy_depth", "50")),
             ),
+            experiments=experiments,
         )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
@@ -166,6 +173,7 @@ class TritonPythonModel:
             f"N={tables.num_candidates}, settings {tables.settings}, "
             f"profile store {store_url or 'off'}, exposure log {exposure_url or 'off'}, "
             f"targeting rules {rules_path or 'off'}, policy {self.engine.policy.id}, "
+            f"experiments {experiments.version if experiments else 'off'}, "
             f"bundle {self.bundle_id}, from {folder}"
         )
 
@@ -319,6 +327,7 @@ class TritonPythonModel:
                 else answer.position_propensities.tolist(),
                 segments=answer.segments,
                 personalized=bool(answer.personalized),
+                experiments=answer.experiments,
             )
         except Exception as error:  # never fail an answered request over its log entry
             pb_utils.Logger.log_warn(f"recommend: exposure of {context.request_id}: {error}")
