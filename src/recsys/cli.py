@@ -5,6 +5,7 @@
     recsys serve ...                 # Triton serving commands (recsys.serving.cli)
     recsys realtime ...              # events, profiles, segments, privacy (recsys.realtime_cli)
     recsys sim run ...               # simulated users against a served model (recsys.sim)
+    recsys experiments report ...    # A/B test analysis and report (recsys.experiments)
 
 The main job itself is ``scripts/run.sh`` (Hydra app ``training/main.py``).
 """
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "collect, publish and consume events; segments; access and erasure",
     ),
     "sim": ("recsys.sim.__main__", "simulated users against a repository's recommend model"),
+    "experiments": ("recsys.experiments.cli", "A/B tests: analyse exposures and outcomes, report"),
 }
 
 
