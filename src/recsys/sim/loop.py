@@ -86,6 +86,7 @@ class Shown:
         policy: the slate policy's id.
         propensities: per item, its logged propensity (None: 1.0 each).
         rules: the targeting rules that applied.
+        experiments: the request's A/B assignments (``{"experiment", "arm"}`` each).
     """
 
     items: np.ndarray
@@ -93,6 +94,7 @@ class Shown:
     policy: str = "deterministic"
     propensities: np.ndarray | None = None
     rules: tuple[str, ...] = ()
+    experiments: tuple[dict[str, str], ...] = ()
 
 
 class Recommender(Protocol):
@@ -127,6 +129,7 @@ class TritonRecommender:
             rec.item_ids,
             str(rec.request_id),
             rules=tuple(rec.rules),
+            experiments=tuple(dict(e) for e in rec.explanation.get("experiments", [])),
         )
 
     def close(self) -> None:
@@ -185,6 +188,7 @@ class EngineRecommender:
             answer.policy,
             answer.propensities,
             answer.rules,
+            answer.experiments,
         )
 
 
@@ -251,6 +255,8 @@ class Step:
     true_ctr: list[float]
     clicked: list[bool]
     dwell_s: list[float]
+    request_ms: int = 0
+    experiments: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -276,6 +282,25 @@ class SimLog:
             "true_clicks_per_visit": true / visits,
             "dwell_s_per_visit": dwell / visits,
         }
+
+    def exposure_table(self, experiment: str) -> Any:
+        """The A/B analysis input of one experiment (``recsys.experiments.data``): one
+        row per visit in the experiment, with its arm, time and outcomes; plus the true
+        expected clicks (``true_clicks``) the analysis cannot see but a report may."""
+        import pandas as pd
+
+        rows = []
+        for s in self.steps:
+            arm = next((e["arm"] for e in s.experiments if e["experiment"] == experiment), None)
+            if arm is None:
+                continue
+            rows.append({
+                "unit": str(s.user), "arm": arm, "experiment": experiment,
+                "timestamp": s.request_ms / 1000.0, "impressions": len(s.items),
+                "clicks": int(sum(s.clicked)), "conversions": 0,
+                "dwell": float(sum(s.dwell_s)), "true_clicks": float(sum(s.true_ctr)),
+            })  # fmt: skip
+        return pd.DataFrame(rows)
 
     def outcomes(self) -> list[tuple[int, tuple[int, ...], tuple[bool, ...]]]:
         """``(user, items, clicks)`` per step: what two runs must share to be equal."""
@@ -350,6 +375,8 @@ def simulate(
                 true_ctr=outcome.true_ctr.tolist(),
                 clicked=outcome.clicked.tolist(),
                 dwell_s=outcome.dwell_s.tolist(),
+                request_ms=int(context.request_time_ms or 0),
+                experiments=[dict(e) for e in shown.experiments],
             )
         )
         if sink is not None:
