@@ -622,6 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user")
         p.add_argument("--actor", required=True, help="who asks (recorded in the audit trail)")
         p.set_defaults(run=fn)
+
+    # attribution: outcomes joined to exposures, online in its own consumer group or as
+    # the batch job (recsys.events.attribution_consumer; it opens the store itself)
+    from recsys.events.attribution_consumer import add_attribution_command
+
+    add_attribution_command(sub, _stop_on_signals)
     return ap
 
 

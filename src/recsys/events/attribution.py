@@ -17,8 +17,15 @@ counted (``mismatched``) and then tried by window; one that joins nothing is cou
 does online); :func:`attribute` runs the same object over a batch, time-ordered (what
 the offline job does over a store or a log), so both give the same joins.
 :func:`engagement` turns the exposures and their joins into rates per model version,
-bundle, position, rule, policy and surface (impressions, clicks, CTR, conversions,
-mean dwell).
+bundle, position, rule, policy, surface and segment (impressions, clicks, CTR,
+conversions, mean dwell); :class:`EngagementCounter` keeps the same rows up to date one
+exposure and one join at a time (what a long-running consumer keeps, without holding
+every exposure). Per segment, an exposure counts once for each segment its user was in
+when the list was served (the payload's ``segments``), lists of users in no segment
+count under ``(none)``, and lists served without personalization (whose segments are
+not recorded) under ``(not personalized)``. :mod:`recsys.events.lift` compares a
+segment's members with the other users; :mod:`recsys.events.attribution_consumer` runs
+this over a store's stream, online and as a batch job.
 
 Example:
     >>> report = attribute(events)  # doctest: +SKIP
@@ -81,22 +88,38 @@ class Exposure:
     policy: str
     rules: tuple[str, ...]
     surface: str | None
+    segments: tuple[str, ...] = ()
+    personalized: bool = True
 
     @classmethod
     def from_event(cls, event: Event) -> Exposure:
+        """The exposure an impression event records.
+
+        Raises:
+            ValueError: the payload's propensities do not match its items one to one.
+        """
         p = event.payload
         items = tuple(p.get("items") or ())
+        propensities = tuple(float(x) for x in p.get("propensities") or (1.0,) * len(items))
+        if len(propensities) != len(items):
+            raise ValueError(
+                f"exposure {event.event_id}: {len(items)} items but {len(propensities)} "
+                "propensities"
+            )
         return cls(
             request_id=str(p.get("request_id") or event.event_id),
             user_id=event.user_id,
             ts_us=event.ts_us,
             items=items,
-            propensities=tuple(p.get("propensities") or (1.0,) * len(items)),
+            propensities=propensities,
             model=str(p.get("model") or "unknown"),
             bundle=str(p.get("bundle") or "unknown"),
             policy=str(p.get("policy") or "unknown"),
             rules=tuple(p.get("rules") or ()),
             surface=p.get("surface"),
+            # a segment listed twice is one membership
+            segments=tuple(dict.fromkeys(str(s) for s in p.get("segments") or ())),
+            personalized=bool(p.get("personalized", True)),
         )
 
 
@@ -120,6 +143,9 @@ class Attribution:
         how: ``request_id`` or ``window``.
         delay_s: seconds from the exposure to the outcome.
         dwell_ms: the dwell time of a dwell outcome.
+        segments: the user's segments when the list was served.
+        personalized: whether the list was served with personalization (else its
+            segments were not recorded).
     """
 
     event_id: str
@@ -137,11 +163,14 @@ class Attribution:
     how: str
     delay_s: float
     dwell_ms: int | None = None
+    segments: tuple[str, ...] = ()
+    personalized: bool = True
 
 
 @dataclass
 class AttributionStats:
-    """Counts of what the attributor saw."""
+    """Counts of what the attributor saw (``malformed``: exposures whose payload does not
+    hold one propensity per item, which are counted and not remembered)."""
 
     exposures: int = 0
     outcomes: int = 0
@@ -149,6 +178,7 @@ class AttributionStats:
     by_window: int = 0
     mismatched: int = 0
     unattributed: int = 0
+    malformed: int = 0
 
 
 class Attributor:
@@ -156,10 +186,16 @@ class Attributor:
 
     Args:
         config: the join rules.
+        keep_exposures: keep every exposure in :attr:`exposures` (what a batch report
+            needs); a long-running consumer passes False and counts them as they come
+            (:class:`EngagementCounter`): the join state itself is bounded per user.
     """
 
-    def __init__(self, config: AttributionConfig | None = None) -> None:
+    def __init__(
+        self, config: AttributionConfig | None = None, keep_exposures: bool = True
+    ) -> None:
         self.config = config or AttributionConfig()
+        self.keep_exposures = keep_exposures
         self.stats = AttributionStats()
         self._by_user: dict[str, deque[Exposure]] = defaultdict(
             lambda: deque(maxlen=self.config.exposures_per_user)
@@ -170,15 +206,30 @@ class Attributor:
     def feed(self, event: Event) -> Attribution | None:
         """Remembers an exposure, or joins an outcome; other events are ignored."""
         if event.type is EventType.RECOMMENDATION_IMPRESSION:
-            exposure = Exposure.from_event(event)
-            queue = self._by_user[exposure.user_id]
-            if len(queue) == queue.maxlen:
-                self._by_request.pop(queue[0].request_id, None)
-            queue.append(exposure)
-            self._by_request[exposure.request_id] = exposure
-            self.exposures.append(exposure)
-            self.stats.exposures += 1
+            self.expose(event)
             return None
+        return self.join(event)
+
+    def expose(self, event: Event) -> Exposure | None:
+        """Remembers the exposure of an impression event and returns it (None, counted
+        as ``malformed``, when its payload does not fit)."""
+        try:
+            exposure = Exposure.from_event(event)
+        except (ValueError, TypeError):
+            self.stats.malformed += 1
+            return None
+        queue = self._by_user[exposure.user_id]
+        if len(queue) == queue.maxlen:
+            self._by_request.pop(queue[0].request_id, None)
+        queue.append(exposure)
+        self._by_request[exposure.request_id] = exposure
+        if self.keep_exposures:
+            self.exposures.append(exposure)
+        self.stats.exposures += 1
+        return exposure
+
+    def join(self, event: Event) -> Attribution | None:
+        """The join of an outcome event (None: not an outcome, or joined nothing)."""
         if event.type not in OUTCOME_TYPES or event.item_id is None:
             return None
         self.stats.outcomes += 1
@@ -211,6 +262,8 @@ class Attributor:
             how=how,
             delay_s=(event.ts_us - exposure.ts_us) / 1e6,
             dwell_ms=None if dwell is None else int(dwell),
+            segments=exposure.segments,
+            personalized=exposure.personalized,
         )
 
     def _by_id(self, event: Event) -> tuple[Exposure, int] | None:
@@ -280,61 +333,58 @@ def attribute(
     return AttributionReport(joined, attributor.exposures, attributor.stats)
 
 
-GROUPS: tuple[str, ...] = ("model", "bundle", "position", "rule", "policy", "surface")
+GROUPS: tuple[str, ...] = (
+    "model",
+    "bundle",
+    "position",
+    "rule",
+    "policy",
+    "surface",
+    "segment",
+)
 """The dimensions :func:`engagement` groups by."""
 
+NONE = "(none)"
+"""The group of lists without a rule, surface or segment."""
 
-def engagement(
-    exposures: Sequence[Exposure], attributions: Sequence[Attribution], by: str
-) -> list[dict[str, Any]]:
-    """Impressions and outcomes per group.
+NOT_PERSONALIZED = "(not personalized)"
+"""The segment group of lists served without personalization (no segments recorded)."""
 
-    Args:
-        exposures: the exposures (each shown item is one impression).
-        attributions: their joined outcomes.
-        by: one of :data:`GROUPS` (``rule``: an exposure counts for each rule it
-            applied; lists without rules are ``(none)``).
 
-    Returns:
-        One row per group value, sorted by it: ``impressions``, ``clicks``, ``ctr``,
-        ``conversions``, ``conversion_rate`` (per impression), ``dwell_events`` and
-        ``mean_dwell_ms``.
-    """
+def _keys(by: str, value: Exposure | Attribution, position: int | None) -> list[Any]:
+    """The groups of ``by`` an exposure (or one of its positions) or a join counts for."""
+    if by == "position":
+        return [position]
+    if by == "rule":
+        return list(value.rules) or [NONE]
+    if by == "segment":
+        if not value.personalized:
+            return [NOT_PERSONALIZED]
+        return list(value.segments) or [NONE]
+    key = getattr(value, by)
+    return [key if key is not None else NONE]
+
+
+def _check_by(by: str) -> None:
     if by not in GROUPS:
         raise ValueError(f"by must be one of {GROUPS}, got {by!r}")
-    rows: dict[Any, dict[str, Any]] = {}
 
-    def row(key: Any) -> dict[str, Any]:
-        empty = {"impressions": 0, "clicks": 0, "conversions": 0, "dwell_events": 0}
-        return rows.setdefault(key, {by: key, **empty, "dwell_ms": 0})
 
-    def keys_of(value: Mapping[str, Any], position: int | None) -> list[Any]:
-        if by == "position":
-            return [position]
-        if by == "rule":
-            return list(value["rules"]) or ["(none)"]
-        return [value[by] if value[by] is not None else "(none)"]
+_EMPTY = {"impressions": 0, "clicks": 0, "conversions": 0, "dwell_events": 0, "dwell_ms": 0}
 
-    for exposure in exposures:
-        fields_ = vars(exposure)
-        if by == "position":
-            for position in range(len(exposure.items)):
-                row(position)["impressions"] += 1
-        else:
-            for key in keys_of(fields_, None):
-                row(key)["impressions"] += len(exposure.items)
-    for joined in attributions:
-        values = vars(joined)
-        for key in keys_of(values, joined.position):
-            r = row(key)
-            kind = EventType(joined.type)
-            if kind in CLICKS:
-                r["clicks"] += 1
-            elif kind in CONVERSIONS:
-                r["conversions"] += 1
-            elif kind is EventType.DWELL and joined.dwell_ms is not None:
-                r["dwell_events"] += 1
-                r["dwell_ms"] += joined.dwell_ms
+
+def _count_join(row: dict[str, Any], joined: Attribution) -> None:
+    kind = EventType(joined.type)
+    if kind in CLICKS:
+        row["clicks"] += 1
+    elif kind in CONVERSIONS:
+        row["conversions"] += 1
+    elif kind is EventType.DWELL and joined.dwell_ms is not None:
+        row["dwell_events"] += 1
+        row["dwell_ms"] += joined.dwell_ms
+
+
+def _rates(by: str, rows: Mapping[Any, Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for key in sorted(rows, key=lambda k: (str(type(k)), k)):
         r = rows[key]
@@ -352,3 +402,84 @@ def engagement(
             }
         )
     return out
+
+
+def engagement(
+    exposures: Sequence[Exposure], attributions: Sequence[Attribution], by: str
+) -> list[dict[str, Any]]:
+    """Impressions and outcomes per group.
+
+    Args:
+        exposures: the exposures (each shown item is one impression).
+        attributions: their joined outcomes.
+        by: one of :data:`GROUPS`. ``rule``: an exposure counts for each rule it
+            applied; lists without rules are ``(none)``. ``segment``: an exposure (and
+            its outcomes) counts for each segment its user was in when it was served
+            (an exposure of segments ``[a, b]`` counts for ``a`` and for ``b``, so the
+            rows add up to more than the total); users in no segment are ``(none)``,
+            lists served without personalization ``(not personalized)``.
+
+    Returns:
+        One row per group value, sorted by it: ``impressions``, ``clicks``, ``ctr``,
+        ``conversions``, ``conversion_rate`` (per impression), ``dwell_events`` and
+        ``mean_dwell_ms``.
+    """
+    _check_by(by)
+    rows: dict[Any, dict[str, Any]] = {}
+
+    def row(key: Any) -> dict[str, Any]:
+        return rows.setdefault(key, dict(_EMPTY))
+
+    for exposure in exposures:
+        if by == "position":
+            for position in range(len(exposure.items)):
+                row(position)["impressions"] += 1
+        else:
+            for key in _keys(by, exposure, None):
+                row(key)["impressions"] += len(exposure.items)
+    for joined in attributions:
+        for key in _keys(by, joined, joined.position):
+            _count_join(row(key), joined)
+    return _rates(by, rows)
+
+
+class EngagementCounter:
+    """The rows of :func:`engagement`, kept up to date one exposure and one join at a
+    time (what a long-running consumer keeps instead of every exposure).
+
+    Args:
+        groups: the dimensions to count (default: all of :data:`GROUPS`).
+
+    Example:
+        >>> counter = EngagementCounter(("model",))
+        >>> counter.engagement("model")
+        []
+    """
+
+    def __init__(self, groups: Sequence[str] = GROUPS) -> None:
+        for by in groups:
+            _check_by(by)
+        self.groups = tuple(groups)
+        self._rows: dict[str, dict[Any, dict[str, Any]]] = {by: {} for by in self.groups}
+
+    def add_exposure(self, exposure: Exposure) -> None:
+        """Counts the impressions of one exposure."""
+        for by, rows in self._rows.items():
+            if by == "position":
+                for position in range(len(exposure.items)):
+                    rows.setdefault(position, dict(_EMPTY))["impressions"] += 1
+            else:
+                for key in _keys(by, exposure, None):
+                    rows.setdefault(key, dict(_EMPTY))["impressions"] += len(exposure.items)
+
+    def add_attribution(self, joined: Attribution) -> None:
+        """Counts one joined outcome."""
+        for by, rows in self._rows.items():
+            for key in _keys(by, joined, joined.position):
+                _count_join(rows.setdefault(key, dict(_EMPTY)), joined)
+
+    def engagement(self, by: str) -> list[dict[str, Any]]:
+        """The rows of :func:`engagement` for what was counted so far."""
+        if by not in self._rows:
+            raise ValueError(f"by must be one of {self.groups}, got {by!r}")
+        return _rates(by, self._rows[by])
