@@ -45,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "bundle",  # serving reads run bundles
         "targeting",  # build-repo checks a rules file; recommend loads it
         "experiments",  # build-repo checks an A/B tests file; recommend loads it
+        "bandits",  # a policy bandit's state file
         "segments",
     },
     # training's last stage (export + the runtime tables); serving opens bundles
@@ -72,6 +73,8 @@ ALLOWED: dict[str, set[str]] = {
     "targeting": {"data", "features", "events", "profiles", "segments", "runtime", "targeting"},
     # A/B tests: YAML loading and analysis over the runtime's assignment
     "experiments": {"runtime", "experiments"},
+    # off-policy evaluation: logged bandit feedback, from the exposure log and attribution
+    "ope": {"events", "ope"},
 }
 
 

@@ -184,6 +184,8 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             "policy": "deterministic",
             "policy_depth": 50,
             "experiments": "",
+            "bandit_state": "",
+            "bandit_name": "policy",
             "instance_group": "# instance_group: Triton's default",
         },
     )

@@ -57,7 +57,8 @@ class BanditUpdater:
 
     Args:
         bandit: the bandit to update.
-        bandit_id: the ``bandit`` payload value of its exposures.
+        bandit_id: the bandit's name (``<name>`` or ``<name>@<version>``): exposures
+            whose ``bandit`` has the same name, at any version, teach it.
         window_s: how long after an exposure its outcomes count.
         reward_types: outcome types that give reward 1 (default: clicks).
     """
@@ -91,7 +92,8 @@ class BanditUpdater:
 
     def _remember(self, event: Event) -> None:
         payload = event.payload
-        if payload.get("bandit") != self.bandit_id:
+        # "<name>@<version>": every version of this bandit's choices teaches it
+        if str(payload.get("bandit", "")).split("@", 1)[0] != self.bandit_id.split("@", 1)[0]:
             return
         try:
             arm = int(payload["bandit_arm"])

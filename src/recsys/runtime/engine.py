@@ -430,6 +430,7 @@ class RankedList:
         position_propensities: per shown item, its marginal probability at its
             position, where the policy has one and no pin moved the slate.
         experiments: the request's A/B assignments, ``{"experiment", "arm"}`` each.
+        bandit: a policy bandit's choice for the exposure log (empty: none).
     """
 
     item_ids: np.ndarray
@@ -446,6 +447,7 @@ class RankedList:
     slate_propensity: float = 1.0
     position_propensities: np.ndarray | None = None
     experiments: tuple[dict[str, str], ...] = ()
+    bandit: dict[str, Any] = field(default_factory=dict)
 
     def explanation(self) -> dict[str, Any]:
         """How the list was made: rules, the segments they saw, consent, conflicts."""
@@ -546,6 +548,10 @@ class RecommendEngine:
         experiments: A/B tests (:class:`~recsys.runtime.experiments.ExperimentSet`):
             each request's user (or session) is assigned to arms from its segments
             and context, and an arm's ``policy`` decides the request's slate policy.
+        chooser: picks the slate policy of requests no experiment arm decides
+            (anything with ``choose(context, segments) -> (SlatePolicy, payload)``,
+            e.g. :class:`recsys.bandits.serving.PolicyBandit`); its payload goes to the
+            exposure log. Only for personalized requests.
     """
 
     def __init__(
@@ -561,6 +567,7 @@ class RecommendEngine:
         rules: Any = None,
         policy: SlatePolicy | None = None,
         experiments: ExperimentSet | None = None,
+        chooser: Any = None,
     ) -> None:
         if tables.settings.ranker_weight > 0 and (features is None or ranker is None):
             raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
@@ -583,6 +590,7 @@ class RecommendEngine:
         self.rules = rules
         self.policy = policy or SlatePolicy()
         self.experiments = experiments
+        self.chooser = chooser
         self._policies: dict[str, SlatePolicy] = {}
 
     def check_k(self, k: int) -> None:
@@ -667,6 +675,16 @@ class RecommendEngine:
                 if changes.policy is not None and chosen[position] is None:
                     chosen[position] = self._policy(changes.policy)
             policies = chosen
+        bandit_payload: list[dict[str, Any]] = [{} for _ in range(len(raw))]
+        if self.chooser is not None:
+            picked = list(policies) if policies is not None else [None] * len(raw)
+            for position in range(len(raw)):
+                if picked[position] is None and personal[position]:
+                    ctx = ctxs[position].with_request_id()
+                    picked[position], bandit_payload[position] = self.chooser.choose(
+                        ctx, segments[position]
+                    )
+            policies = picked
         out: list[RankedList | None] = [None] * len(raw)
         also_seen: list[np.ndarray | None] = [None] * len(raw)
         if profiles is None or all(p is None for p in profiles):
@@ -716,6 +734,7 @@ class RecommendEngine:
                 personalized=personal[position],
                 conflicts=(*plans[position].conflicts, *answer.conflicts),
                 experiments=arms[position],
+                bandit=bandit_payload[position],
             )
             for position, answer in enumerate(out)
             if answer is not None

@@ -73,6 +73,15 @@ def engine_from_repository(
         from recsys.experiments.loader import load_experiments
 
         experiments = load_experiments(params["experiments"]).experiments
+    chooser = None
+    if params.get("bandit_state"):
+        from recsys.bandits.serving import PolicyBandit
+
+        chooser = PolicyBandit(
+            params["bandit_state"],
+            name=params.get("bandit_name", "policy"),
+            depth=int(params.get("policy_depth", "50")),
+        )
     return RecommendEngine(
         tables,
         RankerFeatures.load(folder),
@@ -86,4 +95,5 @@ def engine_from_repository(
             params.get("policy", "deterministic"), depth=int(params.get("policy_depth", "50"))
         ),
         experiments=experiments,
+        chooser=chooser,
     )

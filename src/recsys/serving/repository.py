@@ -130,6 +130,10 @@ class RepositoryConfig:
         experiments: an A/B tests YAML file (:mod:`recsys.experiments`): each request's
             assigned arm may set its slate policy, and exposures record the arms.
             Checked when the repository is built. Empty: none.
+        bandit_state: a policy bandit's state file (:mod:`recsys.bandits.serving`; arms
+            are slate policy ids) that picks the policy of requests no experiment arm
+            decides; re-read by the server when it changes. Empty: none.
+        bandit_name: the bandit's name in the exposure log (``<name>@<version>``).
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -157,6 +161,8 @@ class RepositoryConfig:
     policy: str = "deterministic"
     policy_depth: int = 50
     experiments: str = ""
+    bandit_state: str = ""
+    bandit_name: str = "policy"
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -187,6 +193,10 @@ class RepositoryConfig:
         if '"' in self.targeting_rules or "\\" in self.targeting_rules:
             raise ValueError("targeting_rules must not hold quotes or backslashes")
         parse_policy(self.policy, self.policy_depth)  # refuses a bad policy now
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", self.bandit_name):
+            raise ValueError(f"bandit_name must match [a-z][a-z0-9_]*, got {self.bandit_name!r}")
+        if '"' in self.bandit_state or "\\" in self.bandit_state:
+            raise ValueError("bandit_state must not hold quotes or backslashes")
         if '"' in self.experiments or "\\" in self.experiments:
             raise ValueError("experiments must not hold quotes or backslashes")
         if not self.rules_check_s > 0:
@@ -414,6 +424,8 @@ def build_repository(
             "policy": parse_policy(cfg.policy, cfg.policy_depth).id.split("@")[0],
             "policy_depth": cfg.policy_depth,
             "experiments": _checked_experiments(cfg.experiments, cfg.policy_depth),
+            "bandit_state": _checked_bandit(cfg.bandit_state, cfg.policy_depth),
+            "bandit_name": cfg.bandit_name,
             "instance_group": (
                 f"instance_group [ {{ count: {cfg.recommend_instances} kind: KIND_CPU }} ]"
                 if cfg.recommend_instances
@@ -454,6 +466,17 @@ def _checked_experiments(path: str, depth: int) -> str:
                             f"{resolved}: experiment {exp.name!r} arm {arm.name!r}: {error}"
                         ) from None
     LOGGER.info("experiments %s", loaded.source)
+    return str(resolved)
+
+
+def _checked_bandit(path: str, depth: int) -> str:
+    """The bandit state file's absolute path, after loading it (arms must be policies)."""
+    if not path:
+        return ""
+    from recsys.bandits.serving import PolicyBandit
+
+    resolved = Path(path).resolve()
+    PolicyBandit(resolved, depth=depth)  # raises ValueError naming what is wrong
     return str(resolved)
 
 

@@ -124,6 +124,17 @@ class TritonPythonModel:
             from recsys.experiments.loader import load_experiments
 
             experiments = load_experiments(experiments_path).experiments
+        bandit_state = string_parameter(config, "bandit_state", "")
+        chooser = None
+        if bandit_state:
+            from recsys.bandits.serving import PolicyBandit
+
+            chooser = PolicyBandit(
+                bandit_state,
+                name=string_parameter(config, "bandit_name", "policy"),
+                depth=int(string_parameter(config, "policy_depth", "50")),
+                warn=pb_utils.Logger.log_warn,
+            )
         rules_path = string_parameter(config, "targeting_rules", "")
         self.rules = None
         if rules_path:
@@ -151,6 +162,7 @@ class TritonPythonModel:
                 depth=int(string_parameter(config, "policy_depth", "50")),
             ),
             experiments=experiments,
+            chooser=chooser,
         )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
@@ -328,6 +340,7 @@ class TritonPythonModel:
                 segments=answer.segments,
                 personalized=bool(answer.personalized),
                 experiments=answer.experiments,
+                extra=answer.bandit or None,
             )
         except Exception as error:  # never fail an answered request over its log entry
             pb_utils.Logger.log_warn(f"recommend: exposure of {context.request_id}: {error}")
