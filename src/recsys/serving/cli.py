@@ -182,6 +182,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         targeting_rules=args.rules,
         policy=args.policy,
         experiments=args.experiments,
+        bandit_state=args.bandit_state,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -366,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="A/B tests YAML file (docs/experiments.md): arms may set the slate policy; "
         "exposures record the arms (default: none)",
+    )
+    build.add_argument(
+        "--bandit-state",
+        default="",
+        help="a policy bandit's state file (docs/bandits.md): its arms are slate policies; "
+        "it picks the policy of requests no experiment arm decides (default: none)",
     )
     build.add_argument(
         "--gpu-accelerator",
