@@ -179,6 +179,7 @@ class EngineRecommender:
                         personalized=answer.personalized,
                         fallback=answer.fallback,
                         experiments=answer.experiments,
+                        extra=answer.bandit or None,
                     )
                 ]
             )
