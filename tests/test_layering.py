@@ -65,6 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "runtime",
         "serving",
         "bandits",
+        "experiments",
         "sim",
     },
     # contextual bandits: numpy models; the online update reads the event stream
