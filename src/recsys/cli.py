@@ -6,6 +6,7 @@
     recsys realtime ...              # events, profiles, segments, privacy (recsys.realtime_cli)
     recsys sim run ...               # simulated users against a served model (recsys.sim)
     recsys experiments report ...    # A/B test analysis and report (recsys.experiments)
+    recsys ope evaluate ...          # off-policy evaluation of logged feedback (recsys.ope)
 
 The main job itself is ``scripts/run.sh`` (Hydra app ``training/main.py``).
 """
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "sim": ("recsys.sim.__main__", "simulated users against a repository's recommend model"),
     "experiments": ("recsys.experiments.cli", "A/B tests: analyse exposures and outcomes, report"),
+    "ope": ("recsys.ope.cli", "off-policy evaluation: estimate a policy's value from a log"),
 }
 
 
