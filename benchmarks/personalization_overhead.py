@@ -1,10 +1,12 @@
 """What live personalization costs a ``recommend`` request: plain, exposure log, everything.
 
 One run trains the default-sized models for one epoch each (as
-``benchmarks/serving_benchmark.py`` does), writes their run bundle and builds three
+``benchmarks/serving_benchmark.py`` does), writes their run bundle and builds four
 Triton repositories from it:
 
 * ``plain``: no profile store, no rules, no exposure log; requests carry no context;
+* ``context``: the same repository as ``plain``; requests carry a context (what the
+  context alone costs: the client building and sending it, the server checking it);
 * ``exposure``: the exposure log on (the embedded SQLite store); requests carry a context;
 * ``full``: the profile store (the same SQLite store; every benchmark user has a
   profile, half of them are members of ``engaged_clickers`` through clicks applied by the
@@ -13,17 +15,18 @@ Triton repositories from it:
   log, and requests with a context (request time, device: half of them mobile in the
   evening, session, surface).
 
-The three servers run side by side and get the same requests in turns (plain,
-exposure, full, ...) so that load from other processes hits them alike. Beside them, the
+The four servers run side by side and get the same requests in turns (plain,
+context, exposure, full, ...) so that load from other processes hits them alike. Beside them, the
 naive in-process baseline does the same work as ``full`` for each request, one call at
 a time per thread: a profile read (``ProfileStoreReader``), the offline
 ``TwoStageRecommender.recommend`` with the same rules, segments and context, and a
 synchronous write of the exposure to the store.
 
 Reported per concurrency: medians over rounds of requests/s, p50 and p99 of each
-variant; the p99 differences exposure - plain and full - plain with their ranges over
-rounds; full's throughput over the naive baseline's; how many answers a rule changed;
-and the exposures the store holds against the requests answered with the log on.
+variant; the p99 differences context - plain, exposure - context and full - plain with
+their ranges over rounds; full's throughput over the naive baseline's; how many answers
+a rule changed; and the exposures the store holds against the requests answered with
+the log on.
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/personalization_overhead.py --rounds 5 \\
@@ -58,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "configs/targeting/movielens.yaml"
 SEGMENTS = REPO / "configs/segments/movielens.yaml"
 EVENING_MS = 1_765_045_800_000  # 2025-12-06 19:30 at UTC+1
-VARIANTS = ("plain", "exposure", "full")
+VARIANTS = ("plain", "context", "exposure", "full")
 
 
 def request_context(i: int) -> dict[str, Any]:
@@ -282,6 +285,7 @@ def main() -> None:
         url = f"sqlite://{store_path}"
         settings = {
             "plain": RepositoryConfig(),
+            "context": RepositoryConfig(),
             "exposure": RepositoryConfig(exposure_log=url),
             "full": RepositoryConfig(
                 profile_store=url, exposure_log=url, targeting_rules=str(RULES)
@@ -298,10 +302,16 @@ def main() -> None:
         length_before = _stream_length(store_path)
         with (
             LocalTritonServer(configs["plain"]) as plain,
+            LocalTritonServer(configs["context"]) as context,
             LocalTritonServer(configs["exposure"]) as exposure,
             LocalTritonServer(configs["full"]) as full,
         ):
-            urls = {"plain": plain.grpc_url, "exposure": exposure.grpc_url, "full": full.grpc_url}
+            urls = {
+                "plain": plain.grpc_url,
+                "context": context.grpc_url,
+                "exposure": exposure.grpc_url,
+                "full": full.grpc_url,
+            }
             for round_ in range(args.rounds):
                 for c in args.concurrency:
                     for name in VARIANTS:
@@ -359,15 +369,16 @@ def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
     def med(rs: list[dict[str, Any]], key: str) -> float:
         return float(np.median([r[key] for r in rs]))
 
-    def diff(name: str, c: int) -> str:
-        d = [b["p99_ms"] - a["p99_ms"] for a, b in zip(at("plain", c), at(name, c), strict=True)]
+    def diff(name: str, c: int, base: str = "plain") -> str:
+        d = [b["p99_ms"] - a["p99_ms"] for a, b in zip(at(base, c), at(name, c), strict=True)]
         return f"{np.median(d):+.2f} ({min(d):+.2f} to {max(d):+.2f})"
 
     lines = [
-        "| c | plain req/s, p50, p99 | exposure req/s, p50, p99 | full req/s, p50, p99 | "
-        "p99 exposure - plain | p99 full - plain | naive req/s, p99 | full / naive | "
-        "answers a rule changed (full) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| c | "
+        + " | ".join(f"{n} req/s, p50, p99" for n in VARIANTS)
+        + " | p99 context - plain | p99 exposure - context | p99 full - plain | "
+        "naive req/s, p99 | full / naive | answers a rule changed (full) |",
+        "|---" * (len(VARIANTS) + 7) + "|",
     ]
     for c in levels:
         cells = [
@@ -379,7 +390,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
         ruled = sum(r["ruled"] for r in at("full", c))
         asked = sum(r["requests"] - r["concurrency"] for r in at("full", c))
         lines.append(
-            f"| {c} | {' | '.join(cells)} | {diff('exposure', c)} | {diff('full', c)} | "
+            f"| {c} | {' | '.join(cells)} | {diff('context', c)} | "
+            f"{diff('exposure', c, 'context')} | {diff('full', c)} | "
             f"{med(naive, 'rps'):.1f}, {med(naive, 'p99_ms'):.1f} | "
             f"{med(at('full', c), 'rps') / med(naive, 'rps'):.1f}x | {ruled} / {asked} |"
         )
