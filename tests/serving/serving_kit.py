@@ -205,3 +205,30 @@ def assert_same_ranking(
             p > 0 and got[p] == want[p - 1] and got[p - 1] == want[p]
         )
         assert swapped, f"{what}: position {p} holds {got[p]} served, {want[p]} offline"
+
+
+def read_exposures(db: Path, ids: set[str], timeout_s: float = 20.0) -> dict[str, dict[str, Any]]:
+    """The exposure events of the SQLite store ``db`` by request id, once all ``ids`` are
+    there (the server writes them asynchronously)."""
+    import json
+    import time
+    import uuid
+
+    from recsys.events.sqlite_store import SqliteStore
+
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        store = SqliteStore(db)
+        try:
+            for delivery in store.read(f"t-{uuid.uuid4().hex[:6]}", 10_000, 0, False):
+                event = json.loads(delivery.payload)
+                rid = event.get("payload", {}).get("request_id")
+                if rid in ids:
+                    found[rid] = event
+        finally:
+            store.close()
+        if ids <= set(found):
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"exposures missing after {timeout_s} s: {sorted(ids - set(found))}")

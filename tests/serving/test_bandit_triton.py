@@ -5,15 +5,14 @@ without a restart."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from serving_kit import read_exposures
 
 from recsys.bandits import ContextEncoder, LinUCB, save_state
 from recsys.bandits.online import BanditUpdater
@@ -63,25 +62,6 @@ def live(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Live(server.grpc_url, db, state, users)
 
 
-def _exposures(db: Path, ids: set[str], timeout_s: float = 20.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        store = SqliteStore(db)
-        try:
-            for delivery in store.read(f"t-{uuid.uuid4().hex[:6]}", 10_000, 0, False):
-                event = json.loads(delivery.payload)
-                rid = event.get("payload", {}).get("request_id")
-                if rid in ids:
-                    found[rid] = event
-        finally:
-            store.close()
-        if ids <= set(found):
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"exposures missing: {sorted(ids - set(found))}")
-
-
 def _ask(live: Live, tag: str) -> dict[str, dict[str, Any]]:
     ids = {}
     with RecommendClient(live.url) as client:
@@ -89,7 +69,7 @@ def _ask(live: Live, tag: str) -> dict[str, dict[str, Any]]:
             rid = f"{tag}-{user}"
             client.recommend(user, 10, context={"request_id": rid, "device_type": "mobile"})
             ids[rid] = user
-    return _exposures(live.db, set(ids))
+    return read_exposures(live.db, set(ids))
 
 
 def test_the_bandit_picks_the_policy_and_learns_from_the_stream(live: Live) -> None:

@@ -9,15 +9,13 @@ policy must be the one its exposure records, and the split must follow the weigh
 from __future__ import annotations
 
 import importlib.util
-import json
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from serving_kit import read_exposures
 
 from recsys.events.sqlite_store import SqliteStore
 from recsys.events.validation import validate_event
@@ -72,32 +70,13 @@ def live(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Live(server.grpc_url, db, load_experiments(path).experiments, users)
 
 
-def _exposures(db: Path, ids: set[str], timeout_s: float = 20.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        store = SqliteStore(db)
-        try:
-            for delivery in store.read(f"t-{uuid.uuid4().hex[:6]}", 10_000, 0, False):
-                event = json.loads(delivery.payload)
-                rid = event.get("payload", {}).get("request_id")
-                if rid in ids:
-                    found[rid] = event
-        finally:
-            store.close()
-        if ids <= set(found):
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"exposures missing: {sorted(ids - set(found))}")
-
-
 def test_each_users_arm_sets_the_policy_and_the_exposure_records_it(live: Live) -> None:
     served: dict[str, tuple[int, Any]] = {}
     with RecommendClient(live.url) as client:
         for user in live.users:
             rid = f"ab-{user}"
             served[rid] = (user, client.recommend(user, 10, context={"request_id": rid}))
-    exposures = _exposures(live.db, set(served))
+    exposures = read_exposures(live.db, set(served))
     arms = []
     for rid, (user, rec) in served.items():
         [assignment] = live.experiments.assign(str(user))

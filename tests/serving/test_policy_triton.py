@@ -10,9 +10,6 @@ engine draws with the same policy for the same request id.
 from __future__ import annotations
 
 import importlib.util
-import json
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_kit import in_process_engine
+from serving_kit import in_process_engine, read_exposures
 
 from recsys.events.sqlite_store import SqliteStore
 from recsys.events.validation import validate_event
@@ -63,25 +60,6 @@ def live(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Live(server.grpc_url, db, root, fresh_two_stage)
 
 
-def _exposures(live: Live, ids: set[str], timeout_s: float = 20.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        store = SqliteStore(live.db)
-        try:
-            for delivery in store.read(f"t-{uuid.uuid4().hex[:6]}", 10_000, 0, False):
-                event = json.loads(delivery.payload)
-                rid = event.get("payload", {}).get("request_id")
-                if rid in ids:
-                    found[rid] = event
-        finally:
-            store.close()
-        if ids <= set(found):
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"exposures missing: {sorted(ids - set(found))}")
-
-
 def test_a_request_id_draws_one_slate_and_the_exposure_has_its_propensities(live: Live) -> None:
     user = int(live.parts.recommender.context.user_ids[9])
     ids = [f"pl-{n}" for n in range(30)]
@@ -91,7 +69,7 @@ def test_a_request_id_draws_one_slate_and_the_exposure_has_its_propensities(live
         served = [client.recommend(user, 10, context={"request_id": rid}) for rid in ids[1:]]
     assert first.item_ids.tolist() == again.item_ids.tolist()
     assert len({tuple(r.item_ids.tolist()) for r in served}) > 10  # the policy explores
-    exposures = _exposures(live, set(ids[1:]))
+    exposures = read_exposures(live.db, set(ids[1:]))
     for rec in served:
         event = exposures[str(rec.request_id)]
         validate_event(event)

@@ -11,7 +11,6 @@ rules, segments and context.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import time
 import uuid
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_kit import assert_same_ranking
+from serving_kit import assert_same_ranking, read_exposures
 
 from recsys.events.consent import ConsentPolicy, Purpose
 from recsys.events.producer import EventProducer
@@ -203,27 +202,12 @@ def test_the_exposure_records_the_rules_and_segments(live: Live) -> None:
     request_id = f"r-{uuid.uuid4().hex[:8]}"
     with RecommendClient(live.url) as client:
         served = client.recommend(user, 10, context={**EVENING, "request_id": request_id})
-    event = _exposure(live, request_id)
+    event = read_exposures(live.db, {request_id})[request_id]
     validate_event(event)
     payload = event["payload"]
     assert payload["rules"] == served.rules and set(served.rules) >= {"evening_mobile"}
     assert payload["segments"] == served.explanation["segments"] and payload["personalized"]
     assert payload["items"] == served.item_ids.tolist()
-
-
-def _exposure(live: Live, request_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        store = SqliteStore(live.db)
-        try:
-            for delivery in store.read(f"t-{uuid.uuid4().hex[:6]}", 10_000, 0, False):
-                event = json.loads(delivery.payload)
-                if event.get("payload", {}).get("request_id") == request_id:
-                    return dict(event)
-        finally:
-            store.close()
-        time.sleep(0.1)
-    raise AssertionError(f"no exposure of {request_id} after {timeout_s} s")
 
 
 def test_a_user_who_withdrew_consent_gets_the_non_personalized_list(live: Live) -> None:
@@ -247,7 +231,7 @@ def test_a_user_who_withdrew_consent_gets_the_non_personalized_list(live: Live) 
     assert plain.item_ids.tolist() == popular.item_ids.tolist()  # nothing personal used
     assert after.item_ids.tolist() != personal.item_ids.tolist()
     assert after.explanation["segments"] == []
-    event = _exposure(live, request_id)
+    event = read_exposures(live.db, {request_id})[request_id]
     validate_event(event)
     assert event["user_id"] == "anonymous" and event["session_id"] == "anonymous"
     assert "context" not in event and event["payload"]["segments"] == []

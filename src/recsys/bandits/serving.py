@@ -19,10 +19,8 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from recsys.bandits.context import ContextEncoder
 from recsys.bandits.linear import LinearBandit
 from recsys.runtime.context import RequestContext
 from recsys.runtime.policies import SlatePolicy, parse_policy, request_rng
+from recsys.runtime.reloading import ReloadingFile
 
 
 def encoder_for(names: Sequence[str]) -> ContextEncoder:
@@ -46,6 +45,15 @@ def encoder_for(names: Sequence[str]) -> ContextEncoder:
     return encoder
 
 
+@dataclass(frozen=True)
+class _Served:
+    """What one state file gives: the bandit, its arms' policies, its context encoder."""
+
+    bandit: LinearBandit
+    policies: list[SlatePolicy]
+    encoder: ContextEncoder
+
+
 class PolicyBandit:
     """See the module docstring.
 
@@ -56,6 +64,9 @@ class PolicyBandit:
         check_s: seconds between checks of the state file.
         warn: called with a message when a new state file cannot be read (the previous
             state keeps serving).
+
+    Raises:
+        ValueError: the state file cannot be read now.
     """
 
     def __init__(
@@ -66,70 +77,31 @@ class PolicyBandit:
         check_s: float = 1.0,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        self.path = Path(path)
         self.name = name
         self.depth = depth
-        self.check_s = check_s
-        self.warn = warn or (lambda message: None)
-        self._lock = threading.Lock()
-        self._next_check = 0.0
-        self._stamp: tuple[int, int] | None = None
-        self.reloads = 0
-        self.failures = 0
-        self._load(first=True)
+        self.state = ReloadingFile(str(path), self._read, "bandit state", check_s, warn)
 
-    def _load(self, first: bool = False) -> None:
-        st = os.stat(self.path)
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
-        try:
-            body = json.loads(self.path.read_text(encoding="utf-8"))
-            bandit = LinearBandit.from_dict(body["bandit"])
-            arms = [str(a) for a in body["arms"]]
-            policies = [parse_policy(a, self.depth) for a in arms]
-            encoder = encoder_for(body["context"])
-            if len(arms) != bandit.n_arms or encoder.dim != bandit.dim:
-                raise ValueError("arms or context do not match the bandit")
-        except Exception as error:
-            if first:
-                raise ValueError(f"bandit state {self.path}: {error}") from error
-            self.failures += 1
-            self.warn(f"bandit state {self.path} not reloaded, keeping the previous: {error}")
-            self._stamp = stamp
-            return
-        self.bandit, self.arms, self.policies, self.encoder = bandit, arms, policies, encoder
-        self._stamp = stamp
-        self.reloads += 1
-
-    def _current(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_check:
-            with self._lock:
-                if now >= self._next_check:
-                    self._next_check = now + self.check_s
-                    try:
-                        self._load()
-                    except OSError as error:
-                        self.warn(f"bandit state {self.path}: {error}")
+    def _read(self, path: str) -> _Served:
+        body = json.loads(Path(path).read_text(encoding="utf-8"))
+        bandit = LinearBandit.from_dict(body["bandit"])
+        policies = [parse_policy(str(a), self.depth) for a in body["arms"]]
+        encoder = encoder_for(body["context"])
+        if len(policies) != bandit.n_arms or encoder.dim != bandit.dim:
+            raise ValueError("arms or context do not match the bandit")
+        return _Served(bandit, policies, encoder)
 
     def choose(
         self, context: RequestContext, segments: Sequence[str] = ()
     ) -> tuple[SlatePolicy, dict[str, Any]]:
         """The request's policy and the exposure payload fields of the choice."""
-        self._current()
-        bandit, encoder = self.bandit, self.encoder
-        x = encoder.encode(context, segments)
+        served = self.state.current()
+        x = served.encoder.encode(context, segments)
         rid = context.request_id or "unknown"
-        choice = bandit.select(x, request_rng(f"bandit:{rid}"))
+        choice = served.bandit.select(x, request_rng(f"bandit:{rid}"))
         payload = {
-            "bandit": f"{self.name}@{bandit.version}",
+            "bandit": f"{self.name}@{served.bandit.version}",
             "bandit_arm": int(choice.arm),
             "bandit_context": [float(v) for v in x],
             "bandit_propensity": float(choice.propensity),
         }
-        return self.policies[choice.arm], payload
-
-    @property
-    def bandit_id_prefix(self) -> str:
-        return f"{self.name}@"
+        return served.policies[choice.arm], payload

@@ -38,8 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.runtime.context import UNKNOWN, RequestContext
+from recsys.runtime.reloading import ReloadingFile
 
 
 @dataclass(frozen=True)
@@ -444,13 +443,10 @@ def rerank_fallback(
     return items[order], total[order].astype(np.float32)
 
 
-class RuleFile:
-    """A rules file that reloads itself when it changes, without restarting the server.
-
-    Every :meth:`current` call at most every ``check_s`` seconds compares the file's
-    modification time and size; when they change, the file is compiled again. A file
-    that fails to load keeps the previous rules serving and the error is reported
-    through ``warn`` (with the file's line and column) and kept in :attr:`last_error`.
+class RuleFile(ReloadingFile[RuleSet]):
+    """A rules file that reloads itself when it changes, without restarting the server
+    (:class:`~recsys.runtime.reloading.ReloadingFile`: a file that fails to load keeps
+    the previous rules serving, its error, with line and column, goes to ``warn``).
 
     Args:
         path: the YAML rules file.
@@ -466,50 +462,4 @@ class RuleFile:
         check_s: float = 1.0,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        self.path = path
-        self.compile_rules = compile_rules
-        self.check_s = check_s
-        self.warn = warn or (lambda message: None)
-        self.loads = 0
-        self.failures = 0
-        self.last_error: str | None = None
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._next_check = 0.0
-        self._rules = RuleSet()
-        self._reload(force=True)
-        if self.last_error is not None:
-            raise ValueError(self.last_error)
-
-    def _reload(self, force: bool = False) -> None:
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except OSError as error:
-            stamp = None
-            if force:
-                self.last_error = f"targeting rules {self.path}: {error}"
-            return
-        if not force and stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            rules = self.compile_rules(self.path)
-        except Exception as error:  # keep serving the previous rules
-            self.failures += 1
-            self.last_error = f"targeting rules not reloaded, keeping the previous ones: {error}"
-            self.warn(self.last_error)
-            return
-        self._rules = rules
-        self.loads += 1
-        self.last_error = None
-
-    def current(self) -> RuleSet:
-        """The rules in force (reloaded first when the file changed)."""
-        now = time.monotonic()
-        if now >= self._next_check:
-            with self._lock:
-                if now >= self._next_check:
-                    self._next_check = now + self.check_s
-                    self._reload()
-        return self._rules
+        super().__init__(path, compile_rules, "targeting rules", check_s, warn)
