@@ -74,7 +74,7 @@ class BanditUpdater:
         self.bandit_id = bandit_id
         self.window_us = int(window_s * 1e6)
         self.reward_types = {t.value for t in reward_types}
-        self.attributor = Attributor(AttributionConfig(window_s=window_s))
+        self.attributor = Attributor(AttributionConfig(window_s=window_s), keep_exposures=False)
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.stats = UpdaterStats()
 
