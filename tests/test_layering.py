@@ -47,11 +47,12 @@ ALLOWED: dict[str, set[str]] = {
         "experiments",  # build-repo checks an A/B tests file; recommend loads it
         "bandits",  # a policy bandit's state file
         "segments",
+        "httpserver",  # the recommend HTTP gateway
     },
     # training's last stage (export + the runtime tables); serving opens bundles
     "bundle": {"data", "features", "models", "index", "export", "recommend", "runtime", "bundle"},
     # events check a context with the request context's rules (recsys.runtime.context)
-    "events": {"data", "features", "runtime", "events"},
+    "events": {"data", "features", "runtime", "events", "httpserver"},
     "profiles": {"data", "features", "events", "profiles"},
     "segments": {"data", "features", "events", "profiles", "segments"},
     "privacy": {"data", "features", "events", "profiles", "segments", "privacy"},
@@ -74,6 +75,8 @@ ALLOWED: dict[str, set[str]] = {
     "targeting": {"data", "features", "events", "profiles", "segments", "runtime", "targeting"},
     # A/B tests: YAML loading and analysis over the runtime's assignment
     "experiments": {"runtime", "experiments"},
+    # the hardened uvicorn protocol of the HTTP endpoints (collector, gateway)
+    "httpserver": {"httpserver"},
     # off-policy evaluation: logged bandit feedback, from the exposure log and attribution
     "ope": {"events", "ope"},
 }

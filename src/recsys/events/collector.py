@@ -10,12 +10,13 @@ conflicts are stored as dead letters and reported back by index. ``GET
 /healthz`` answers 200.
 
 How it runs: an ASGI application (:meth:`EventCollector.asgi`) served by
-uvicorn on one event loop (uvloop when installed) with the httptools parser,
-keep-alive, and a listen backlog of ``CollectorConfig.backlog``. A batch is
-parsed and validated on the loop (CPU work, which threads could not run in
-parallel anyway); its store calls, which block on I/O, run in a bounded thread
-pool (``store_threads``), so a slow store never stops the loop from reading
-other requests, answering 401s and enforcing timeouts.
+uvicorn on one event loop (uvloop when installed) with the httptools parser
+hardened by :mod:`recsys.httpserver`, keep-alive, and a listen backlog of
+``CollectorConfig.backlog``. A batch is parsed and validated on the loop (CPU
+work, which threads could not run in parallel anyway); its store calls, which
+block on I/O, run in a bounded thread pool (``store_threads``), so a slow store
+never stops the loop from reading other requests, answering 401s and enforcing
+timeouts.
 :meth:`EventCollector.start` serves from a background thread (tests,
 ``recsys realtime collect``); :meth:`EventCollector.handle` is the same
 processing without HTTP.
@@ -79,18 +80,11 @@ import hmac
 import json
 import logging
 import os
-import socket
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, cast
-
-import httptools
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from typing import Any
 
 from recsys.events.deadletter import DeadLetter
 from recsys.events.store import (
@@ -102,14 +96,20 @@ from recsys.events.store import (
     canonical_event,
 )
 from recsys.events.validation import EventValidationError, EventValidator, decode_json
+from recsys.httpserver import (
+    HttpServerConfig,
+    Receive,
+    Scope,
+    Send,
+    ServerThread,
+    has_body,
+    header,
+    read_body,
+    send_json,
+)
 
 KEYS_ENV = "RECSYS_COLLECTOR_KEYS"
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 def keys_from_env(var: str = KEYS_ENV) -> dict[str, str]:
@@ -184,236 +184,6 @@ class CollectorConfig:
             raise ValueError(
                 f"CollectorConfig.loop: expected auto, uvloop or asyncio, got {self.loop!r}"
             )
-
-
-def _reply_bytes(status: int, payload: Mapping[str, Any], close: bool) -> bytes:
-    """A complete HTTP/1.1 response, for replies the protocol sends itself."""
-    body = json.dumps(payload).encode()
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
-    )
-    return head.encode("ascii") + body
-
-
-class _LingeringTransport(asyncio.Transport):
-    """The connection's transport with a lingering close.
-
-    Closing a socket while the peer is still sending makes the kernel answer
-    with a reset, which can destroy the reply before the client reads it (a
-    401 or 413 sent before the body). So :meth:`close` half-closes instead:
-    the reply is flushed and followed by FIN, incoming data is discarded, and
-    the socket closes when the client closes its side or after ``linger_s``.
-    """
-
-    def __init__(self, inner: asyncio.Transport, linger_s: float) -> None:
-        super().__init__()
-        self.inner = inner
-        self.linger_s = linger_s
-        self.lingering = False
-
-    def close(self) -> None:
-        if self.lingering or self.inner.is_closing():
-            return
-        if self.linger_s <= 0 or not self.inner.can_write_eof():
-            self.inner.close()
-            return
-        self.lingering = True
-        try:
-            self.inner.write_eof()
-            # Flow control may have paused reading (a body over 64 KiB in
-            # hand); discarding needs it on, or the client blocks in its send.
-            if not self.inner.is_reading():
-                self.inner.resume_reading()
-        except (OSError, RuntimeError):
-            self.inner.close()
-            return
-        asyncio.get_running_loop().call_later(self.linger_s, self.inner.close)
-
-    def close_now(self) -> None:
-        self.lingering = True
-        self.inner.close()
-
-    def is_closing(self) -> bool:
-        return self.lingering or self.inner.is_closing()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.lingering:
-            self.inner.write(data)
-
-    def writelines(self, list_of_data: Any) -> None:
-        if not self.lingering:
-            self.inner.writelines(list_of_data)
-
-    def write_eof(self) -> None:
-        self.inner.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self.inner.can_write_eof()
-
-    def abort(self) -> None:
-        self.lingering = True
-        self.inner.abort()
-
-    def pause_reading(self) -> None:
-        # Lingering reads on, to discard: a paused socket would fill up and
-        # stall the client before it reads the reply.
-        if not self.lingering:
-            self.inner.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.inner.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self.inner.is_reading()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.inner.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.inner.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.inner.get_protocol()
-
-    def get_write_buffer_size(self) -> int:
-        return self.inner.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self.inner.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self.inner.set_write_buffer_limits(high, low)
-
-
-class _CollectorProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus what it lacks for an open endpoint:
-    a deadline for the request line and headers (uvicorn only times out idle
-    keep-alive connections), a cap on header bytes (llhttp has none), JSON
-    error replies that name the parse error, and the lingering close.
-
-    :meth:`EventCollector.start` subclasses it with the limits as class
-    attributes (uvicorn builds protocols from a class).
-    """
-
-    header_timeout_s: float = 10.0
-    max_header_bytes: int = 16_384
-    linger_s: float = 2.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self._wrapped = _LingeringTransport(cast(asyncio.Transport, transport), self.linger_s)
-        self._header_timer: asyncio.TimerHandle | None = None
-        # From the end of a message (or the connection's start) to the end of
-        # the next request's headers, received bytes count against
-        # max_header_bytes.
-        self._awaiting_headers = True
-        self._header_bytes = 0
-        self._header_size = 0  # of the parsed request line and headers
-        self._too_big = False
-        super().connection_made(self._wrapped)
-        self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if self._awaiting_headers and not self._wrapped.is_closing():
-            if self._header_bytes:
-                self._reject(408, "request headers not received in time")
-            else:
-                self._wrapped.close()  # connected and said nothing
-
-    def _reject(self, status: int, message: str) -> None:
-        """Answers ``status`` itself and closes: for problems found below the
-        application (parse errors, limits on headers)."""
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if cycle.response_started:
-                self._wrapped.close()
-                return
-            # The application is waiting for the body: it sees a disconnect.
-            cycle.disconnected = True
-            cycle.message_event.set()
-        self._wrapped.write(_reply_bytes(status, {"error": message}, close=True))
-        self._wrapped.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self._wrapped.lingering:
-            return  # discarding what follows a final reply
-        self._unset_keepalive_if_required()
-        if self._awaiting_headers:
-            self._header_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrades are not supported; send HTTP/1.1")
-            return
-        except httptools.HttpParserError as e:
-            self._reject(400, f"malformed HTTP request: {e}")
-            return
-        # The parser keeps a header it has not finished in memory: stop a
-        # request whose headers grow past the limit before they end, too.
-        if self._too_big or (self._awaiting_headers and self._header_bytes > self.max_header_bytes):
-            self._reject(431, f"request line and headers over {self.max_header_bytes} bytes")
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_size = 0
-        self._arm_header_timer()  # from the request's first byte
-
-    def on_url(self, url: bytes) -> None:
-        self._header_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size += len(name) + len(value) + 4
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._awaiting_headers = False
-        self._header_bytes = 0
-        self._cancel_header_timer()
-        if self._header_size > self.max_header_bytes:
-            self._too_big = True  # answered once the parser returns; no application runs
-            return
-        super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        if not self._too_big:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._awaiting_headers = True  # what follows a message starts with headers
-        self._header_bytes = 0
-        if not self._too_big:
-            super().on_message_complete()
-
-    def shutdown(self) -> None:
-        # Server shutdown closes idle connections at once, without lingering.
-        if self.cycle is None or self.cycle.response_complete:
-            self._wrapped.close_now()
-        else:
-            self.cycle.keep_alive = False
-
-
-def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
 
 
 @dataclass
@@ -513,8 +283,7 @@ class EventCollector:
             name: hashlib.sha256(key.encode()).digest()
             for name, key in self.config.api_keys.items()
         }
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ServerThread | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     def authenticate(self, key: str | None) -> str | None:
@@ -621,76 +390,36 @@ class EventCollector:
         path, method = scope["path"], scope["method"]
         if path == "/healthz":
             if method in ("GET", "HEAD"):
-                await _send_json(send, 200, {"status": "ok"})
+                await send_json(send, 200, {"status": "ok"})
             else:
-                await _send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET, HEAD")])
+                await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET, HEAD")])
             return
         if path != "/v1/events":
-            await _send_json(send, 404, {"error": "not found"})
+            await send_json(send, 404, {"error": "not found"})
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        length_text = _header(headers, b"content-length")
-        chunked = _header(headers, b"transfer-encoding")
-        has_body = chunked is not None or (length_text is not None and length_text != b"0")
+        body_follows = has_body(headers)
         if method != "POST":
-            await _send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")], has_body)
+            await send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")], body_follows)
             return
         # The key comes from the headers only: nothing of the body is read
         # (nor "100 Continue" sent) for a client without one.
         name = self.authenticate(_key_of(headers))
         if name is None:
-            await _send_json(
+            await send_json(
                 send,
                 401,
                 {"error": "missing or unknown API key"},
                 [(b"www-authenticate", b'Bearer realm="recsys-events"')],
-                has_body,
+                body_follows,
             )
             return
-        limit = self.config.max_body_bytes
-        if chunked is not None:
-            if chunked.strip().lower() != b"chunked":
-                error = f"unsupported Transfer-Encoding {chunked.decode('latin-1')!r}; use chunked"
-                await _send_json(send, 400, {"error": error}, close=True)
-                return
-        elif length_text is None:
-            error = "Content-Length required (or Transfer-Encoding: chunked)"
-            await _send_json(send, 411, {"error": error}, close=True)
-            return
-        elif not length_text.strip().isdigit():
-            error = f"Content-Length must be a non-negative integer, got {length_text[:40]!r}"
-            await _send_json(send, 400, {"error": error}, close=True)
-            return
-        elif int(length_text) > limit:
-            await _send_json(send, 413, {"error": f"body larger than {limit} bytes"}, close=True)
-            return
-
+        body = await read_body(
+            scope, receive, send, self.config.max_body_bytes, self.config.body_timeout_s
+        )
+        if body is None:
+            return  # answered (411, 400, 413, 408) or the client left
         loop = asyncio.get_running_loop()
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.config.body_timeout_s):
-                more = True
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return  # the client left: nobody to answer
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        # Stop here: what was read is dropped, the rest is not read.
-                        parts.clear()
-                        error = f"body larger than {limit} bytes"
-                        await _send_json(send, 413, {"error": error}, close=True)
-                        return
-                    parts.append(chunk)
-                    more = bool(message.get("more_body", False))
-        except TimeoutError:
-            error = f"body not received within {self.config.body_timeout_s:g} s"
-            await _send_json(send, 408, {"error": error}, close=True)
-            return
-        body = b"".join(parts)
-        del parts
         try:
             prepared = self.prepare(body, name)
             del body
@@ -704,7 +433,7 @@ class EventCollector:
                     "(events already published come back as duplicates)"
                 },
             )
-        await _send_json(send, status, reply)
+        await send_json(send, status, reply)
 
     # -- HTTP server --------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -714,67 +443,40 @@ class EventCollector:
             OSError: the address cannot be bound.
             RuntimeError: already started, or the server did not come up.
         """
-        if self._thread is not None:
+        if self._server is not None:
             raise RuntimeError("the collector is already running")
         cfg = self.config
-        # Bound here, so a taken port raises in the caller (uvicorn would exit
-        # its thread instead).
-        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-        sock = socket.create_server((cfg.host, cfg.port), family=family, backlog=cfg.backlog)
-        protocol = type(
-            "CollectorProtocol",
-            (_CollectorProtocol,),
-            {
-                "header_timeout_s": cfg.header_timeout_s,
-                "max_header_bytes": cfg.max_header_bytes,
-                "linger_s": cfg.linger_s,
-            },
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                self.asgi,
-                http=protocol,
-                loop=cfg.loop,
-                lifespan="off",
-                interface="asgi3",
-                log_config=None,  # leave the process's logging alone
-                access_log=False,  # access logs would carry client addresses
-                server_header=False,
-                proxy_headers=False,
+        server = ServerThread(
+            self.asgi,
+            HttpServerConfig(
+                host=cfg.host,
+                port=cfg.port,
+                max_header_bytes=cfg.max_header_bytes,
+                header_timeout_s=cfg.header_timeout_s,
+                keep_alive_s=cfg.keep_alive_s,
+                linger_s=cfg.linger_s,
                 backlog=cfg.backlog,
-                timeout_keep_alive=cfg.keep_alive_s,
-                limit_concurrency=cfg.max_connections,
-                timeout_graceful_shutdown=cfg.shutdown_timeout_s,
-            )
+                max_connections=cfg.max_connections,
+                loop=cfg.loop,
+                shutdown_timeout_s=cfg.shutdown_timeout_s,
+                name="event-collector",
+            ),
         )
         self._pool = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="collector-store")
-        # uvicorn captures SIGINT/SIGTERM only when it runs in the main thread
-        # (this uvicorn has no install_signal_handlers switch): from this thread
-        # it leaves the process's handlers to the caller (recsys realtime collect).
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="event-collector", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                sock.close()
-                raise RuntimeError("the collector's HTTP server did not start")
-            time.sleep(0.005)
-        host, port = sock.getsockname()[:2]
-        return str(host), int(port)
+        self._server = server
+        try:
+            return server.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stops the server started by :meth:`start`: stops accepting, lets
         requests in flight finish (up to ``shutdown_timeout_s``), closes."""
-        server, thread, pool = self._server, self._thread, self._pool
-        self._server = self._thread = self._pool = None
+        server, pool = self._server, self._pool
+        self._server = self._pool = None
         if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=self.config.shutdown_timeout_s + 5)
+            server.stop()
         if pool is not None:
             pool.shutdown(wait=True)
 
@@ -807,28 +509,10 @@ def _batch_of(body: bytes) -> tuple[list[Any] | None, str]:
 
 
 def _key_of(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-    key = _header(headers, b"x-api-key")
+    key = header(headers, b"x-api-key")
     if not key:
-        auth = _header(headers, b"authorization") or b""
+        auth = header(headers, b"authorization") or b""
         if auth[:7].lower() == b"bearer ":
             key = auth[7:].strip()
     # Header bytes are Latin-1 by HTTP's rules; a key is ASCII.
     return key.decode("latin-1") if key else None
-
-
-async def _send_json(
-    send: Send,
-    status: int,
-    payload: Mapping[str, Any],
-    extra: Sequence[tuple[bytes, bytes]] = (),
-    close: bool = False,
-) -> None:
-    """One JSON reply; ``close`` ends the connection after it (a body left
-    unread, or a stream that cannot be trusted further)."""
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    headers += extra
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
