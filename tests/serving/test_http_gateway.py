@@ -129,7 +129,8 @@ def test_batches_are_checked_by_position_and_size() -> None:
     with pytest.raises(GatewayError) as info:
         parse_batch({"requests": [{"user_id": 1, "k": 2}] * 9}, 8)
     assert info.value.status == 413
-    for doc in ({"requests": []}, {"requests": {}}, {"requests": [], "x": 1}, []):
+    docs: list[object] = [{"requests": []}, {"requests": {}}, {"requests": [], "x": 1}, []]
+    for doc in docs:
         with pytest.raises(GatewayError) as info:
             parse_batch(doc, 8)
         assert info.value.status == 400
@@ -157,9 +158,12 @@ def test_triton_errors_map_to_client_and_server_statuses() -> None:
 
 
 def test_config_refuses_limits_that_cannot_work() -> None:
-    for bad in ({"max_body_bytes": 0}, {"channels": 0}, {"request_timeout_s": 0}, {"loop": "x"}):
+    bad: list[dict[str, Any]] = [
+        {"max_body_bytes": 0}, {"channels": 0}, {"request_timeout_s": 0}, {"loop": "x"},
+    ]  # fmt: skip
+    for kwargs in bad:
         with pytest.raises(ValueError):
-            GatewayConfig(**bad)  # type: ignore[arg-type]
+            GatewayConfig(**kwargs)
 
 
 # -- a real server and the gateway in front of it ----------------------------------------
@@ -547,3 +551,46 @@ def test_readiness_follows_a_stage_model_unloaded_and_loaded_again(live: Live) -
     status, reply, _ = _request(live, "GET", "/v1/health/ready")
     assert (status, reply["ready"]) == (200, True)
     _assert_still_serving(live)
+
+
+def test_the_command_line_defaults_are_the_config_defaults() -> None:
+    from recsys.serving.cli import build_parser
+
+    args = build_parser().parse_args(["gateway"])
+    config = GatewayConfig()
+    assert (args.host, args.port, args.max_body_bytes, args.timeout) == (
+        config.host, config.port, config.max_body_bytes, config.request_timeout_s,
+    )  # fmt: skip
+    assert (args.header_timeout, args.body_timeout) == (
+        config.header_timeout_s, config.body_timeout_s,
+    )  # fmt: skip
+    assert (args.max_in_flight, args.channels, args.max_batch) == (
+        config.max_in_flight, config.channels, config.max_batch,
+    )  # fmt: skip
+
+
+@triton
+def test_the_gateway_command_serves_until_sigterm(live: Live) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "recsys.serving.cli", "gateway", "--url",
+               live.server.grpc_url, "--port", "0"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("recommend gateway on http://127.0.0.1:"), line
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        user = live.users[9]
+        body = json.dumps({"user_id": user, "k": K}).encode()
+        status, reply, _ = _request(live, "POST", "/v1/recommend", body, port=port)
+        assert status == 200 and reply["items"] == live.want[user]
+        status, reply, _ = _request(live, "POST", "/v1/recommend", b"{", port=port)
+        assert status == 400
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

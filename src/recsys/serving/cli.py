@@ -16,6 +16,9 @@ Commands (``python -m recsys.serving.cli <command> --help`` for every option)::
         RECSYS_TRITON_ADMIN_KEY_FILE, as for ``serve``)
     health [--url 127.0.0.1:8001]
         exit 0 when every model ``recommend`` needs is ready, else 1 (naming them)
+    gateway --url 127.0.0.1:8001 [--host 127.0.0.1 --port 8080 --max-body-bytes 65536]
+        serve ``recommend`` over HTTP JSON (:mod:`recsys.serving.http_gateway`): checked
+        requests, 4xx for bad ones, a body limit; forwards to Triton over gRPC
     demo --bundle artifacts/ml-100k/bundle --users 1 2 3 --k 10
         build, serve, query and stop: :func:`serve_demo`
 
@@ -297,6 +300,44 @@ def _cmd_health(args: argparse.Namespace) -> int:
     return 0 if result.ready else 1
 
 
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from recsys.serving.http_gateway import GatewayConfig, RecommendGateway
+
+    config = GatewayConfig(
+        host=args.host,
+        port=args.port,
+        triton=_client_config(args),
+        max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        request_timeout_s=args.timeout,
+        max_in_flight=args.max_in_flight,
+        channels=args.channels,
+        max_batch=args.max_batch,
+    )
+    gateway = RecommendGateway(config)
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        try:
+            host, port = gateway.start()
+        except OSError as error:  # the port is taken or the address is not local
+            print(f"error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+            return 1
+        print(f"recommend gateway on http://{host}:{port}/v1/recommend, Triton gRPC at "
+              f"{args.url}; Ctrl-C stops it", flush=True)  # fmt: skip
+        stop.wait()
+    finally:
+        gateway.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     serve_demo(
         args.bundle,
@@ -423,6 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_arguments(health, timeout=2.0)
     health.add_argument("--models", nargs="+", default=list(SERVED_MODELS))
     health.set_defaults(fn=_cmd_health)
+
+    # Defaults: GatewayConfig's (tests/serving/test_http_gateway.py checks they agree).
+    gateway = sub.add_parser(
+        "gateway", help="serve recommend over HTTP JSON (checked requests) in front of Triton"
+    )
+    _add_client_arguments(gateway, timeout=10.0)
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    gateway.add_argument("--port", type=int, default=8080, help="HTTP port (0: a free one)")
+    gateway.add_argument("--max-body-bytes", type=int, default=65536, help="larger bodies: 413")
+    gateway.add_argument("--header-timeout", type=float, default=10.0, help="seconds (408)")
+    gateway.add_argument("--body-timeout", type=float, default=10.0, help="seconds (408)")
+    gateway.add_argument("--max-in-flight", type=int, default=256, help="gRPC calls at once")
+    gateway.add_argument("--channels", type=int, default=2, help="gRPC channels")
+    gateway.add_argument("--max-batch", type=int, default=64, help="requests per batch body")
+    gateway.set_defaults(fn=_cmd_gateway)
 
     demo = sub.add_parser("demo", help="build, serve, query a few users, stop")
     demo.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE), help="a run bundle")
