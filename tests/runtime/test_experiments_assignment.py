@@ -192,7 +192,7 @@ def test_the_anonymous_user_is_in_no_user_layer() -> None:
 
 
 def test_assignments_carry_what_the_arm_changes_and_merge() -> None:
-    arms = (Arm("control", 1.0), Arm("t", 1e9, policy="plackett_luce:0.5", params={"k": 3}))
+    arms = (Arm("control", 1.0), Arm("t", 1e9, policy="plackett_luce:0.5", params={"mmr_depth": 3}))
     s = ExperimentSet(
         (
             Layer("policy", "p", "user", (experiment("p", arms=arms, layer="policy"),)),
@@ -204,10 +204,10 @@ def test_assignments_carry_what_the_arm_changes_and_merge() -> None:
     assert [(a.experiment, a.arm) for a in found] == [("p", "t"), ("m", "v2")]
     merged = merged_changes(found)
     assert (merged.policy, merged.model, dict(merged.params)) == ("plackett_luce:0.5", "ranker:2",
-                                                                  {"k": 3})  # fmt: skip
+                                                                  {"mmr_depth": 3})  # fmt: skip
     assert merged.exposures == ({"experiment": "p", "arm": "t"}, {"experiment": "m", "arm": "v2"})
     with pytest.raises(TypeError):
-        found[0].params["k"] = 4  # type: ignore[index]
+        found[0].params["mmr_depth"] = 4  # type: ignore[index]
 
 
 def test_a_compiled_set_rejects_overlaps_shared_salts_and_shared_changes() -> None:

@@ -249,6 +249,8 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "experiment": FieldSpec("str", max_len=128),
         "arm": FieldSpec("str", max_len=128),
         "experiments": FieldSpec("str_list", max_len=50),
+        # the arm parameters the list was made with, "name=value" each
+        "params": FieldSpec("str_list", max_len=50),
         # a contextual bandit's choice (recsys.bandits.online reads it back)
         "bandit": FieldSpec("str", max_len=128),
         "bandit_arm": FieldSpec("int", min=0, max=100_000),

@@ -22,7 +22,9 @@ A file (``configs/experiments/example.yaml`` is annotated key by key)::
 
 Checked: unknown and duplicate keys, names, unique experiment names and layer salts,
 bucket ranges inside the layer and disjoint within it, traffic, arms (two or more,
-distinct names, positive weights), context fields and values (the request context's
+distinct names, positive weights), the arms' ``params`` (known names and ranges,
+:data:`recsys.runtime.experiments.ARM_PARAMS`) and ``model`` (``ranker:<version>``),
+context fields and values (the request context's
 rules, :func:`recsys.runtime.context.check_field`), that no two layers change the same
 thing (``policy``, ``model``, ``params.<name>``), and the analysis settings. Every
 error is an :class:`~recsys.experiments.errors.ExperimentConfigError` at the node that
@@ -57,6 +59,7 @@ from recsys.experiments.config import METRIC_NAMES, AnalysisConfig
 from recsys.experiments.errors import ExperimentConfigError
 from recsys.runtime.context import check_field
 from recsys.runtime.experiments import (
+    ARM_PARAMS,
     CONTEXT_FIELDS,
     DEFAULT_BUCKETS,
     UNIT_KINDS,
@@ -65,6 +68,8 @@ from recsys.runtime.experiments import (
     ExperimentSet,
     Layer,
     Targeting,
+    check_param,
+    parse_model,
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -412,12 +417,27 @@ def _arm(doc: _Doc, node: yaml.Node) -> Arm:
         keys = [k.value for k, _ in pnode.value]
         if len(set(keys)) != len(keys):
             raise doc.error(pnode, f"arm {name!r}: a parameter appears twice")
-        raw = yaml.SafeLoader("").construct_object(pnode, deep=True)
-        for key in raw:
+        for key_node, value_node in pnode.value:
+            key = doc.scalar(key_node, "a parameter name")
             if not isinstance(key, str) or not key:
-                raise doc.error(pnode, f"arm {name!r}: parameter names are strings")
-        params = dict(raw)
-    return Arm(name, weight, policy, model, params)
+                raise doc.error(key_node, f"arm {name!r}: parameter names are strings")
+            value = doc.scalar(value_node, f"parameter {key!r}")
+            # the request path's own table of parameters: a typo or an out-of-range
+            # value fails here, at its node, not silently in the served request
+            problem = check_param(key, value)
+            if problem is not None:
+                raise doc.error(key_node if key not in ARM_PARAMS else value_node,
+                                f"arm {name!r}: {problem}")  # fmt: skip
+            params[key] = value
+    if model is not None:
+        try:
+            parse_model(model)
+        except ValueError as error:
+            raise doc.error(fields["model"], f"arm {name!r}: {error}") from None
+    try:
+        return Arm(name, weight, policy, model, params)
+    except ValueError as error:  # e.g. a policy parameter next to `policy`
+        raise doc.error(node, str(error)) from None
 
 
 def _analysis(doc: _Doc, node: yaml.Node) -> AnalysisConfig:

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from recsys.runtime.context import UNKNOWN, RequestContext
-from recsys.runtime.experiments import ExperimentSet, merged_changes
+from recsys.runtime.experiments import ExperimentSet, merged_changes, parse_model
 from recsys.runtime.exposure import ANONYMOUS_USER
 from recsys.runtime.policies import DETERMINISTIC, SlatePolicy, parse_policy, request_rng
 from recsys.runtime.ranker_features import SECONDS_PER_YEAR, RankerFeatures
@@ -86,6 +86,18 @@ from recsys.runtime.user_state import (
 )
 
 LOGGER = logging.getLogger(__name__)
+
+SETTINGS_PARAMS: tuple[str, ...] = (
+    "ranker_weight",
+    "retrieval_weight",
+    "freshness_weight",
+    "freshness_half_life_years",
+    "mmr_lambda",
+    "mmr_depth",
+    "num_candidates",
+)
+"""The arm parameters (:data:`recsys.runtime.experiments.ARM_PARAMS`) that change the
+two stages: the aggregation settings and the retrieval depth."""
 
 ARRAYS_FILE = "tables.npz"
 META_FILE = "tables.json"
@@ -431,6 +443,10 @@ class RankedList:
             position, where the policy has one and no pin moved the slate.
         experiments: the request's A/B assignments, ``{"experiment", "arm"}`` each.
         bandit: a policy bandit's choice for the exposure log (empty: none).
+        params: the arm parameters this list was made with (name -> effective value,
+            e.g. ``num_candidates`` after the ``max_k`` cap); empty: none.
+        ranker: the ranker version an arm routed the list to (``ranker:2``); None: the
+            served default.
     """
 
     item_ids: np.ndarray
@@ -448,10 +464,13 @@ class RankedList:
     position_propensities: np.ndarray | None = None
     experiments: tuple[dict[str, str], ...] = ()
     bandit: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    ranker: str | None = None
 
     def explanation(self) -> dict[str, Any]:
-        """How the list was made: rules, the segments they saw, consent, conflicts."""
-        return {
+        """How the list was made: rules, the segments they saw, consent, conflicts, and
+        the A/B arms with the parameters and ranker version they applied."""
+        out = {
             "rules": list(self.rules),
             "segments": list(self.segments),
             "personalized": self.personalized,
@@ -459,6 +478,41 @@ class RankedList:
             "conflicts": list(self.conflicts),
             "experiments": [dict(e) for e in self.experiments],
         }
+        if self.params:
+            out["params"] = dict(self.params)
+        if self.ranker is not None:
+            out["ranker"] = self.ranker
+        return out
+
+    def exposure_model(self, served: str) -> str:
+        """The exposure's ``model`` field: the served model, plus the ranker version an
+        arm routed the list to (``recommend:1/ranker:2``)."""
+        return served if self.ranker is None else f"{served}/{self.ranker}"
+
+    def exposure_extra(self) -> dict[str, Any] | None:
+        """Payload fields beyond the slate: the bandit's choice and the arm parameters
+        applied (``params``: ``["mmr_lambda=0.3", ...]``); None when there are none."""
+        extra: dict[str, Any] = dict(self.bandit)
+        if self.params:
+            extra["params"] = [f"{k}={v}" for k, v in sorted(self.params.items())]
+        return extra or None
+
+
+@dataclass(frozen=True, eq=False)  # one cached object per distinct overrides: identity
+class RequestVariant:
+    """What A/B arms change in a request's two stages (``RecommendEngine`` makes them).
+
+    Attributes:
+        settings: the aggregation settings (the tables' with the arm's overrides).
+        num_candidates: the retrieval depth N.
+        ranker: the ranker version (``ranker:2``), or None for the served default.
+        params: the overrides as applied, for the exposure log and the explanation.
+    """
+
+    settings: AggregationSettings
+    num_candidates: int
+    ranker: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass
@@ -552,6 +606,9 @@ class RecommendEngine:
             (anything with ``choose(context, segments) -> (SlatePolicy, payload)``,
             e.g. :class:`recsys.bandits.serving.PolicyBandit`); its payload goes to the
             exposure log. Only for personalized requests.
+        rankers: other ranker versions an arm's ``model`` may route to, by reference
+            (``{"ranker:2": fn}``); every arm's model must be one of them, and every
+            arm's ``params`` must make valid settings (checked here, at start-up).
     """
 
     def __init__(
@@ -568,6 +625,7 @@ class RecommendEngine:
         policy: SlatePolicy | None = None,
         experiments: ExperimentSet | None = None,
         chooser: Any = None,
+        rankers: Mapping[str, RankerFn] | None = None,
     ) -> None:
         if tables.settings.ranker_weight > 0 and (features is None or ranker is None):
             raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
@@ -592,6 +650,23 @@ class RecommendEngine:
         self.experiments = experiments
         self.chooser = chooser
         self._policies: dict[str, SlatePolicy] = {}
+        self.rankers = dict(rankers or {})
+        self._variants: dict[tuple[Any, ...], RequestVariant] = {}
+        for ref in self.rankers:
+            parse_model(ref)
+        if experiments is not None:
+            for layer in experiments.layers:
+                for exp in layer.experiments:
+                    for arm in exp.arms:
+                        try:
+                            self.variant(
+                                {k: v for k, v in arm.params.items() if k in SETTINGS_PARAMS},
+                                arm.model,
+                            )
+                        except ValueError as error:
+                            raise ValueError(
+                                f"experiment {exp.name!r} arm {arm.name!r}: {error}"
+                            ) from None
 
     def check_k(self, k: int) -> None:
         """Raises :class:`RequestValueError` unless ``1 <= k <= max_k``."""
@@ -661,6 +736,7 @@ class RecommendEngine:
                     segments[position] = tuple(sorted(getattr(prof, "segments", ()) or ()))
         plans = self._plans(segments, ctxs)
         arms: list[tuple[dict[str, str], ...]] = [()] * len(raw)
+        variants: list[RequestVariant | None] = [None] * len(raw)
         if self.experiments is not None and self.experiments.layers:
             chosen: list[SlatePolicy | None] = (
                 list(policies) if policies is not None else [None] * len(raw)
@@ -672,8 +748,11 @@ class RecommendEngine:
                     self.experiments.assign(unit, segments[position], ctxs[position])
                 )
                 arms[position] = tuple(dict(r) for r in changes.exposures)
-                if changes.policy is not None and chosen[position] is None:
-                    chosen[position] = self._policy(changes.policy)
+                policy_text = changes.effective_policy
+                if policy_text is not None and chosen[position] is None:
+                    chosen[position] = self._policy(policy_text)
+                if changes.settings_params or changes.model is not None:
+                    variants[position] = self.variant(changes.settings_params, changes.model)
             policies = chosen
         bandit_payload: list[dict[str, Any]] = [{} for _ in range(len(raw))]
         if self.chooser is not None:
@@ -699,10 +778,16 @@ class RecommendEngine:
                 if len(policies) != len(raw):
                     raise ValueError(f"{len(raw)} users but {len(policies)} policies")
                 served.policies = [policies[p] or self.policy for p in warm.tolist()]
-            for position, answer in zip(
-                warm.tolist(), self._two_stage_checked(served, ks_arr[warm], raw[warm]), strict=True
-            ):
-                out[position] = answer
+            # one pass of the stages per variant (arms that change settings or ranker)
+            keyed = [variants[p] for p in warm.tolist()]
+            for variant in dict.fromkeys(keyed):
+                group = np.array([i for i, v in enumerate(keyed) if v is variant], np.int64)
+                at = warm[group]
+                answers = self._two_stage_checked(
+                    served.subset(group), ks_arr[at], raw[at], variant
+                )
+                for position, answer in zip(at.tolist(), answers, strict=True):
+                    out[position] = answer
         for position in range(len(raw)):
             if out[position] is None:
                 extra = also_seen[position]
@@ -740,6 +825,49 @@ class RecommendEngine:
             if answer is not None
         ]
 
+    def variant(self, params: dict[str, Any], model: str | None = None) -> RequestVariant:
+        """The stages' settings with an arm's overrides (cached per distinct overrides).
+
+        Args:
+            params: aggregation settings and ``num_candidates`` by name
+                (:data:`recsys.runtime.experiments.ARM_PARAMS` less the policy's).
+            model: a ranker version (``ranker:2``) among ``rankers``, or None.
+
+        Returns:
+            The :class:`RequestVariant`; ``num_candidates`` is capped at ``max_k``.
+
+        Raises:
+            ValueError: the overrides make invalid settings, or an unknown ranker.
+
+        Example::
+
+            engine.variant({"mmr_lambda": 0.3}).settings.mmr_lambda   # 0.3
+        """
+        key = (tuple(sorted(params.items())), model)
+        if key in self._variants:
+            return self._variants[key]
+        unknown = sorted(set(params) - set(SETTINGS_PARAMS))
+        if unknown:
+            raise ValueError(f"parameters {unknown} are not settings; known {SETTINGS_PARAMS}")
+        if model is not None and model not in self.rankers:
+            raise ValueError(
+                f"model {model!r} is not served (ranker versions: {sorted(self.rankers)})"
+            )
+        t = self.tables
+        updates = {k: v for k, v in params.items() if k != "num_candidates"}
+        if "mmr_depth" in updates:
+            updates["mmr_depth"] = int(updates["mmr_depth"])
+        settings = replace(t.settings, **updates) if updates else t.settings
+        if settings.ranker_weight > 0 and (self.features is None or self.ranker is None):
+            raise ValueError("ranker_weight > 0 needs the ranker and its feature tables")
+        depth = min(int(params.get("num_candidates", t.num_candidates)), self.max_k)
+        applied = {**params}
+        if "num_candidates" in params:
+            applied["num_candidates"] = depth
+        variant = RequestVariant(settings, depth, model, tuple(sorted(applied.items())))
+        self._variants[key] = variant
+        return variant
+
     def _policy(self, text: str) -> SlatePolicy:
         """An arm's policy, parsed once (same depth as the engine's own policy)."""
         if text not in self._policies:
@@ -759,7 +887,11 @@ class RecommendEngine:
         ]
 
     def _two_stage_checked(
-        self, users: ServedUsers, ks: np.ndarray, raw: np.ndarray
+        self,
+        users: ServedUsers,
+        ks: np.ndarray,
+        raw: np.ndarray,
+        variant: RequestVariant | None = None,
     ) -> list[RankedList | None]:
         """:meth:`_two_stage`, with the lists whose stage inputs are not finite failed
         (:class:`StageInputError`) and the others computed without them."""
@@ -767,7 +899,7 @@ class RecommendEngine:
         failed: dict[int, str] = {}
         while len(keep):
             try:
-                answers = self._two_stage(users.subset(keep), ks[keep])
+                answers = self._two_stage(users.subset(keep), ks[keep], variant)
             except StageInputError as error:
                 bad = keep[error.positions]
                 for position in bad.tolist():
@@ -893,9 +1025,11 @@ class RecommendEngine:
     # -- stages ----------------------------------------------------------------------
 
     def candidates(
-        self, users: ServedUsers, ks: np.ndarray
+        self, users: ServedUsers, ks: np.ndarray, num_candidates: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Retrieval candidates of the served users, seen and blocked items removed.
+
+        ``num_candidates`` replaces the tables' retrieval depth (an arm's override).
 
         Returns:
             ``(items [W, N], scores [W, N], valid [W, N])`` in the index space; row
@@ -910,7 +1044,8 @@ class RecommendEngine:
             )
         _require_finite("user_tower output", embeddings)
         queries = t.query_vectors(embeddings)
-        wanted = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
+        depth = t.num_candidates if num_candidates is None else num_candidates
+        wanted = np.minimum(np.maximum(depth, ks), t.n_items)
         plans = users.plans or [NO_PLAN] * len(users.rows)
         excluded = [
             e if len(p.exclude) == 0 else np.union1d(e, p.exclude)
@@ -941,9 +1076,15 @@ class RecommendEngine:
         return items, cand_scores, items >= 0
 
     def _ranker_scores(
-        self, users: ServedUsers, items: np.ndarray, scores: np.ndarray, valid: np.ndarray
+        self,
+        users: ServedUsers,
+        items: np.ndarray,
+        scores: np.ndarray,
+        valid: np.ndarray,
+        ranker: str | None = None,
     ) -> np.ndarray:
         assert self.features is not None and self.ranker is not None
+        model = self.ranker if ranker is None else self.rankers[ranker]
         lists, ranks = np.nonzero(valid)
         pair_users = users.rows[lists]
         pair_items = items[valid]
@@ -958,7 +1099,7 @@ class RecommendEngine:
             extra_seen=users.affinity_items,
         )
         _require_finite("ranker dense input", dense, lists, self.features.dense_names)
-        logits = np.asarray(self.ranker(dense, ids), dtype=np.float32).reshape(-1)
+        logits = np.asarray(model(dense, ids), dtype=np.float32).reshape(-1)
         if len(logits) != len(pair_users):
             raise RuntimeError(f"ranker returned {len(logits)} scores for {len(pair_users)} pairs")
         _require_finite("ranker logits", logits[:, None], lists)
@@ -966,13 +1107,17 @@ class RecommendEngine:
         out[valid] = logits
         return out
 
-    def _two_stage(self, users: ServedUsers, ks: np.ndarray) -> list[RankedList | None]:
+    def _two_stage(
+        self, users: ServedUsers, ks: np.ndarray, variant: RequestVariant | None = None
+    ) -> list[RankedList | None]:
         t = self.tables
-        settings = t.settings
-        items, scores, valid = self.candidates(users, ks)
+        settings = t.settings if variant is None else variant.settings
+        depth = t.num_candidates if variant is None else variant.num_candidates
+        items, scores, valid = self.candidates(users, ks, depth)
         ranker_scores = None
         if settings.ranker_weight > 0 and valid.any():
-            ranker_scores = self._ranker_scores(users, items, scores, valid)
+            ranker = None if variant is None else variant.ranker
+            ranker_scores = self._ranker_scores(users, items, scores, valid, ranker)
         age = None
         if settings.freshness_weight > 0:
             safe = np.maximum(items, 0)
@@ -982,7 +1127,7 @@ class RecommendEngine:
         if any(len(p.boost_items) for p in plans):
             boost = np.stack([p.boosts(row) for p, row in zip(plans, items, strict=True)])
             rel = np.where(valid, rel + boost, rel)
-        widths = np.minimum(np.maximum(t.num_candidates, ks), t.n_items)
+        widths = np.minimum(np.maximum(depth, ks), t.n_items)
         kk = np.minimum(ks, widths)
         # MMR is greedy: the first kk picks of a longer run are the picks of a kk-run.
         vectors = t.item_embeddings[np.maximum(items, 0)]
@@ -1037,6 +1182,8 @@ class RecommendEngine:
                     fallback=False,
                     profile=bool(users.profile[w]) if users.profile else False,
                     conflicts=skipped,
+                    params={} if variant is None else dict(variant.params),
+                    ranker=None if variant is None else variant.ranker,
                     **logged,
                 )
             )

@@ -62,6 +62,129 @@ CONTEXT_FIELDS: tuple[str, ...] = ("device_type", "os", "browser", "country", "r
 _FULL = 1 << 64  # the range of an 8-byte slice of a digest
 
 
+@dataclass(frozen=True)
+class ArmParam:
+    """One request-time parameter an arm may override (see :data:`ARM_PARAMS`).
+
+    Attributes:
+        kind: ``float`` or ``int``.
+        low: smallest value allowed.
+        high: largest value allowed.
+        low_open: ``low`` itself is not allowed (e.g. a temperature must be > 0).
+        meaning: what it changes, for messages and docs.
+    """
+
+    kind: str
+    low: float
+    high: float
+    low_open: bool = False
+    meaning: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, or None when it is.
+
+        Example:
+            >>> ARM_PARAMS["mmr_lambda"].check(1.5)
+            'must be in [0, 1], got 1.5'
+        """
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {value!r}"
+        if self.kind == "int" and not float(value).is_integer():
+            return f"must be an integer, got {value!r}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"must be finite, got {value!r}"
+        below = value <= self.low if self.low_open else value < self.low
+        if below or value > self.high:
+            left = "(" if self.low_open else "["
+            return f"must be in {left}{self.low:g}, {self.high:g}], got {value!r}"
+        return None
+
+
+ARM_PARAMS: Mapping[str, ArmParam] = types.MappingProxyType(
+    {
+        "ranker_weight": ArmParam("float", 0.0, 1e3, meaning="weight of the z-scored ranker logit"),
+        "retrieval_weight": ArmParam(
+            "float", 0.0, 1e3, meaning="weight of the z-scored retrieval score"
+        ),
+        "freshness_weight": ArmParam("float", 0.0, 1e3, meaning="weight of the freshness bonus"),
+        "freshness_half_life_years": ArmParam(
+            "float", 0.0, 1e3, low_open=True, meaning="age (years) at which freshness halves"
+        ),
+        "mmr_lambda": ArmParam("float", 0.0, 1.0, meaning="MMR trade-off; 1 = relevance order"),
+        "mmr_depth": ArmParam("int", 1, 10_000, meaning="list positions MMR picks greedily"),
+        "num_candidates": ArmParam(
+            "int", 1, 100_000, meaning="retrieval depth N (at most the served max_k)"
+        ),
+        "epsilon": ArmParam(
+            "float", 0.0, 1.0, meaning="the slate policy becomes epsilon_greedy:EPSILON"
+        ),
+        "temperature": ArmParam(
+            "float", 0.0, 1e3, low_open=True, meaning="the slate policy becomes plackett_luce:T"
+        ),
+    }
+)
+"""The parameters an arm's ``params`` may override in the request, by name.
+
+The first six are the served aggregation settings (``AggregationSettings``: relevance
+weights, freshness, diversity); ``num_candidates`` is the retrieval depth; ``epsilon``
+and ``temperature`` choose the slate policy's family and parameter (so they count as
+changing ``policy`` and may not be given with an arm's ``policy``, or together)."""
+
+POLICY_PARAMS: Mapping[str, str] = types.MappingProxyType(
+    {"epsilon": "epsilon_greedy", "temperature": "plackett_luce"}
+)
+"""Policy parameters of :data:`ARM_PARAMS` and the policy each one selects."""
+
+MODEL_NAMES: tuple[str, ...] = ("ranker",)
+"""The stage models an arm's ``model`` may route to another version of."""
+
+
+def check_param(name: str, value: Any) -> str | None:
+    """Why an arm may not set parameter ``name`` to ``value``, or None when it may.
+
+    Args:
+        name: the parameter's name.
+        value: its value.
+
+    Returns:
+        A message naming the problem, or None.
+
+    Example:
+        >>> check_param("mmr_lambda", 0.3) is None, check_param("mmr_lamda", 0.3)[:26]
+        (True, "unknown parameter 'mmr_la")
+    """
+    spec = ARM_PARAMS.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}; known: {sorted(ARM_PARAMS)}"
+    problem = spec.check(value)
+    return None if problem is None else f"parameter {name!r} {problem}"
+
+
+def parse_model(text: str) -> tuple[str, int]:
+    """An arm's ``model``: ``<model>:<version>``, e.g. ``ranker:2``.
+
+    Args:
+        text: the arm's model value.
+
+    Returns:
+        ``(model name, version)``.
+
+    Raises:
+        ValueError: not of that form, an unknown model or a version below 1.
+
+    Example:
+        >>> parse_model("ranker:2")
+        ('ranker', 2)
+    """
+    name, sep, version = text.strip().partition(":")
+    if name not in MODEL_NAMES or not sep or not version.isdigit() or int(version) < 1:
+        raise ValueError(
+            f"model {text!r} must be <model>:<version> with model one of {list(MODEL_NAMES)} "
+            "and a version >= 1 (e.g. ranker:2)"
+        )
+    return name, int(version)
+
+
 def digest(salt: str, unit: str) -> bytes:
     """The SHA-256 digest of ``salt:unit`` (UTF-8), the one hash of assignment.
 
@@ -176,12 +299,30 @@ class Arm:
     def __post_init__(self) -> None:
         if not self.weight > 0:
             raise ValueError(f"arm {self.name!r}: weight must be > 0, got {self.weight}")
+        for key, value in self.params.items():
+            problem = check_param(key, value)
+            if problem is not None:
+                raise ValueError(f"arm {self.name!r}: {problem}")
+        policy_params = sorted(set(self.params) & set(POLICY_PARAMS))
+        if len(policy_params) > 1 or (policy_params and self.policy is not None):
+            raise ValueError(
+                f"arm {self.name!r}: {policy_params + (['policy'] if self.policy else [])} "
+                "each choose the slate policy: give one of them"
+            )
+        if self.model is not None:
+            parse_model(self.model)
         object.__setattr__(self, "params", types.MappingProxyType(dict(self.params)))
 
     def changes(self) -> tuple[str, ...]:
-        """The names of what the arm changes: ``policy``, ``model``, ``params.<name>``."""
+        """The names of what the arm changes: ``policy``, ``model``, ``params.<name>``.
+
+        ``epsilon`` and ``temperature`` change the policy, so they count as ``policy``.
+        """
         names = [n for n in ("policy", "model") if getattr(self, n) is not None]
-        return (*names, *(f"params.{k}" for k in sorted(self.params)))
+        if set(self.params) & set(POLICY_PARAMS):
+            names.insert(0, "policy")
+        others = sorted(k for k in self.params if k not in POLICY_PARAMS)
+        return (*names, *(f"params.{k}" for k in others))
 
 
 @dataclass(frozen=True)
@@ -450,6 +591,28 @@ class Changes:
     model: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     exposures: tuple[Mapping[str, str], ...] = ()
+
+    @property
+    def effective_policy(self) -> str | None:
+        """The policy id the changes select: ``policy``, or the one a policy parameter
+        names (``epsilon: 0.1`` -> ``epsilon_greedy:0.1``); None: unchanged.
+
+        Example:
+            >>> Changes(params={"temperature": 0.5}).effective_policy
+            'plackett_luce:0.5'
+        """
+        if self.policy is not None:
+            return self.policy
+        for key, family in POLICY_PARAMS.items():
+            if key in self.params:
+                return f"{family}:{float(self.params[key]):g}"
+        return None
+
+    @property
+    def settings_params(self) -> dict[str, Any]:
+        """The overrides of the aggregation settings and retrieval depth (every
+        parameter but the policy's)."""
+        return {k: v for k, v in self.params.items() if k not in POLICY_PARAMS}
 
 
 def merged_changes(assignments: Iterable[Assignment]) -> Changes:

@@ -186,6 +186,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         policy=args.policy,
         experiments=args.experiments,
         bandit_state=args.bandit_state,
+        ranker_bundles=tuple(args.ranker_bundle),
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -406,8 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--experiments",
         default="",
-        help="A/B tests YAML file (docs/experiments.md): arms may set the slate policy; "
+        help="A/B tests YAML file (docs/experiments.md): arms may set the slate policy, "
+        "request parameters and the ranker version; "
         "exposures record the arms (default: none)",
+    )
+    build.add_argument(
+        "--ranker-bundle",
+        action="append",
+        default=[],
+        metavar="BUNDLE",
+        help="another run bundle whose ranker becomes the next version of `ranker` "
+        "(repeatable); experiment arms route to it with model: ranker:<version>",
     )
     build.add_argument(
         "--bandit-state",

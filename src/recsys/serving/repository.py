@@ -134,6 +134,12 @@ class RepositoryConfig:
             are slate policy ids) that picks the policy of requests no experiment arm
             decides; re-read by the server when it changes. Empty: none.
         bandit_name: the bandit's name in the exposure log (``<name>@<version>``).
+        ranker_bundles: further run bundles whose rankers become versions
+            ``version + 1, version + 2, ...`` of ``ranker`` (same inputs and ranker
+            features as the main bundle's); experiment arms route requests to them
+            with ``model: ranker:<version>``. The ranker then keeps every version
+            loaded (``version_policy: all``) and ``recommend`` names its default
+            version in each call.
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -163,6 +169,7 @@ class RepositoryConfig:
     experiments: str = ""
     bandit_state: str = ""
     bandit_name: str = "policy"
+    ranker_bundles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.gpu_accelerator not in GPU_ACCELERATORS:
@@ -346,6 +353,9 @@ def build_repository(
         _copy_model_file(run.path(layout.model_path(name)), target)
         files[name] = [target]
     user_entry, ranker_entry = manifest["user_tower"], manifest["ranker"]
+    ranker_versions = _add_ranker_bundles(run, manifest, cfg.ranker_bundles, root, v)
+    for number in ranker_versions:
+        files["ranker"].append(root / "ranker" / str(number) / "model.onnx")
     summary = run.summary
 
     common = {"max_queue_delay_us": cfg.max_queue_delay_us}
@@ -374,6 +384,13 @@ def build_repository(
             "outputs": tensor_block("output", ranker_entry.outputs),
         },
     )
+    if ranker_versions:
+        # arms route to named versions: every version stays loaded (not `latest 1`)
+        ranker_config = root / "ranker" / "config.pbtxt"
+        latest = "version_policy: { latest: { num_versions: 1 } }"
+        text = ranker_config.read_text()
+        assert latest in text, "the ranker template's version policy changed"
+        ranker_config.write_text(text.replace(latest, "version_policy: { all: { } }"))
 
     retrieval_dir = root / "retrieval" / str(v)
     shutil.copytree(run.path(layout.INDEX_DIR), retrieval_dir)
@@ -423,7 +440,13 @@ def build_repository(
             "rules_check_s": cfg.rules_check_s,
             "policy": parse_policy(cfg.policy, cfg.policy_depth).id.split("@")[0],
             "policy_depth": cfg.policy_depth,
-            "experiments": _checked_experiments(cfg.experiments, cfg.policy_depth),
+            "experiments": _checked_experiments(
+                cfg.experiments,
+                cfg.policy_depth,
+                recommend_dir,
+                {f"ranker:{n}" for n in ranker_versions},
+                served_max_k(cfg.max_k, int(summary["num_candidates"]), int(summary["n_items"])),
+            ),
             "bandit_state": _checked_bandit(cfg.bandit_state, cfg.policy_depth),
             "bandit_name": cfg.bandit_name,
             "instance_group": (
@@ -433,6 +456,17 @@ def build_repository(
             ),
         },
     )
+    if ranker_versions:
+        # the ranker versions arms route to (model: ranker:<version>), and the default
+        # one named explicitly (-1 would pick the newest loaded)
+        recommend_config = root / "recommend" / "config.pbtxt"
+        listed = ",".join(str(n) for n in ranker_versions)
+        recommend_config.write_text(
+            recommend_config.read_text()
+            + "# Ranker versions A/B arms route to (model: ranker:<version>), and the default.\n"
+            + f'parameters {{ key: "ranker_version" value: {{ string_value: "{v}" }} }}\n'
+            + f'parameters {{ key: "ranker_versions" value: {{ string_value: "{listed}" }} }}\n'
+        )
     files["recommend"] = sorted(recommend_dir.iterdir())
     LOGGER.info("wrote Triton repository %s (version %d) from %s", root, v, run.describe())
     return RepositoryInfo(
@@ -440,12 +474,62 @@ def build_repository(
     )
 
 
-def _checked_experiments(path: str, depth: int) -> str:
-    """The experiments file's absolute path, after loading it and its arms' policies.
+def _add_ranker_bundles(
+    run: RunBundle, manifest: ExportManifest, bundles: Sequence[str], root: Path, version: int
+) -> list[int]:
+    """Copies the rankers of ``bundles`` as versions ``version + 1, ...`` of ``ranker``.
+
+    Each must take the main ranker's inputs from the same request-time features (the
+    ``recommend`` model computes one set of ranker inputs), so its export manifest's
+    ranker inputs and its ranker feature files must equal the main bundle's.
+
+    Returns:
+        The version numbers written.
+
+    Raises:
+        ValueError: a bundle's ranker does not fit the main one's inputs.
+    """
+    numbers: list[int] = []
+    main_inputs = manifest["ranker"].inputs
+    main_features = (run.path(layout.RUNTIME_DIR) / "ranker_features.json").read_bytes()
+    for offset, folder in enumerate(bundles, start=1):
+        other = RunBundle.open(folder, required=layout.SERVING_FILES)
+        other_manifest = ExportManifest.load(other.path(layout.EXPORT_MANIFEST))
+        if other_manifest["ranker"].inputs != main_inputs:
+            raise ValueError(
+                f"ranker bundle {folder}: its ranker's inputs differ from the main bundle's"
+            )
+        features = (other.path(layout.RUNTIME_DIR) / "ranker_features.json").read_bytes()
+        if features != main_features:
+            raise ValueError(
+                f"ranker bundle {folder}: its ranker features differ from the main bundle's "
+                "(the served ranker inputs would not be the ones it was trained on)"
+            )
+        number = version + offset
+        _copy_model_file(
+            other.path(layout.model_path("ranker")), root / "ranker" / str(number) / "model.onnx"
+        )
+        LOGGER.info("ranker version %d from %s", number, other.describe())
+        numbers.append(number)
+    return numbers
+
+
+def _checked_experiments(
+    path: str,
+    depth: int,
+    recommend_dir: Path | None = None,
+    rankers: set[str] | None = None,
+    max_k: int | None = None,
+) -> str:
+    """The experiments file's absolute path, after loading it and checking its arms:
+    policies parse; each arm's ``model`` is a ranker version the repository holds;
+    its ``params`` make valid settings with the served ones; ``num_candidates`` is at
+    most ``max_k``.
 
     Raises:
         ExperimentConfigError: the file does not load (located at its line and column).
-        ValueError: an arm names a policy that does not parse.
+        ValueError: an arm names a policy that does not parse, a missing model version,
+            or parameters the served settings refuse.
     """
     if not path:
         return ""
@@ -455,16 +539,39 @@ def _checked_experiments(path: str, depth: int) -> str:
     if not resolved.is_file():
         raise FileNotFoundError(f"experiments file {resolved} does not exist")
     loaded = load_experiments(resolved)
+    settings = None
+    if recommend_dir is not None:
+        from dataclasses import replace
+
+        from recsys.runtime.engine import SETTINGS_PARAMS, RecommendTables
+
+        settings = RecommendTables.load(recommend_dir).settings
     for layer in loaded.experiments.layers:
         for exp in layer.experiments:
             for arm in exp.arms:
-                if arm.policy is not None:
-                    try:
+                where = f"{resolved}: experiment {exp.name!r} arm {arm.name!r}"
+                try:
+                    if arm.policy is not None:
                         parse_policy(arm.policy, depth)
-                    except ValueError as error:
-                        raise ValueError(
-                            f"{resolved}: experiment {exp.name!r} arm {arm.name!r}: {error}"
-                        ) from None
+                    if settings is not None:
+                        updates = {k: v for k, v in arm.params.items() if k in SETTINGS_PARAMS}
+                        depth_n = updates.pop("num_candidates", None)
+                        if "mmr_depth" in updates:
+                            updates["mmr_depth"] = int(updates["mmr_depth"])
+                        replace(settings, **updates)  # raises on invalid settings
+                        if depth_n is not None and max_k is not None and depth_n > max_k:
+                            raise ValueError(
+                                f"num_candidates {depth_n} exceeds the served max_k {max_k} "
+                                "(build with a larger max_k to allow it)"
+                            )
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}") from None
+                if arm.model is not None and rankers is not None and arm.model not in rankers:
+                    raise ValueError(
+                        f"{where}: model {arm.model!r} is not in the repository (other ranker "
+                        f"versions: {sorted(rankers) or 'none'}; add one with ranker_bundles "
+                        "/ build-repo --ranker-bundle)"
+                    )
     LOGGER.info("experiments %s", loaded.source)
     return str(resolved)
 

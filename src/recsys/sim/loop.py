@@ -170,7 +170,7 @@ class EngineRecommender:
                         context=ctx,
                         k=k,
                         bundle=self.bundle,
-                        model="recommend:in-process",
+                        model=answer.exposure_model("recommend:in-process"),
                         policy=answer.policy,
                         propensities=None if props is None else props.tolist(),
                         slate_propensity=answer.slate_propensity,
@@ -179,7 +179,7 @@ class EngineRecommender:
                         personalized=answer.personalized,
                         fallback=answer.fallback,
                         experiments=answer.experiments,
-                        extra=answer.bandit or None,
+                        extra=answer.exposure_extra(),
                     )
                 ]
             )

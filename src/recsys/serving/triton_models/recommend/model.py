@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -113,6 +114,15 @@ class TritonPythonModel:
         self.retrieval_model = string_parameter(config, "retrieval_model", "retrieval")
         self.ranker_model = string_parameter(config, "ranker_model", "ranker")
         self.ranker_chunk = int(string_parameter(config, "ranker_max_batch_size", "16384"))
+        # Other ranker versions A/B arms route to (``model: ranker:2``); with them the
+        # default is named explicitly, since -1 would pick the newest version loaded.
+        extra_versions = [
+            int(v) for v in string_parameter(config, "ranker_versions", "").split(",") if v
+        ]
+        self.ranker_version = (
+            int(string_parameter(config, "ranker_version", "-1")) if extra_versions else -1
+        )
+        rankers = {f"ranker:{v}": self._ranker_at(v) for v in extra_versions}
         tables = RecommendTables.load(folder)
         features = RankerFeatures.load(folder)
         store_url = string_parameter(config, "profile_store", "")
@@ -163,6 +173,7 @@ class TritonPythonModel:
             ),
             experiments=experiments,
             chooser=chooser,
+            rankers=rankers,
         )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
@@ -221,7 +232,15 @@ class TritonPythonModel:
         )
         return out["item_ids"], out["scores"], out["counts"].reshape(-1)
 
-    def _ranker(self, dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def _ranker_at(self, version: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """The ranker call of one version (an A/B arm's ``model: ranker:<version>``)."""
+
+        def call(dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
+            return self._ranker(dense, ids, version)
+
+        return call
+
+    def _ranker(self, dense: np.ndarray, ids: np.ndarray, version: int | None = None) -> np.ndarray:
         # One request per ranker_max_batch_size pairs. (Measured: splitting a list into
         # parts sent together with async_exec, to use both CPU instances of the ranker,
         # made a request slower here: p50 12-13 ms instead of 7.6 ms.)
@@ -229,7 +248,11 @@ class TritonPythonModel:
         for lo in range(0, len(dense), self.ranker_chunk):
             hi = lo + self.ranker_chunk
             out = bls_infer(
-                pb_utils, self.ranker_model, {"dense": dense[lo:hi], "ids": ids[lo:hi]}, ["logits"]
+                pb_utils,
+                self.ranker_model,
+                {"dense": dense[lo:hi], "ids": ids[lo:hi]},
+                ["logits"],
+                model_version=self.ranker_version if version is None else version,
             )
             parts.append(out["logits"].reshape(-1))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
@@ -328,7 +351,7 @@ class TritonPythonModel:
                 context=context,
                 k=k,
                 bundle=self.bundle_id,
-                model=self.model_label,
+                model=answer.exposure_model(self.model_label),
                 fallback=bool(answer.fallback),
                 rules=answer.rules,
                 policy=answer.policy,
@@ -340,7 +363,7 @@ class TritonPythonModel:
                 segments=answer.segments,
                 personalized=bool(answer.personalized),
                 experiments=answer.experiments,
-                extra=answer.bandit or None,
+                extra=answer.exposure_extra(),
             )
         except Exception as error:  # never fail an answered request over its log entry
             pb_utils.Logger.log_warn(f"recommend: exposure of {context.request_id}: {error}")
