@@ -13,9 +13,11 @@
 # The entry point (recsys.serving.container) refuses to start without an admin key:
 # model load/unload, configs, shared memory, logging, trace and statistics need it;
 # inference, health and metadata stay open. Ports are published on the host's
-# loopback: put a proxy in front for other hosts (TLS, request size limits; Triton
-# 2.51's HTTP endpoint has no body limit). gRPC TLS: mount a certificate and key and
-# set RECSYS_TRITON_TLS_CERT / RECSYS_TRITON_TLS_KEY (RECSYS_TRITON_TLS_CLIENT_CA for
+# loopback: Triton 2.51's HTTP endpoint has no body limit and answers bad JSON with
+# 500; HTTP clients from other hosts go through the gateway run beside the image
+# (python -m recsys.serving.cli gateway --url 127.0.0.1:8001, docs/serving.md,
+# "HTTP gateway"). gRPC TLS: mount a certificate and key and set
+# RECSYS_TRITON_TLS_CERT / RECSYS_TRITON_TLS_KEY (RECSYS_TRITON_TLS_CLIENT_CA for
 # mutual TLS). docs/serving.md, "Security".
 #
 # The ONNX models' configs ask for the TensorRT execution provider on GPU instances

@@ -14,7 +14,9 @@ refuses to start without an admin key, and replaces itself with ``tritonserver``
 Inside the container the endpoints bind 0.0.0.0: the container has its own network
 namespace, and a published port is how the host reaches it. Publish them on the
 host's loopback (``-p 127.0.0.1:8001:8001``) or behind a proxy that terminates TLS
-and limits request sizes, never on every interface of the host.
+and limits request sizes, never on every interface of the host. HTTP clients use the
+gateway (``python -m recsys.serving.cli gateway``, :mod:`recsys.serving.http_gateway`)
+beside the container: it needs Python 3.11 and packages this image's Python lacks.
 
 Example::
 
