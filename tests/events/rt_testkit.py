@@ -130,6 +130,7 @@ _NEEDS_ITEM = {
     "purchase",
     "rating",
     "recommendation_click",
+    "item_published",
 }
 
 

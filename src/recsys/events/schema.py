@@ -45,6 +45,9 @@ class EventType(StrEnum):
     RATING = "rating"
     RECOMMENDATION_IMPRESSION = "recommendation_impression"
     RECOMMENDATION_CLICK = "recommendation_click"
+    # a catalogue change: an item published (or re-published) with its attributes
+    # (recsys.events.catalogue); user_id names the publisher
+    ITEM_PUBLISHED = "item_published"
 
 
 class DeviceType(StrEnum):

@@ -52,6 +52,7 @@ from recsys.runtime.context import COUNTRY, DEVICE_TYPES, UTC_OFFSET_RANGE
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
 _COUNTRY_RE = COUNTRY  # the request context's rules (recsys.runtime.context)
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_DATE_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])\Z")
 _MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 # 9999-12-31T23:59:59.999999Z, the last time a datetime (and so the event's
 # ISO form) can hold: epoch numbers past it would fail when the event is written.
@@ -271,6 +272,13 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "position": _POSITION,
         "model": FieldSpec("str", max_len=128),
     },
+    # a catalogue item's attributes (recsys.events.catalogue checks the categories
+    # against the served vocabularies)
+    EventType.ITEM_PUBLISHED: {
+        "title": FieldSpec("str", max_len=512),
+        "categories": FieldSpec("str_list", max_len=20),
+        "release_date": FieldSpec("str", pattern=_DATE_RE),
+    },
 }
 
 #: Types whose event is about one item: ``item_id`` is required.
@@ -284,6 +292,7 @@ ITEM_REQUIRED: frozenset[EventType] = frozenset(
         EventType.PURCHASE,
         EventType.RATING,
         EventType.RECOMMENDATION_CLICK,
+        EventType.ITEM_PUBLISHED,
     }
 )
 #: Types that are never about one item: ``item_id`` is rejected.
