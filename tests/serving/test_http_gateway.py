@@ -310,6 +310,7 @@ def test_unknown_users_get_what_grpc_gives(live: Live, user: int) -> None:
     assert (status, reply.get("items", reply.get("error"))) == want
 
 
+FREE_TEXT = ("os", "browser", "region", "surface")
 BAD_OVER_HTTP: list[tuple[str, bytes, str]] = [
     ("malformed", b"{not json", "body is not JSON"),
     ("non-utf8", b"\xff\xfe\x00", "not UTF-8"),
@@ -330,6 +331,15 @@ BAD_OVER_HTTP: list[tuple[str, bytes, str]] = [
         "bad context",
         b'{"user_id": 2, "k": 5, "context": {"utc_offset_minutes": 9000}}',
         "utc_offset",
+    ),
+    # every field valid, but sent with \u escapes the context passes the model's 4 KiB:
+    # Triton's INVALID_ARGUMENT, passed on
+    (
+        "context-over-4KiB",
+        json.dumps(
+            {"user_id": 2, "k": 5, "context": {f: "\U0001f600" * 128 for f in FREE_TEXT}}
+        ).encode(),
+        "at most 4096",
     ),
 ]
 

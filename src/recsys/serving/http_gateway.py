@@ -23,7 +23,8 @@ Endpoints:
 * ``GET /v1/health/ready``: 200 when every model ``recommend`` needs is ready
   (:mod:`recsys.serving.health`), else 503 naming the models that are not.
 
-Replies are JSON; errors are ``{"error": "..."}``:
+Replies are JSON (except uvicorn's plain-text 503 past ``max_connections``); errors
+are ``{"error": "..."}``:
 
 ===  ==========================================================================
 400  body not UTF-8, not JSON (or NaN, a duplicate field, nesting too deep), not an
