@@ -153,3 +153,40 @@ def test_a_million_events_in_seconds() -> None:
     elapsed = time.perf_counter() - start
     assert 900_000 < len(big.interactions) < 1_100_000
     assert elapsed < 10.0, f"{len(big.interactions):,} events took {elapsed:.1f} s"
+
+
+def test_without_context_taste_the_output_is_the_one_it_always_was() -> None:
+    # the digest of this config's frame before context tastes existed: the option is
+    # off by default and draws from its own stream, so nothing else moves
+    data = generate(SyntheticConfig(n_users=200, n_items=100, seed=5))
+    digest = int(pd.util.hash_pandas_object(data.interactions, index=False).sum()) % (2**63)
+    assert len(data.interactions) == 9750
+    assert digest == 4848444169578817141
+    off = generate(SyntheticConfig(n_users=200, n_items=100, seed=5, context_taste=0.0))
+    pd.testing.assert_frame_equal(off.interactions, data.interactions)
+
+
+def _category_by(views: pd.DataFrame, items: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
+    cats = views["item_id"].map(items.set_index("item_id")["category"])
+    return pd.crosstab(key, cats, normalize="index")
+
+
+def test_context_taste_makes_item_choice_depend_on_device_and_daypart() -> None:
+    base = replace(CONFIG, n_users=1_500, events_per_user=30)
+
+    def spread(taste: float) -> tuple[float, float]:
+        data = generate(replace(base, context_taste=taste))
+        assert data.items is not None
+        views = data.interactions[data.interactions["event_type"] == "view"]
+        by_device = _category_by(views, data.items, views["device"])
+        by_part = _category_by(views, data.items, views["hour"] // 6)
+        # total variation distance between devices' (parts of day's) category mixes
+        tv_device = 0.5 * (by_device.loc["mobile"] - by_device.loc["desktop"]).abs().sum()
+        tv_part = 0.5 * (by_part.loc[0] - by_part.loc[3]).abs().sum()
+        return float(tv_device), float(tv_part)
+
+    plain, tasted = spread(0.0), spread(1.0)
+    assert plain[0] < 0.06 and plain[1] < 0.08  # sampling noise only
+    assert tasted[0] > plain[0] + 0.1 and tasted[1] > plain[1] + 0.1
+    with pytest.raises(ValueError, match="context_taste"):
+        SyntheticConfig(context_taste=-1.0)

@@ -45,6 +45,7 @@ def small_two_stage(
     aggregation: Any,
     item_bias: bool = False,
     exclude_genres: Sequence[str] = (),
+    request_features: Sequence[str] = (),
 ) -> SmallTwoStage:
     """8-d two-tower and a small DLRM, seeded, on MovieLens-100K.
 
@@ -56,6 +57,7 @@ def small_two_stage(
         item_bias: give the two-tower an item bias (random, not zero), so query
             vectors carry the constant-1 slot.
         exclude_genres: genres blocked for every user.
+        request_features: request features the ranker reads (``ctx_hour``, ...).
     """
     import torch
 
@@ -112,11 +114,13 @@ def small_two_stage(
             two_tower.item_vectors(item_emb, bias).numpy(),
             item_emb.numpy(),
         )
-    data_cfg = RankerDataConfig(num_candidates=num_candidates)
+    data_cfg = RankerDataConfig(
+        num_candidates=num_candidates, request_features=tuple(request_features)
+    )
     context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
     model = build_bag_ranker(
         RankerConfig(embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(8, 1)),
-        schema,
+        schema.for_ranker(context.request_names),
         context.sparse_names,
         context.num_embeddings,
         len(context.dense_names),

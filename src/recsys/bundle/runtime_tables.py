@@ -253,7 +253,7 @@ def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> R
     item_cols = {
         k: (ctx.items_encoded.sparse[k].values, ctx.items_encoded.sparse[k].offsets)
         for k in ctx.sparse_names
-        if k not in ctx.user_keys
+        if k not in ctx.user_keys and k not in ctx.request_names
     }
     return RankerFeatures(
         dense_names=list(ctx.dense_names),
@@ -280,6 +280,8 @@ def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> R
         item_ids=stack_padded(
             item_cols, entry.feature_order, entry.max_len, entry.seq_len, ctx.n_items
         ),
+        request_features=list(ctx.request_specs),
+        segment_vocab=dict(ctx.segment_vocab),
     )
 
 

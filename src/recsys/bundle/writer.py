@@ -118,7 +118,9 @@ def write_bundle(
         towers = export_two_tower(
             two_tower, None, staging, vocabs=dataset.vocabs, triton_layout=True
         )
-        ranked = export_ranker(recommender.ranker.model, schema, staging, triton_layout=True)
+        # the ranker's schema: the dataset's features and the request features it reads
+        ranker_schema = schema.for_ranker(recommender.ranker.data_config.request_features)
+        ranked = export_ranker(recommender.ranker.model, ranker_schema, staging, triton_layout=True)
         manifest = ExportManifest.load(staging / MANIFEST_FILE)
         exported = {**towers.results, **ranked.results}
         for name in (layout.USER_TOWER, "item_tower", layout.RANKER):

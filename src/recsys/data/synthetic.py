@@ -16,6 +16,12 @@
   evenings, desktop: office hours, tablet: evenings); a session uses the
   user's preferred device with probability ``device_loyalty``. Views follow
   each other by exponential gaps; funnel steps follow their parent event.
+* **Context-dependent tastes** (``context_taste`` > 0; off by default, and then
+  the output is what it always was): the session's device and its part of the UTC
+  day (0-6, 6-12, 12-18, 18-24 h) each shift the taste match of every item category
+  by ``context_taste`` times a standard normal draw (per device and category, per
+  part of the day and category; their own seeded stream), so which items a session
+  views depends on its device and hour as well as on the user.
 
 The output is an :class:`~recsys.data.frame.InteractionData` whose
 ``interactions`` are sorted by time and have the columns ``user_id``,
@@ -107,6 +113,8 @@ class SyntheticConfig:
         affinity_weight: logit slope of the funnel in the (standardized) affinity.
         price_weight: logit slope of carts and purchases in log relative price.
         hour_profiles: relative session-start weight of each UTC hour per device.
+        context_taste: scale of the per-device and per-part-of-day category shifts of
+            the taste match (0: item choice does not depend on the context).
     """
 
     n_users: int = 1_000
@@ -144,8 +152,13 @@ class SyntheticConfig:
     hour_profiles: Mapping[str, tuple[float, ...]] = field(
         default_factory=lambda: dict(DEFAULT_HOUR_PROFILES)
     )
+    context_taste: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.context_taste < 0:
+            raise ValueError(
+                f"SyntheticConfig.context_taste must be >= 0, got {self.context_taste}"
+            )
         for name in ("n_users", "n_items", "n_categories", "n_days", "latent_dim", "candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SyntheticConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -207,6 +220,8 @@ def _users(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame
 
 
 _PILOT_VIEWS = 20_000
+DAYPARTS = 4
+"""Parts of the UTC day with their own context tastes (0-6, 6-12, 12-18, 18-24 h)."""
 
 
 @dataclass
@@ -222,6 +237,9 @@ class _World:
     user_vec: np.ndarray  # float32 [n_users, dim]
     item_vec: np.ndarray  # float32 [n_items, dim]
     cells: np.ndarray  # inverse-CDF table of item popularity
+    # [n_devices, DAYPARTS, n_categories] shifts of the taste match, the device's plus the
+    # part of the day's (None: no context taste)
+    context_shift: np.ndarray | None = None
 
 
 def _draw_world(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, _World]:
@@ -257,13 +275,28 @@ def _draw_world(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
         item_vec=item_vec.astype(np.float32),
         cells=cells,
     )
+    if cfg.context_taste > 0:
+        # its own stream, so that the main one (and every other draw) is unchanged
+        ctx_rng = np.random.default_rng([cfg.seed, 0xC0])
+        by_device = ctx_rng.normal(size=(len(devices), 1, cfg.n_categories))
+        by_daypart = ctx_rng.normal(size=(1, DAYPARTS, cfg.n_categories))
+        world.context_shift = cfg.context_taste * (by_device + by_daypart)
     return users, world
 
 
 def _choose_items(
-    world: _World, cfg: SyntheticConfig, view_user: np.ndarray, rng: np.random.Generator
+    world: _World,
+    cfg: SyntheticConfig,
+    view_user: np.ndarray,
+    rng: np.random.Generator,
+    view_context: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(item, affinity)`` of each view: popularity candidates, best taste match wins."""
+    """``(item, affinity)`` of each view: popularity candidates, best taste match wins.
+
+    ``view_context`` (``device * DAYPARTS + daypart`` per view) adds the world's
+    context shift of each candidate's category to the match; the affinity returned
+    stays the user-item match (the funnel's input).
+    """
     n_v = len(view_user)
     view_item = np.empty(n_v, dtype=np.int64)
     affinity = np.empty(n_v, dtype=np.float32)
@@ -271,7 +304,11 @@ def _choose_items(
         hi = min(lo + _CHUNK, n_v)
         cands = world.cells[rng.integers(0, _CELLS, (hi - lo, cfg.candidates))]
         score = np.einsum("vd,vkd->vk", world.user_vec[view_user[lo:hi]], world.item_vec[cands])
-        noisy = score / cfg.taste_temperature + rng.gumbel(size=score.shape)
+        match = score
+        if view_context is not None and world.context_shift is not None:
+            shift = world.context_shift.reshape(-1, world.context_shift.shape[-1])
+            match = score + shift[view_context[lo:hi, None], world.category[cands]]
+        noisy = match / cfg.taste_temperature + rng.gumbel(size=score.shape)
         pick = np.argmax(noisy, axis=1)
         view_item[lo:hi] = cands[np.arange(hi - lo), pick]
         affinity[lo:hi] = score[np.arange(hi - lo), pick]
@@ -379,7 +416,11 @@ def generate(config: SyntheticConfig) -> InteractionData:
     view_ts = session_start[view_session] + offset
 
     # -- items and funnel -------------------------------------------------------------
-    view_item, affinity = _choose_items(world, cfg, view_user, rng)
+    view_context = None
+    if world.context_shift is not None:
+        view_hour = (view_ts // (3_600 * _NS)) % 24
+        view_context = session_device[view_session] * DAYPARTS + view_hour // (24 // DAYPARTS)
+    view_item, affinity = _choose_items(world, cfg, view_user, rng, view_context)
     p_click, p_cart, p_buy = _funnel_probabilities(
         world, cfg, view_item, affinity, session_device[view_session], affinity_stats
     )

@@ -51,6 +51,10 @@ class Role(StrEnum):
     USER = "user"
     ITEM = "item"
     CONTEXT = "context"  # request-time: hour, device; goes with the user/query side
+    # computed per request, for the ranker only, by recsys.runtime.request_features from
+    # the request context (time, device, surface) or the profile read (segments); never
+    # a column of the feature tables (see FeatureSchema.request)
+    REQUEST = "request"
 
 
 class VocabPolicy(StrEnum):
@@ -188,11 +192,19 @@ class FeatureSchema:
         name: schema name, e.g. ``"ml-100k"``.
         features: the features, in order.
         version: schema format version (bumped on incompatible changes).
+        request: the request features a ranker may read (role ``request``, YAML key
+            ``request_features``): computed per request by
+            :func:`recsys.runtime.request_features.encode_requests` (offline from each
+            training example's request, online from the parsed request context and the
+            profile's segments), never read from a table, so none of the tables, the
+            vocabulary fitting or the towers see them; :meth:`for_ranker` adds the
+            chosen ones to the ranker's schema.
     """
 
     name: str
     features: tuple[FeatureSpec, ...]
     version: int = SCHEMA_VERSION
+    request: tuple[FeatureSpec, ...] = ()
     _by_name: dict[str, FeatureSpec] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +214,14 @@ class FeatureSchema:
                 raise ValueError(f"schema {self.name!r}: feature {f.name!r} declared twice")
             seen[f.name] = f
         object.__setattr__(self, "_by_name", seen)
+        for f in self.request:
+            if f.role is not Role.REQUEST or not f.is_sparse or f.vocab_from:
+                raise ValueError(
+                    f"schema {self.name!r}: request feature {f.name!r} must be sparse, of "
+                    "role 'request', with its own vocabulary"
+                )
+            if f.name in seen or sum(r.name == f.name for r in self.request) > 1:
+                raise ValueError(f"schema {self.name!r}: feature {f.name!r} declared twice")
         for f in self.features:
             if f.vocab_from and (f.vocab_from not in seen or not seen[f.vocab_from].is_sparse):
                 raise ValueError(
@@ -240,7 +260,35 @@ class FeatureSchema:
 
     def select(self, names: list[str]) -> FeatureSchema:
         """A sub-schema with ``names`` in the given order."""
-        return FeatureSchema(self.name, tuple(self[n] for n in names), self.version)
+        return FeatureSchema(self.name, tuple(self[n] for n in names), self.version, self.request)
+
+    def request_feature(self, name: str) -> FeatureSpec:
+        """The request feature ``name`` (KeyError naming the declared ones)."""
+        for f in self.request:
+            if f.name == name:
+                return f
+        raise KeyError(
+            f"schema {self.name!r} declares no request feature {name!r}; it declares "
+            f"{[f.name for f in self.request]}"
+        )
+
+    def for_ranker(self, request_names: list[str] | tuple[str, ...]) -> FeatureSchema:
+        """This schema with the request features ``request_names`` appended to its
+        features (the ranker's schema: its model, export and runtime tables).
+
+        Example:
+            >>> s = FeatureSchema.from_dict({"features": [
+            ...     {"name": "item_id", "kind": "categorical", "role": "item"}],
+            ...     "request_features": [{"name": "ctx_hour", "kind": "categorical",
+            ...         "role": "request", "source": "local_hour",
+            ...         "vocab": {"policy": "identity", "size": 25}}]})
+            >>> [f.name for f in s.for_ranker(["ctx_hour"])]
+            ['item_id', 'ctx_hour']
+        """
+        if not request_names:
+            return self
+        extra = tuple(self.request_feature(n) for n in request_names)
+        return FeatureSchema(self.name, self.features + extra, self.version)
 
     # -- serialization ---------------------------------------------------------
 
@@ -248,11 +296,24 @@ class FeatureSchema:
     def from_dict(cls, raw: Mapping[str, Any]) -> FeatureSchema:
         """Builds a schema from a plain mapping (YAML or Hydra config); unknown keys
         (of the schema, a feature or its vocabulary) are errors that name them."""
-        extra = sorted(set(raw) - {"name", "version", "features"})
+        extra = sorted(set(raw) - {"name", "version", "features", "request_features"})
         if extra:
-            raise ValueError(f"schema: unknown keys {extra} (known: features, name, version)")
+            raise ValueError(
+                f"schema: unknown keys {extra} (known: features, name, request_features, version)"
+            )
+        feats = cls._specs(raw.get("features", []), "schema feature")
+        request = cls._specs(raw.get("request_features", []) or [], "schema request feature")
+        return cls(
+            name=str(raw.get("name", "schema")),
+            features=tuple(feats),
+            version=int(raw.get("version", SCHEMA_VERSION)),
+            request=tuple(request),
+        )
+
+    @staticmethod
+    def _specs(raw: Any, what: str) -> list[FeatureSpec]:
         feats = []
-        for i, f in enumerate(raw.get("features", [])):
+        for i, f in enumerate(raw):
             f = dict(f)
             try:
                 vocab = f.pop("vocab", None)
@@ -274,12 +335,8 @@ class FeatureSchema:
                     )
                 )
             except (KeyError, ValueError, TypeError) as e:
-                raise ValueError(f"schema feature #{i} ({f.get('name', '?')}): {e}") from e
-        return cls(
-            name=str(raw.get("name", "schema")),
-            features=tuple(feats),
-            version=int(raw.get("version", SCHEMA_VERSION)),
-        )
+                raise ValueError(f"{what} #{i} ({f.get('name', '?')}): {e}") from e
+        return feats
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FeatureSchema:
@@ -287,19 +344,30 @@ class FeatureSchema:
             return cls.from_dict(yaml.safe_load(fh))
 
     def to_dict(self) -> dict[str, Any]:
-        out: list[dict[str, Any]] = []
-        for f in self.features:
-            d = asdict(f)
-            d["aliases"] = dict(f.aliases)
-            d["kind"] = f.kind.value
-            d["role"] = f.role.value
-            if f.vocab is not None:
-                d["vocab"] = {
-                    "policy": f.vocab.policy.value,
-                    "size": f.vocab.size,
-                    "min_count": f.vocab.min_count,
-                }
-            else:
-                d.pop("vocab")
-            out.append(d)
-        return {"name": self.name, "version": self.version, "features": out}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "features": _spec_dicts(self.features),
+        }
+        if self.request:
+            out["request_features"] = _spec_dicts(self.request)
+        return out
+
+
+def _spec_dicts(specs: tuple[FeatureSpec, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for f in specs:
+        d = asdict(f)
+        d["aliases"] = dict(f.aliases)
+        d["kind"] = f.kind.value
+        d["role"] = f.role.value
+        if f.vocab is not None:
+            d["vocab"] = {
+                "policy": f.vocab.policy.value,
+                "size": f.vocab.size,
+                "min_count": f.vocab.min_count,
+            }
+        else:
+            d.pop("vocab")
+        out.append(d)
+    return out

@@ -10,11 +10,26 @@ runtime (:mod:`recsys.runtime.ranker_features`) runs too; this module only suppl
 the offline rules as its parameters (z-score statistics over the candidate rows,
 the unknown-age median over the rows of a call).
 
-Request time. A held-out interaction's own timestamp is unknown when it has to
-be predicted, so no feature reads it: each user's *request time* is the time of
-their last training interaction (the end of the training log for a user without
-one). Window counts, item age and the context features (hour, weekday) are taken
-at that time, for training examples and test requests alike.
+Request time. The dense features are taken at each user's *request time*, the time
+of their last training interaction (the end of the training log for a user without
+one), for training examples and test requests alike; the schema's ``hour`` /
+``weekday`` user features are that time's too.
+
+Requests. Every example belongs to a *request* (:class:`Requests`): the held-out
+interactions of a user are grouped into requests by session (the ``session_id``
+column when the data has one, else a gap of more than ``request_gap_minutes``
+between consecutive interactions), each with the time of its first interaction and
+the ``device`` / ``surface`` columns where the data has them. A held-out positive
+belongs to its own interaction's request; the user's other examples (retrieval
+candidates, easy negatives) are spread over the user's requests at random (seeded),
+so a request's rows share its context. The request features of the schema
+(``request_features`` in ``configs/schema/*.yaml``: local hour, weekday, part of the
+day, device, surface; see :mod:`recsys.runtime.request_features`, the one encoder
+serving calls too) are the request's, chosen by ``RankerDataConfig.request_features``;
+a share ``context_dropout`` of the training requests is encoded as unknown so that
+the unknown bucket, which a request without a context gets, is trained.
+:func:`request_lists` makes one candidate list per held-out request (the per-request
+evaluation: :func:`per_request_metrics`).
 
 Features (:func:`dense_feature_names`, in this order):
 
@@ -83,6 +98,7 @@ from recsys.runtime.dense_features import (
     AffinityMethod,
     DenseFeatures,
 )
+from recsys.runtime.request_features import RequestFeature, encode_requests
 
 __all__ = [
     "AFFINITIES",
@@ -100,13 +116,17 @@ __all__ = [
     "RankerContext",
     "RankerDataConfig",
     "RankerExamples",
+    "Requests",
     "build_ranker_examples",
     "cosine_item_similarity",
     "dense_feature_names",
     "dense_matrix",
     "ease_item_weights",
     "held_out_pairs",
+    "per_request_metrics",
     "ranker_sparse_specs",
+    "request_feature_specs",
+    "request_lists",
     "retrieve_candidates",
     "split_users",
 ]
@@ -149,6 +169,14 @@ class RankerDataConfig:
         valid_user_fraction: share of users whose examples are held out for
             early stopping and for tuning the score weights.
         sparse_features: schema features fed to the ranker (None: every sparse one).
+        request_features: request features of the schema (``request_features`` of
+            ``configs/schema/*.yaml``: ``ctx_hour``, ``ctx_weekday``, ``ctx_daypart``,
+            ``ctx_device``, ``ctx_surface``) fed to the ranker, taken from each
+            example's request (empty: none).
+        request_gap_minutes: held-out interactions of a user more than this apart
+            start a new request (data without a ``session_id`` column).
+        context_dropout: share of training requests whose request features are
+            encoded as unknown (trains the bucket of requests without a context).
         seed: seed of negative sampling and the user split.
     """
 
@@ -166,9 +194,21 @@ class RankerDataConfig:
     max_affinity_items: int = 20_000
     valid_user_fraction: float = 0.2
     sparse_features: tuple[str, ...] | None = None
+    request_features: tuple[str, ...] = ()
+    request_gap_minutes: float = 30.0
+    context_dropout: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.request_features = tuple(self.request_features)
+        if len(set(self.request_features)) != len(self.request_features):
+            raise ValueError(f"request_features names one twice: {self.request_features}")
+        if self.request_gap_minutes <= 0:
+            raise ValueError(
+                f"request_gap_minutes must be positive, got {self.request_gap_minutes}"
+            )
+        if not 0.0 <= self.context_dropout < 1.0:
+            raise ValueError(f"context_dropout must be in [0, 1), got {self.context_dropout}")
         self.windows_days = tuple(int(d) for d in self.windows_days)
         self.affinity = tuple(self.affinity)
         if self.sparse_features is not None:
@@ -206,6 +246,7 @@ class RankerDataConfig:
         out = asdict(self)
         out["windows_days"] = list(self.windows_days)
         out["affinity"] = list(self.affinity)
+        out["request_features"] = list(self.request_features)
         if self.sparse_features is not None:
             out["sparse_features"] = list(self.sparse_features)
         return out
@@ -318,7 +359,8 @@ class RankerContext:
         item_item: per affinity feature its ``[I, I]`` matrix.
         users_encoded: sparse user-side features of every user.
         items_encoded: sparse item-side features of every item.
-        sparse_names: the ranker's sparse features, KJT key order.
+        sparse_names: the ranker's sparse features, KJT key order (the schema's, then
+            the request features).
         user_keys: the user-side ones among them.
         num_embeddings: table rows per sparse feature (the vocabularies').
         config: the data config.
@@ -341,6 +383,8 @@ class RankerContext:
     user_keys: list[str]
     num_embeddings: dict[str, int]
     config: RankerDataConfig = field(default_factory=RankerDataConfig)
+    request_specs: list[RequestFeature] = field(default_factory=list)
+    segment_vocab: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_processed(
@@ -408,6 +452,7 @@ class RankerContext:
             items, item_specs, vocabs, empty_features=user_keys, key_order=names
         )
         sizes = vocabs.num_embeddings()
+        request_specs = request_feature_specs(schema, config)
         return cls(
             user_ids=user_index.to_numpy(),
             item_ids=item_index.to_numpy(),
@@ -422,10 +467,14 @@ class RankerContext:
             item_item=item_item,
             users_encoded=users_encoded,
             items_encoded=items_encoded,
-            sparse_names=names,
+            sparse_names=names + [f.name for f in request_specs],
             user_keys=user_keys,
-            num_embeddings={name: int(sizes[name]) for name in names},
+            num_embeddings={
+                **{name: int(sizes[name]) for name in names},
+                **{f.name: f.size for f in request_specs},
+            },
             config=config,
+            request_specs=request_specs,
         )
 
     @property
@@ -503,16 +552,84 @@ class RankerContext:
             affinity_method=affinity_method,
         )
 
+    @property
+    def request_names(self) -> list[str]:
+        """The request features among :attr:`sparse_names` (their last entries)."""
+        return [f.name for f in self.request_specs]
+
+    def request_ids(
+        self, requests: Requests, unknown: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.int64]:
+        """``[R, F_request, L]`` ids of the request features of ``requests``
+        (:func:`recsys.runtime.request_features.encode_requests`, the encoder serving
+        runs); rows in ``unknown`` are encoded as requests without a context."""
+        times = requests.time.copy()
+        devices, surfaces = list(requests.device), list(requests.surface)
+        if unknown is not None:
+            times[unknown] = np.nan
+            for r in np.flatnonzero(unknown).tolist():
+                devices[r], surfaces[r] = None, None
+        return encode_requests(
+            self.request_specs,
+            request_time_s=times,
+            devices=devices,
+            surfaces=surfaces,
+            segment_vocab=self.segment_vocab,
+            n=len(requests),
+        ).ids
+
+    def unknown_request_ids(self, n: int) -> npt.NDArray[np.int64]:
+        """``[n, F_request, L]`` ids of requests without any context."""
+        return encode_requests(self.request_specs, n=n, segment_vocab=self.segment_vocab).ids
+
     def sparse_batch(
-        self, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
+        self,
+        users: npt.NDArray[np.int64],
+        items: npt.NDArray[np.int64],
+        request_ids: npt.NDArray[np.int64] | None = None,
     ) -> KeyedJaggedTensor:
-        """The KJT of the ranker's sparse features for (user, item) pairs."""
+        """The KJT of the ranker's sparse features for (user, item) pairs.
+
+        Args:
+            users: user index per pair.
+            items: item index per pair.
+            request_ids: ``[n, F_request, L]`` request-feature ids per pair (``-1``
+                padding), e.g. ``context.request_ids(requests)[example.request]``;
+                None: requests without a context.
+        """
         parts = []
-        for key in self.sparse_names:
+        n_request = len(self.request_specs)
+        for key in self.sparse_names[: len(self.sparse_names) - n_request]:
             table = self.users_encoded if key in self.user_keys else self.items_encoded
             rows = users if key in self.user_keys else items
             parts.append(table.sparse[key].rows(rows))
+        if n_request:
+            ids = self.unknown_request_ids(len(users)) if request_ids is None else request_ids
+            if ids.shape[:2] != (len(users), n_request):
+                raise ValueError(
+                    f"request ids must be [{len(users)}, {n_request}, L], got {ids.shape}"
+                )
+            for f in range(n_request):
+                block = ids[:, f, :]
+                present = block >= 0
+                parts.append((block[present], present.sum(axis=1)))
         return kjt_from_parts(self.sparse_names, parts, len(users))
+
+
+def request_feature_specs(schema: FeatureSchema, config: RankerDataConfig) -> list[RequestFeature]:
+    """The request features the ranker reads (``config.request_features``), as the
+    runtime encoder takes them, from the schema's ``request_features`` declarations."""
+    out = []
+    for name in config.request_features:
+        spec = schema.request_feature(name)
+        if spec.source == "segments":
+            raise ValueError(
+                f"request feature {name!r}: segments are not a request feature of the ranker "
+                "data yet"
+            )
+        assert spec.vocab is not None
+        out.append(RequestFeature(spec.name, spec.source, int(spec.vocab.size or 0), spec.max_len))
+    return out
 
 
 def ranker_sparse_specs(schema: FeatureSchema, config: RankerDataConfig) -> list[FeatureSpec]:
@@ -603,6 +720,146 @@ def retrieve_candidates(
 
 
 @dataclass
+class Requests:
+    """The requests the ranker's examples come from (a list = a request).
+
+    Attributes:
+        user: ``[R]`` user index of each request.
+        time: ``[R]`` request time, seconds since the epoch (UTC; NaN unknown).
+        device: ``[R]`` device class names (None unknown).
+        surface: ``[R]`` surface names (None unknown).
+    """
+
+    user: npt.NDArray[np.int64]
+    time: npt.NDArray[np.float64]
+    device: npt.NDArray[np.object_]
+    surface: npt.NDArray[np.object_]
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        if not len(self.time) == len(self.device) == len(self.surface) == n:
+            raise ValueError("user, time, device and surface must have one entry per request")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @classmethod
+    def unknown(cls, users: npt.NDArray[np.int64]) -> Requests:
+        """One request per entry of ``users`` without any context."""
+        n = len(users)
+        none = np.full(n, None, dtype=object)
+        return cls(np.asarray(users, np.int64), np.full(n, np.nan), none, none.copy())
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "requests": float(len(self)),
+            "requests_per_user": float(len(self) / max(len(np.unique(self.user)), 1)),
+            "with_time": float(np.isfinite(self.time).mean()) if len(self) else 0.0,
+            "with_device": float(np.mean([d is not None for d in self.device]))
+            if len(self)
+            else 0.0,
+        }
+
+
+def _text_column(frame: pd.DataFrame, names: Sequence[str]) -> npt.NDArray[np.object_]:
+    """The first of ``names`` that ``frame`` has, as objects (None where missing)."""
+    for name in names:
+        if name in frame.columns:
+            col = frame[name]
+            return np.asarray(
+                [None if pd.isna(v) or v == "" else str(v) for v in col.tolist()], dtype=object
+            )
+    return np.full(len(frame), None, dtype=object)
+
+
+def held_out_requests(
+    held_out: pd.DataFrame, context: RankerContext, config: RankerDataConfig
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.int64],
+    Requests,
+]:
+    """Held-out interactions as ``(users, items, labels, request, requests)``.
+
+    The pairs are those of :func:`held_out_pairs`; ``request`` is each pair's request
+    (see the module docstring: sessions, or gaps over ``config.request_gap_minutes``),
+    ``requests`` sorted by (user, time).
+    """
+    u = pd.Index(context.user_ids).get_indexer(held_out[USER].to_numpy())
+    i = pd.Index(context.item_ids).get_indexer(held_out[ITEM].to_numpy())
+    keep = (u >= 0) & (i >= 0)
+    if config.label == "rating":
+        if RATING not in held_out.columns:
+            raise ValueError("label='rating' needs a rating column in the held-out rows")
+        ratings = held_out[RATING].to_numpy(dtype=np.float64)
+        labels = (ratings >= config.rating_threshold).astype(np.float32)
+    else:
+        labels = np.ones(len(held_out), dtype=np.float32)
+    t = (
+        _seconds(held_out[TIMESTAMP])
+        if TIMESTAMP in held_out.columns
+        else np.full(len(held_out), np.nan)
+    )
+    frame = pd.DataFrame(
+        {
+            "u": u,
+            "i": i,
+            "y": labels,
+            "t": t,
+            "device": _text_column(held_out, ("device", "device_type")),
+            "surface": _text_column(held_out, ("surface",)),
+        }
+    )
+    if "session_id" in held_out.columns:
+        frame["s"] = held_out["session_id"].to_numpy()
+    frame = frame[keep].reset_index(drop=True)
+    frame["row"] = np.arange(len(frame))
+    frame = frame.sort_values(["u", "t", "row"], kind="stable", na_position="first")
+    uu, tt = frame["u"].to_numpy(np.int64), frame["t"].to_numpy(np.float64)
+    new_user = np.r_[True, uu[1:] != uu[:-1]] if len(uu) else np.zeros(0, bool)
+    if "s" in frame.columns:
+        ss = frame["s"].to_numpy()
+        new = new_user | np.r_[True, ss[1:] != ss[:-1]] if len(ss) else new_user
+    else:
+        gap = np.r_[np.inf, np.diff(tt)] if len(tt) else np.zeros(0)
+        # unknown times cannot be told apart: a user's rows without a time form one request
+        new = new_user | (gap > 60.0 * config.request_gap_minutes)
+    req_sorted = np.cumsum(new) - 1
+    first = np.flatnonzero(new)
+    requests = Requests(
+        user=uu[first],
+        time=tt[first],
+        device=frame["device"].to_numpy()[first],
+        surface=frame["surface"].to_numpy()[first],
+    )
+    frame["r"] = req_sorted
+    frame = frame.sort_values("row", kind="stable")
+    frame = frame.drop_duplicates(["u", "i"], keep="last")
+    return (
+        frame["u"].to_numpy(np.int64),
+        frame["i"].to_numpy(np.int64),
+        frame["y"].to_numpy(np.float32),
+        frame["r"].to_numpy(np.int64),
+        requests,
+    )
+
+
+def _random_request(
+    users: npt.NDArray[np.int64], requests: Requests, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """A uniformly drawn request of each row's user (every user must have one)."""
+    n_users = int(max(users.max(initial=-1), requests.user.max(initial=-1))) + 1
+    count = np.bincount(requests.user, minlength=n_users)
+    if (count[users] == 0).any():
+        raise ValueError("rows of users without a held-out request")
+    start = np.r_[0, np.cumsum(count)[:-1]]
+    pick = np.floor(rng.random(len(users)) * count[users]).astype(np.int64)
+    return start[users] + pick
+
+
+@dataclass
 class RankerExamples:
     """Labelled (user, item) pairs with their retrieval score and rank.
 
@@ -615,6 +872,8 @@ class RankerExamples:
             item was not retrieved).
         kind: :data:`CANDIDATE`, :data:`MISSED_POSITIVE`, :data:`EASY_NEGATIVE` or
             :data:`IN_SAMPLE_POSITIVE`.
+        request: request index per example (into ``requests``).
+        requests: the requests (None: one context-free request per user).
     """
 
     users: npt.NDArray[np.int64]
@@ -623,6 +882,8 @@ class RankerExamples:
     retrieval_score: npt.NDArray[np.float32]
     retrieval_rank: npt.NDArray[np.int64]
     kind: npt.NDArray[np.int8]
+    request: npt.NDArray[np.int64] | None = None
+    requests: Requests | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -635,7 +896,24 @@ class RankerExamples:
             retrieval_score=self.retrieval_score[mask],
             retrieval_rank=self.retrieval_rank[mask],
             kind=self.kind[mask],
+            request=None if self.request is None else self.request[mask],
+            requests=self.requests,
         )
+
+    def request_ids(
+        self, context: RankerContext, dropout: float = 0.0, seed: int = 0
+    ) -> npt.NDArray[np.int64] | None:
+        """``[n, F_request, L]`` request-feature ids of every example (None when the
+        context has no request features); a seeded share ``dropout`` of the requests
+        is encoded without a context."""
+        if not context.request_specs:
+            return None
+        if self.requests is None or self.request is None:
+            return context.unknown_request_ids(len(self))
+        unknown = None
+        if dropout > 0:
+            unknown = np.random.default_rng([seed, 2]).random(len(self.requests)) < dropout
+        return context.request_ids(self.requests, unknown)[self.request]
 
     def summary(self) -> dict[str, float]:
         return {
@@ -700,8 +978,11 @@ def build_ranker_examples(
         The examples; a negative is never a held-out or training item of its user.
     """
     rng = np.random.default_rng(config.seed)
+    # requests are drawn from their own stream: the examples stay those of the
+    # same seed without requests
+    req_rng = np.random.default_rng([config.seed, 1])
     n_items = context.n_items
-    hu, hi, hy = held_out_pairs(held_out, context, config)
+    hu, hi, hy, hr, requests = held_out_requests(held_out, context, config)
     seen_keys = context.seen.keys()
     held_key = hu * n_items + hi
     if np.isin(held_key, seen_keys).any():
@@ -710,6 +991,7 @@ def build_ranker_examples(
             "interactions of the context: the ranker would learn from its own features"
         )
     label_of = pd.Series(hy, index=held_key)
+    request_of = pd.Series(hr, index=held_key)
     wanted = np.isin(candidates.users, np.unique(hu))
     cu, ci, cs, cr = Candidates(
         candidates.users[wanted], candidates.items[wanted], candidates.scores[wanted]
@@ -728,9 +1010,12 @@ def build_ranker_examples(
         starts = np.searchsorted(pool_users, pool_users, "left")
         within = np.arange(len(pool)) - starts
         keep[pool[within < config.hard_negatives]] = True
+    c_req = _random_request(cu, requests, req_rng)
+    c_req[is_held] = request_of.reindex(c_key[is_held]).to_numpy(np.int64)
     parts = [
         (cu[keep], ci[keep], c_label[keep], cs[keep], cr[keep], CANDIDATE),
     ]
+    req_parts = [c_req[keep]]
 
     missed = ~np.isin(held_key, c_key)
     if config.include_missed_positives and missed.any():
@@ -738,6 +1023,7 @@ def build_ranker_examples(
         score = np.einsum("ij,ij->i", query_vectors[mu], item_vectors[mi]).astype(np.float32)
         rank = np.full(len(mu), candidates.items.shape[1], dtype=np.int64)
         parts.append((mu, mi, hy[missed], score, rank, MISSED_POSITIVE))
+        req_parts.append(hr[missed])
 
     if config.in_sample_per_user > 0:
         users = np.unique(hu)
@@ -751,6 +1037,7 @@ def build_ranker_examples(
         score = np.einsum("ij,ij->i", query_vectors[iu], item_vectors[ii]).astype(np.float32)
         rank = np.full(len(iu), candidates.items.shape[1], dtype=np.int64)
         parts.append((iu, ii, np.ones(len(iu), np.float32), score, rank, IN_SAMPLE_POSITIVE))
+        req_parts.append(_random_request(iu, requests, req_rng))
 
     n_pos = np.bincount(hu[hy > 0], minlength=context.n_users)
     n_easy = np.floor(n_pos * config.easy_negatives_per_positive + rng.random(len(n_pos)))
@@ -772,6 +1059,7 @@ def build_ranker_examples(
         score = np.einsum("ij,ij->i", query_vectors[eu], item_vectors[ei]).astype(np.float32)
         rank = np.full(len(eu), candidates.items.shape[1], dtype=np.int64)
         parts.append((eu, ei, np.zeros(len(eu), np.float32), score, rank, EASY_NEGATIVE))
+        req_parts.append(_random_request(eu, requests, req_rng))
 
     return RankerExamples(
         users=np.concatenate([p[0] for p in parts]).astype(np.int64),
@@ -780,7 +1068,118 @@ def build_ranker_examples(
         retrieval_score=np.concatenate([p[3] for p in parts]).astype(np.float32),
         retrieval_rank=np.concatenate([p[4] for p in parts]).astype(np.int64),
         kind=np.concatenate([np.full(len(p[0]), p[5], dtype=np.int8) for p in parts]),
+        request=np.concatenate(req_parts).astype(np.int64),
+        requests=requests,
     )
+
+
+def request_lists(
+    held_out: pd.DataFrame,
+    context: RankerContext,
+    candidates: Candidates,
+    config: RankerDataConfig,
+) -> RankerExamples:
+    """One candidate list per held-out request (the per-request evaluation).
+
+    Each request of a user (see :func:`held_out_requests`) gets all of the user's
+    retrieval candidates; those that are held-out items of this request are its
+    positives, those held out in another of the user's requests are left out of it
+    (they are another context's answers). Held-out items the retrieval missed are not
+    in any list (as in the per-user candidate metrics).
+
+    Args:
+        held_out: the interactions to predict.
+        context: training-split statistics.
+        candidates: the retrieval's top-N of (at least) the held-out users.
+        config: labels and request grouping.
+
+    Returns:
+        :data:`CANDIDATE` examples with ``request`` set (a list = a request).
+    """
+    n_items = context.n_items
+    hu, hi, hy, hr, requests = held_out_requests(held_out, context, config)
+    wanted = np.isin(candidates.users, np.unique(hu))
+    cu, ci, cs, cr = Candidates(
+        candidates.users[wanted], candidates.items[wanted], candidates.scores[wanted]
+    ).pairs()
+    order = np.argsort(cu, kind="stable")
+    cu, ci, cs, cr = cu[order], ci[order], cs[order], cr[order]
+    n_users = context.n_users
+    c_count = np.bincount(cu, minlength=n_users)
+    c_start = np.r_[0, np.cumsum(c_count)[:-1]]
+    req_users = requests.user
+    lengths = c_count[req_users]
+    owner = np.repeat(np.arange(len(requests)), lengths)
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows = c_start[req_users][owner] + within
+    key = cu[rows] * n_items + ci[rows]
+    held_key = hu * n_items + hi
+    held_req = pd.Series(hr, index=held_key).reindex(key).fillna(-1).to_numpy(np.int64)
+    held_lab = pd.Series(hy, index=held_key).reindex(key).fillna(0.0).to_numpy(np.float32)
+    keep = (held_req < 0) | (held_req == owner)
+    rows, owner = rows[keep], owner[keep]
+    labels = np.where(held_req[keep] == owner, held_lab[keep], 0.0).astype(np.float32)
+    return RankerExamples(
+        users=cu[rows],
+        items=ci[rows],
+        labels=labels,
+        retrieval_score=cs[rows],
+        retrieval_rank=cr[rows],
+        kind=np.full(len(rows), CANDIDATE, dtype=np.int8),
+        request=owner.astype(np.int64),
+        requests=requests,
+    )
+
+
+def per_request_metrics(
+    labels: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32],
+    request: npt.NDArray[np.int64],
+    k: int = 10,
+) -> dict[str, float]:
+    """NDCG@k and hit rate@k of each request's list, averaged over requests.
+
+    Rows are ranked within their request by ``scores`` (ties: row order); requests
+    without a positive are skipped. Binary gains.
+
+    Args:
+        labels: 0/1 per row.
+        scores: ranker logits (or any score) per row.
+        request: request of each row.
+        k: cut-off.
+
+    Returns:
+        ``ndcg@k``, ``hit@k``, ``requests`` (with a positive).
+
+    Example:
+        >>> r = per_request_metrics(np.array([0, 1, 1, 0], np.float32),
+        ...                         np.array([0.9, 0.1, 0.5, 0.2], np.float32),
+        ...                         np.array([0, 0, 1, 1]), k=1)
+        >>> r["ndcg@1"], r["requests"]
+        (0.5, 2.0)
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    request = np.asarray(request, dtype=np.int64)
+    order = np.lexsort((np.arange(len(labels)), -np.asarray(scores, np.float64), request))
+    req, lab = request[order], labels[order]
+    start = np.r_[True, req[1:] != req[:-1]] if len(req) else np.zeros(0, bool)
+    begin = np.flatnonzero(start)
+    pos = np.arange(len(req)) - np.repeat(begin, np.diff(np.r_[begin, len(req)]))
+    disc = 1.0 / np.log2(pos + 2.0)
+    top = pos < k
+    _, inv = np.unique(req, return_inverse=True)
+    n_req = len(begin)
+    dcg = np.bincount(inv, weights=lab * disc * top, minlength=n_req)
+    hits = np.bincount(inv, weights=lab * top, minlength=n_req)
+    n_pos = np.bincount(inv, weights=lab, minlength=n_req)
+    ideal_disc = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))]
+    idcg = ideal_disc[np.minimum(n_pos, k).astype(np.int64)]
+    has = n_pos > 0
+    return {
+        f"ndcg@{k}": float(np.mean(dcg[has] / idcg[has])) if has.any() else float("nan"),
+        f"hit@{k}": float(np.mean(hits[has] > 0)) if has.any() else float("nan"),
+        "requests": float(has.sum()),
+    }
 
 
 def split_users(
@@ -917,6 +1316,8 @@ class RankerBatches:
         batch_size: rows per batch.
         shuffle: new seeded order on every pass.
         seed: shuffling seed.
+        request_ids: ``[n, F_request, L]`` request-feature ids per row
+            (:meth:`RankerExamples.request_ids`); None: requests without a context.
 
     Example:
         >>> batches = RankerBatches(ctx, ex.users, ex.items, x, ex.labels, 1024)  # doctest: +SKIP
@@ -934,8 +1335,12 @@ class RankerBatches:
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
+        request_ids: npt.NDArray[np.int64] | None = None,
     ) -> None:
         n = len(users)
+        if request_ids is not None and len(request_ids) != n:
+            raise ValueError(f"{len(request_ids)} request-id rows for {n} examples")
+        self.request_ids = request_ids
         if len(items) != n or dense.shape[0] != n or (labels is not None and len(labels) != n):
             raise ValueError("users, items, dense and labels must have the same rows")
         if batch_size < 1:
@@ -967,6 +1372,10 @@ class RankerBatches:
             t_rows = torch.from_numpy(rows)
             yield Batch(
                 dense_features=self.dense[t_rows],
-                sparse_features=self.context.sparse_batch(self.users[rows], self.items[rows]),
+                sparse_features=self.context.sparse_batch(
+                    self.users[rows],
+                    self.items[rows],
+                    None if self.request_ids is None else self.request_ids[rows],
+                ),
                 labels=self.labels[t_rows],
             )

@@ -201,6 +201,7 @@ class TrainedRanker:
         retrieval_rank: npt.NDArray[np.int64],
         list_mask: npt.NDArray[np.bool_] | None = None,
         batch_size: int = 8192,
+        request_ids: npt.NDArray[np.int64] | None = None,
     ) -> npt.NDArray[np.float32]:
         """Ranker logits of (user, item) pairs of ``context``.
 
@@ -212,6 +213,8 @@ class TrainedRanker:
             retrieval_rank: 0-based rank in the user's candidate list.
             list_mask: pairs forming the users' candidate lists (z-scores).
             batch_size: pairs per forward pass.
+            request_ids: ``[n, F_request, L]`` request-feature ids per pair (None:
+                requests without a context).
 
         Returns:
             float32 logits.
@@ -225,7 +228,14 @@ class TrainedRanker:
             return np.zeros(0, dtype=np.float32)
         x = dense_matrix(context, users, items, retrieval_score, retrieval_rank, list_mask)
         batches = RankerBatches(
-            context, users, items, self.scaler.transform(x), None, batch_size, shuffle=False
+            context,
+            users,
+            items,
+            self.scaler.transform(x),
+            None,
+            batch_size,
+            shuffle=False,
+            request_ids=request_ids,
         )
         self.model.eval()
         device = next(self.model.parameters()).device
@@ -272,9 +282,10 @@ class TrainedRanker:
         model_raw.pop("num_embeddings_per_feature", None)
         config, pooling = ranker_config_from_dict(model_raw, seed=int(model_raw.get("seed", 0)))
         scaler = DenseScaler.from_dict(meta["scaler"])
+        data_config = RankerDataConfig.from_dict(meta["data"])
         model = build_bag_ranker(
             config,
-            schema,
+            schema.for_ranker(data_config.request_features),
             meta["feature_names"],
             meta["num_embeddings"],
             len(scaler.names),
@@ -285,7 +296,7 @@ class TrainedRanker:
         return cls(
             model=model,
             scaler=scaler,
-            data_config=RankerDataConfig.from_dict(meta["data"]),
+            data_config=data_config,
             bag_pooling=pooling,
             train_positive_rate=float(meta["train_positive_rate"]),
             history=list(meta.get("history", [])),
@@ -400,6 +411,11 @@ def train_two_stage_ranker(
     )
     scaler = DenseScaler.fit(x[in_train], context.dense_names)
     x = scaler.transform(x)
+    schema = schema.for_ranker(context.request_names)
+    # the training rows' requests lose their context at the rate context_dropout, the
+    # validation rows keep theirs
+    train_ids = examples.request_ids(context, cfg.context_dropout, cfg.seed)
+    full_ids = examples.request_ids(context)
     tr = np.flatnonzero(in_train)
     va = np.flatnonzero(~in_train) if valid_users.size else tr
     bs = trainer_config.batch_size
@@ -412,9 +428,16 @@ def train_two_stage_ranker(
         bs,
         shuffle=True,
         seed=trainer_config.seed,
+        request_ids=None if train_ids is None else train_ids[tr],
     )
     valid_batches = RankerBatches(
-        context, examples.users[va], examples.items[va], x[va], examples.labels[va], 8192
+        context,
+        examples.users[va],
+        examples.items[va],
+        x[va],
+        examples.labels[va],
+        8192,
+        request_ids=None if full_ids is None else full_ids[va],
     )
 
     def new_model() -> Ranker:
@@ -466,6 +489,7 @@ def train_two_stage_ranker(
             vex.retrieval_score,
             vex.retrieval_rank,
             list_mask=np.ones(len(vex), dtype=bool),
+            request_ids=vex.request_ids(context),
         )
         valid_metrics = classification_metrics(
             vex.labels, logits, vex.users, prior=ranker.train_positive_rate

@@ -543,6 +543,10 @@ class ServedUsers:
     plans: list[SlatePlan] | None = None
     request_ids: list[str | None] | None = None
     policies: list[SlatePolicy] | None = None
+    # each list's request context and the segments read with its profile: the ranker's
+    # request features (recsys.runtime.request_features)
+    contexts: list[RequestContext] | None = None
+    segments: list[tuple[str, ...]] | None = None
 
     def subset(self, positions: np.ndarray) -> ServedUsers:
         """The users at ``positions`` (all of them: ``self``)."""
@@ -562,6 +566,8 @@ class ServedUsers:
             plans=None if self.plans is None else [self.plans[p] for p in picked],
             request_ids=None if self.request_ids is None else [self.request_ids[p] for p in picked],
             policies=None if self.policies is None else [self.policies[p] for p in picked],
+            contexts=None if self.contexts is None else [self.contexts[p] for p in picked],
+            segments=None if self.segments is None else [self.segments[p] for p in picked],
         )
 
 
@@ -641,6 +647,7 @@ class RecommendEngine:
         self.user_tower = user_tower
         self.retrieval = retrieval
         self.ranker = ranker
+        self.unknown_segments = 0  # segment names outside the ranker's vocabulary (dropped)
         self.max_k = served_max_k(max_k, tables.num_candidates, tables.n_items)
         self.user_state = user_state
         self.warn = warn or LOGGER.warning
@@ -774,6 +781,8 @@ class RecommendEngine:
         if served is not None and len(warm):
             served.plans = [plans[p] for p in warm.tolist()]
             served.request_ids = [ctxs[p].request_id for p in warm.tolist()]
+            served.contexts = [ctxs[p] for p in warm.tolist()]
+            served.segments = [segments[p] for p in warm.tolist()]
             if policies is not None:
                 if len(policies) != len(raw):
                     raise ValueError(f"{len(raw)} users but {len(policies)} policies")
@@ -1075,6 +1084,18 @@ class RecommendEngine:
             cand_scores[w, : len(take)] = scores[w, take]
         return items, cand_scores, items >= 0
 
+    def _request_ids(self, users: ServedUsers, lists: np.ndarray) -> np.ndarray | None:
+        """The ranker's request-feature ids of each pair (None: it reads none): the
+        lists' contexts and segments through the encoder training used."""
+        assert self.features is not None
+        if not self.features.request_features:
+            return None
+        n = len(users.rows)
+        contexts = users.contexts if users.contexts is not None else [UNKNOWN] * n
+        encoded = self.features.encode_requests(contexts, users.segments)
+        self.unknown_segments += encoded.dropped_segments
+        return encoded.ids[lists]
+
     def _ranker_scores(
         self,
         users: ServedUsers,
@@ -1096,6 +1117,7 @@ class RecommendEngine:
             lists,
             len(users.rows),
             user_ids=None if users.ranker_ids is None else users.ranker_ids[lists],
+            request_ids=self._request_ids(users, lists),
             extra_seen=users.affinity_items,
         )
         _require_finite("ranker dense input", dense, lists, self.features.dense_names)

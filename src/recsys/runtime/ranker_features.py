@@ -19,7 +19,9 @@ one implementation that the offline ``RankerContext`` calls as well:
 * sparse ids ``[n, F, L]`` (``-1`` = padding) in the ranker's feature order: user-side
   features from the user's row (or from per-pair rows the caller built from a real-time
   profile, :class:`~recsys.runtime.user_state.ProfileEncoding`), item-side features
-  from the item's row.
+  from the item's row, and the request features (the last ones; local hour, device, ...)
+  from each list's request context by :func:`recsys.runtime.request_features.
+  encode_contexts`, the encoder the offline training examples went through.
 
 User index ``-1`` stands for a user without training interactions (a user known only
 from the real-time profile): no activity, no affinities, request time = the end of
@@ -43,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.runtime.context import RequestContext
 from recsys.runtime.dense_features import (
     SECONDS_PER_DAY,
     SECONDS_PER_YEAR,
@@ -52,6 +55,7 @@ from recsys.runtime.dense_features import (
     scale_dense,
     training_items,
 )
+from recsys.runtime.request_features import RequestEncoding, RequestFeature, encode_contexts
 from recsys.runtime.user_state import ProfileEncoding
 
 __all__ = [
@@ -105,6 +109,9 @@ class RankerFeatures:
             ``n_users * n_items`` is at most this (4 bytes each per affinity kind).
         profile: how real-time profile values become the ranker's user-side ids (None:
             profiles cannot feed the ranker).
+        request_features: the request features, the last entries of ``sparse_names``
+            (empty: the ranker reads none).
+        segment_vocab: segment name -> id of a ``segments`` request feature.
     """
 
     dense_names: list[str]
@@ -131,8 +138,16 @@ class RankerFeatures:
     extra: dict[str, Any] = field(default_factory=dict)
     affinity_cache_entries: int = 20_000_000
     profile: ProfileEncoding | None = None
+    request_features: list[RequestFeature] = field(default_factory=list)
+    segment_vocab: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        tail = self.sparse_names[len(self.sparse_names) - len(self.request_features) :]
+        if [f.name for f in self.request_features] != tail:
+            raise ValueError(
+                f"request features {[f.name for f in self.request_features]} must be the last "
+                f"sparse features, got {self.sparse_names}"
+            )
         n_users, n_items = len(self.request_time), len(self.item_count)
         checks = {
             "user_offsets": (len(self.user_offsets), n_users + 1),
@@ -307,8 +322,23 @@ class RankerFeatures:
         )
         return scale_dense(unscaled, self.scaler_mean, self.scaler_std)
 
+    def encode_requests(
+        self,
+        contexts: Sequence[RequestContext],
+        segments: Sequence[Sequence[str]] | None = None,
+    ) -> RequestEncoding:
+        """The request features' ids ``[R, F_request, L]`` of ``R`` requests
+        (:func:`~recsys.runtime.request_features.encode_contexts`)."""
+        return encode_contexts(
+            self.request_features, contexts, segments, self.segment_vocab, self.seq_len
+        )
+
     def sparse(
-        self, users: np.ndarray, items: np.ndarray, user_ids: np.ndarray | None = None
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        user_ids: np.ndarray | None = None,
+        request_ids: np.ndarray | None = None,
     ) -> np.ndarray:
         """The ranker's ``ids`` input ``[n, F, L]`` int64 (user rows + item rows).
 
@@ -317,6 +347,9 @@ class RankerFeatures:
             items: item index per row.
             user_ids: ``[n, F, L]`` user-side ids per row to use instead of the user
                 table's (rows built from a real-time profile); item-side slots ignored.
+            request_ids: ``[n, F_request, L]`` request-feature ids per row (e.g.
+                :meth:`encode_requests` of the lists, taken per row); None: requests
+                without a context.
         """
         out = np.full((len(users), len(self.sparse_names), self.seq_len), -1, dtype=np.int64)
         if user_ids is None and (np.asarray(users) < 0).any():
@@ -331,6 +364,21 @@ class RankerFeatures:
                 (self.user_ids, users) if self._user_feature[f] else (self.item_ids, items)
             )
             out[:, f, :width] = source[rows, f, :width]
+        n_request = len(self.request_features)
+        if n_request:
+            if request_ids is None:
+                request_ids = encode_contexts(
+                    self.request_features,
+                    [RequestContext()],
+                    segment_vocab=self.segment_vocab,
+                    seq_len=self.seq_len,
+                ).ids[np.zeros(len(users), dtype=np.int64)]
+            if request_ids.shape != (len(users), n_request, self.seq_len):
+                raise ValueError(
+                    f"request ids must be [{len(users)}, {n_request}, {self.seq_len}], "
+                    f"got {request_ids.shape}"
+                )
+            out[:, len(self.sparse_names) - n_request :, :] = request_ids
         return out
 
     def inputs(
@@ -343,17 +391,19 @@ class RankerFeatures:
         n_lists: int,
         user_ids: np.ndarray | None = None,
         extra_seen: Sequence[np.ndarray | None] | None = None,
+        request_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(dense, ids)``: both inputs of the ranker for the given rows.
 
         ``user_ids`` (optional, ``[n, F, L]``) replaces the user table's sparse ids (see
         :meth:`sparse`); ``extra_seen`` (optional, per list) adds items consumed since
-        training to the affinities (see :meth:`affinity_scores`).
+        training to the affinities (see :meth:`affinity_scores`); ``request_ids``
+        (optional, ``[n, F_request, L]``) are the rows' request-feature ids.
         """
         dense = self.dense(
             users, items, retrieval_score, retrieval_rank, list_ids, n_lists, extra_seen
         )
-        return dense, self.sparse(users, items, user_ids)
+        return dense, self.sparse(users, items, user_ids, request_ids)
 
     # -- files ---------------------------------------------------------------------
 
@@ -393,6 +443,8 @@ class RankerFeatures:
             "seq_len": int(self.seq_len),
             "age_fill": self.age_fill,
             "extra": self.extra,
+            "request_features": [f.to_json() for f in self.request_features],
+            "segment_vocab": dict(self.segment_vocab),
         }
         (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / ARRAYS_FILE, out / META_FILE]
@@ -423,6 +475,10 @@ class RankerFeatures:
             seq_len=int(meta["seq_len"]),
             age_fill=meta.get("age_fill"),
             extra=dict(meta.get("extra", {})),
+            request_features=[
+                RequestFeature.from_json(f) for f in meta.get("request_features", [])
+            ],
+            segment_vocab={str(k): int(v) for k, v in meta.get("segment_vocab", {}).items()},
             item_item=item_item,
             **arrays,
         )
