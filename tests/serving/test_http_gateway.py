@@ -554,7 +554,8 @@ def test_readiness_follows_a_stage_model_unloaded_and_loaded_again(live: Live) -
         assert status == 503 and reply["not_ready"] == ["user_tower"], reply
         assert "user_tower: not ready" in reply["detail"]
         status, reply = _post(live, {"user_id": live.users[0], "k": K})
-        assert status in (502, 503), reply  # the server's failure, not the client's
+        # recommend's call to the missing stage fails INTERNAL: the server's failure
+        assert (status, reply) == (502, {"error": "the recommender failed (INTERNAL)"})
         assert "Traceback" not in reply["error"]
     finally:
         live.server.load_model("user_tower")

@@ -38,8 +38,9 @@ are ``{"error": "..."}``:
 413  body over ``max_body_bytes`` (the declared length, or as it arrives), or a
      batch over ``max_batch``
 431  request line and headers over ``max_header_bytes``
-502  the model failed (INTERNAL and other server-side errors)
-503  Triton is unreachable or the model is not loaded; too many connections
+502  the model failed (INTERNAL and other server-side errors; a stage model that
+     is not loaded makes ``recommend`` fail INTERNAL)
+503  Triton is unreachable or ``recommend`` is not loaded; too many connections
 504  no answer within ``request_timeout_s``
 ===  ==========================================================================
 
