@@ -10,6 +10,11 @@ Commands:
   experiment. Prints the decision; exits 0 whatever it is, 2 on bad input.
 * ``simulate --out DIR [--units N] [--lift L] [--seed S]``: writes a simulated
   experiment (``exposures.csv``, ``pre.csv``) to try the report on.
+* ``app key=value ...``: the report as a Hydra app over
+  ``configs/experiments/report.yaml`` (:mod:`recsys.experiments.app`).
+
+The ``report`` flags build a :class:`ReportConfig` and call :func:`report`, as the Hydra
+app does.
 
 Example::
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -50,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--experiment", help="the experiment (default: the data's or file's one)")
     rep.add_argument("--pre", type=Path, help="pre-period table for CUPED (unit + outcomes)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("app", help="the report as a Hydra app: key=value overrides of "
+                   "configs/experiments/report.yaml", add_help=False)  # fmt: skip
     sim = sub.add_parser("simulate", help="write a simulated experiment's tables")
     sim.add_argument("--out", required=True, type=Path)
     sim.add_argument("--units", type=int, default=100_000, help="simulated users")
@@ -60,45 +67,118 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(args: argparse.Namespace) -> int:
-    loaded = load_experiments(args.config)
-    table = check_table(read_table(args.data), str(args.data))
+@dataclass(frozen=True)
+class ReportConfig:
+    """One experiment report (``configs/experiments/report.yaml`` annotates each key).
+
+    The ``report`` flags and the Hydra app (``python -m recsys.experiments.app``) build
+    this and call :func:`report`.
+
+    Attributes:
+        data: the exposure table (CSV, Parquet or JSON lines).
+        config: the experiments YAML.
+        out: folder for ``report.md``, its plots and ``analysis.json``.
+        experiment: the experiment; None: the table's one ``experiment`` value, else the
+            file's only experiment.
+        pre: a pre-period table for CUPED; None: no adjustment.
+        progress: show a progress bar over the sequential looks.
+
+    Example:
+        >>> ReportConfig(data="x.csv", config="e.yaml", out="r").progress
+        True
+    """
+
+    data: str
+    config: str
+    out: str
+    experiment: str | None = None
+    pre: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`report` did: the experiment, its decision and the report's path."""
+
+    experiment: str
+    verdict: str
+    arm: str | None
+    reasons: tuple[str, ...]
+    report: Path
+
+
+def report(cfg: ReportConfig) -> ReportResult:
+    """Analyses one experiment and writes its report.
+
+    Args:
+        cfg: the inputs and the output folder.
+
+    Returns:
+        The decision and where the report is.
+
+    Raises:
+        ExperimentConfigError: the experiments file does not load.
+        ExposureDataError: the tables are wrong or do not pick one experiment.
+        FileNotFoundError: an input is missing.
+    """
+    loaded = load_experiments(cfg.config)
+    table = check_table(read_table(Path(cfg.data)), cfg.data)
     names = [e.name for layer in loaded.experiments.layers for e in layer.experiments]
-    name = args.experiment
+    name = cfg.experiment
     if name is None and "experiment" in table.columns:
         values = sorted(table["experiment"].unique())
         if len(values) != 1:
             raise ExposureDataError(
-                f"{args.data}: holds experiments {values}: pick one with --experiment"
+                f"{cfg.data}: holds experiments {values}: pick one with --experiment"
             )
         name = values[0]
     if name is None:
         if len(names) != 1:
             raise ExposureDataError(
-                f"{args.config} has experiments {names}: pick one with --experiment"
+                f"{cfg.config} has experiments {names}: pick one with --experiment"
             )
         name = names[0]
     if name not in names:
-        raise ExposureDataError(f"experiment {name!r} is not in {args.config} (it has {names})")
+        raise ExposureDataError(f"experiment {name!r} is not in {cfg.config} (it has {names})")
     if "experiment" in table.columns:
         table = table[table["experiment"] == name]
         if table.empty:
-            raise ExposureDataError(f"{args.data}: no rows of experiment {name!r}")
-    pre = check_table(read_table(args.pre), str(args.pre), pre=True) if args.pre else None
+            raise ExposureDataError(f"{cfg.data}: no rows of experiment {name!r}")
+    pre = check_table(read_table(Path(cfg.pre)), cfg.pre, pre=True) if cfg.pre else None
     design = loaded.experiments.experiment(name)
-    config = loaded.analysis[name]
-    show = not args.no_progress
+    plan = loaded.analysis[name]
 
     def progress(looks: list[float]) -> Iterable[float]:
-        return tqdm(looks, desc=f"{name}: sequential looks", unit="look", disable=not show)
+        return tqdm(looks, desc=f"{name}: sequential looks", unit="look", disable=not cfg.progress)
 
-    analysis = analyze(table, design, config, pre, progress)
-    report = write_report(analysis, args.out)
+    analysis = analyze(table, design, plan, pre, progress)
+    path = write_report(analysis, Path(cfg.out))
     d = analysis.decision
-    print(f"{name}: {d.verdict}" + (f" ({d.arm})" if d.arm else ""))
-    for reason in d.reasons:
+    return ReportResult(name, d.verdict, d.arm, tuple(d.reasons), path)
+
+
+def print_result(result: ReportResult) -> None:
+    """Prints the decision, its reasons and the report's path (both entry points)."""
+    print(f"{result.experiment}: {result.verdict}" + (f" ({result.arm})" if result.arm else ""))
+    for reason in result.reasons:
         print(f"  - {reason}")
-    print(f"report: {report}")
+    print(f"report: {result.report}")
+
+
+def config_from_args(args: argparse.Namespace) -> ReportConfig:
+    """The :class:`ReportConfig` of parsed ``report`` flags."""
+    return ReportConfig(
+        data=str(args.data),
+        config=str(args.config),
+        out=str(args.out),
+        experiment=args.experiment,
+        pre=None if args.pre is None else str(args.pre),
+        progress=not args.no_progress,
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    print_result(report(config_from_args(args)))
     return 0
 
 
@@ -123,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 2 on a bad config or table.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "app":
+        from recsys.experiments.app import run_app
+
+        return run_app(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _report(args) if args.command == "report" else _simulate(args)

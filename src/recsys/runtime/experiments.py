@@ -20,9 +20,11 @@ An :class:`ExperimentSet` holds compiled :class:`Layer` objects
    arm does not depend on ``traffic``, so a unit keeps its arm while the experiment
    ramps up (changing the weights reshuffles arms: that is a new experiment).
 
-An arm says what it changes (a policy id, a model version, parameter overrides) as
-opaque values the request path reads; the loader checks that no two layers change the
-same thing, so :func:`merged_changes` never has to choose between assignments.
+An arm says what it changes: a policy id, a ranker version (``ranker:2``) and
+request-time parameter overrides from the declared table :data:`ARM_PARAMS` (checked
+here and, at their line and column, by the loader); the request path
+(``recsys.runtime.engine``) applies them. No two layers change the same thing, so
+:func:`merged_changes` never has to choose between assignments.
 
 Standard library only at module level (the module runs inside Triton's python
 backend, Python 3.10).
@@ -150,8 +152,10 @@ def check_param(name: str, value: Any) -> str | None:
         A message naming the problem, or None.
 
     Example:
-        >>> check_param("mmr_lambda", 0.3) is None, check_param("mmr_lamda", 0.3)[:26]
-        (True, "unknown parameter 'mmr_la")
+        >>> check_param("mmr_lambda", 0.3) is None
+        True
+        >>> check_param("mmr_lamda", 0.3).split(";")[0]
+        "unknown parameter 'mmr_lamda'"
     """
     spec = ARM_PARAMS.get(name)
     if spec is None:
@@ -282,8 +286,9 @@ class Arm:
         name: the arm's name, recorded in the exposure payload as ``arm``.
         weight: its share of the experiment's exposed units, relative to the other arms.
         policy: a slate policy id for the request (None: unchanged).
-        model: a model name or version for the request (None: unchanged).
-        params: parameter overrides (name -> value), read-only.
+        model: ``ranker:<version>``, the ranker version of the request (None: unchanged).
+        params: request-time overrides (name -> value) among :data:`ARM_PARAMS`, each
+            range-checked; read-only.
 
     Example:
         >>> Arm("treatment", 1.0, params={"mmr_lambda": 0.3}).changes()
