@@ -167,6 +167,20 @@ def test_each_arm_serves_the_offline_list_of_its_params_or_ranker(live: Live) ->
             assert "params" not in payload and "params" not in explanation
 
 
+def test_the_in_process_engine_routes_the_same_arms_as_the_server(live: Live) -> None:
+    from recsys.serving.inprocess import engine_from_repository
+
+    engine = engine_from_repository(live.root, user_state=False)
+    users = live.users[:30]
+    with RecommendClient(live.url) as client:
+        served = [client.recommend(u, 10) for u in users]
+    answers = engine.recommend(np.array(users), [10] * len(users))
+    for user, rec, answer in zip(users, served, answers, strict=True):
+        assert_same_ranking(rec.item_ids, rec.scores, answer.item_ids, answer.scores,
+                            what=f"user {user}")  # fmt: skip
+        assert answer.explanation() == rec.explanation
+
+
 @pytest.mark.parametrize(
     ("arm", "message"),
     [

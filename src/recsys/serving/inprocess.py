@@ -51,11 +51,21 @@ def engine_from_repository(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
 
-    def session(model: str) -> Any:
-        version = model_versions(repo, model)[-1]
-        return ort.InferenceSession(str(repo / model / str(version) / "model.onnx"), options)
+    def session(model: str, version: int | None = None) -> Any:
+        number = model_versions(repo, model)[-1] if version is None else version
+        return ort.InferenceSession(str(repo / model / str(number) / "model.onnx"), options)
 
-    tower, ranker = session("user_tower"), session("ranker")
+    def scorer(model: Any) -> Any:
+        return lambda dense, ids: model.run(["logits"], {"dense": dense, "ids": ids})[0]
+
+    # with ranker versions for A/B arms the default is named (the server does the same)
+    default_ranker = int(params["ranker_version"]) if params.get("ranker_version") else None
+    tower, ranker = session("user_tower"), session("ranker", default_ranker)
+    rankers = {
+        f"ranker:{v}": scorer(session("ranker", int(v)))
+        for v in params.get("ranker_versions", "").split(",")
+        if v
+    }
     searcher = FaissSearcher.load(repo / "retrieval" / str(model_versions(repo, "retrieval")[-1]))
     tables = RecommendTables.load(folder)
     store = params.get("profile_store", "")
@@ -87,7 +97,7 @@ def engine_from_repository(
         RankerFeatures.load(folder),
         user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
         retrieval=searcher.search,
-        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
+        ranker=scorer(ranker),
         max_k=int(params.get("max_k", str(tables.num_candidates))),
         user_state=reader,
         rules=rule_source,
@@ -96,4 +106,5 @@ def engine_from_repository(
         ),
         experiments=experiments,
         chooser=chooser,
+        rankers=rankers,
     )
