@@ -628,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     from recsys.events.attribution_consumer import add_attribution_command
 
     add_attribution_command(sub, _stop_on_signals)
+    # catalogue: item_published events -> the catalogue cold items are served from
+    from recsys.events.catalogue import add_catalogue_command
+
+    add_catalogue_command(sub, _stop_on_signals)
     return ap
 
 

@@ -278,6 +278,9 @@ PAYLOAD_SPECS: dict[EventType, dict[str, FieldSpec]] = {
         "title": FieldSpec("str", max_len=512),
         "categories": FieldSpec("str_list", max_len=20),
         "release_date": FieldSpec("str", pattern=_DATE_RE),
+        # the year the year feature buckets (MovieLens: the title's year, which can
+        # differ from the release date's); default: the release date's year
+        "year": FieldSpec("int", min=1000, max=9999),
     },
 }
 
