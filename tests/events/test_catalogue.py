@@ -100,6 +100,7 @@ def test_item_events_become_records_and_updates_replace_them(opener: Opener) -> 
         (5001, ["Drama"], "A2")
     ]
     assert updated[0]["version"] > seen
+    assert updated[0]["created"] == changes[0]["created"] < changes[1]["created"]
     assert catalogue.changes(0, 1)[0]["item_id"] == 5002  # oldest version first, limited
 
 

@@ -80,6 +80,8 @@ class CatalogueRecord:
         event_id: the event that wrote this version.
         published_us: the event's time (epoch microseconds).
         version: the catalogue version of this write (0 before it is stored).
+        created: the version of the item's first write (readers order items by it, so
+            a reader that starts later gives them the same order).
     """
 
     item_id: int
@@ -90,6 +92,7 @@ class CatalogueRecord:
     event_id: str = ""
     published_us: int = 0
     version: int = 0
+    created: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (what :meth:`CatalogueStore.changes` returns)."""
@@ -108,6 +111,7 @@ class CatalogueRecord:
             event_id=str(value.get("event_id", "")),
             published_us=int(value.get("published_us", 0)),
             version=int(value.get("version", 0)),
+            created=int(value.get("created", 0)),
         )
 
 
@@ -203,7 +207,10 @@ class CatalogueStore:
         versions = []
         for record in records:
             version = int(self.store.r.incr(self._seq))
-            text = json.dumps({**record.to_dict(), "version": version}, sort_keys=True)
+            old = self.store.r.hget(self._items, str(record.item_id))
+            created = int(json.loads(old).get("created", version)) if old else version
+            body = {**record.to_dict(), "version": version, "created": created}
+            text = json.dumps(body, sort_keys=True)
             pipe = self.store.r.pipeline(transaction=True)
             pipe.hset(self._items, str(record.item_id), text)
             pipe.zadd(self._versions, {str(record.item_id): version})
@@ -220,7 +227,13 @@ class CatalogueStore:
                 (top,) = db.execute(sql).fetchone()
                 for record in records:
                     top += 1
-                    text = json.dumps({**record.to_dict(), "version": top}, sort_keys=True)
+                    old = db.execute(
+                        "SELECT record FROM catalogue_items WHERE item_id = ?",
+                        (str(record.item_id),),
+                    ).fetchone()
+                    created = int(json.loads(old[0]).get("created", top)) if old else top
+                    body = {**record.to_dict(), "version": top, "created": created}
+                    text = json.dumps(body, sort_keys=True)
                     db.execute(
                         "INSERT INTO catalogue_items (item_id, version, record) VALUES (?, ?, ?) "
                         "ON CONFLICT(item_id) DO UPDATE SET version = excluded.version, "

@@ -187,6 +187,8 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         experiments=args.experiments,
         bandit_state=args.bandit_state,
         ranker_bundles=tuple(args.ranker_bundle),
+        cold_items=args.cold_items,
+        cold_items_poll_s=args.cold_items_poll_s,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -424,6 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="a policy bandit's state file (docs/bandits.md): its arms are slate policies; "
         "it picks the policy of requests no experiment arm decides (default: none)",
+    )
+    build.add_argument(
+        "--cold-items",
+        default="",
+        metavar="STORE_URL",
+        help="serve items published after training: the store (sqlite:///path or "
+        "redis://host:port/db) whose catalogue `recsys realtime catalogue` fills "
+        "(docs/serving.md, Cold items; default: none)",
+    )
+    build.add_argument(
+        "--cold-items-poll-s",
+        type=float,
+        default=2.0,
+        help="seconds between two reads of the catalogue by the running server (default 2)",
     )
     build.add_argument(
         "--gpu-accelerator",

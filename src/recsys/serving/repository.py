@@ -140,6 +140,13 @@ class RepositoryConfig:
             with ``model: ranker:<version>``. The ranker then keeps every version
             loaded (``version_policy: all``) and ``recommend`` names its default
             version in each call.
+        cold_items: a store URL (``sqlite:///path`` or ``redis://...``) whose catalogue
+            ``recommend`` reads items published after training from
+            (:mod:`recsys.runtime.cold_items`); the item tower and the encoding spec
+            are copied next to its tables. Empty: the trained catalogue only.
+        cold_items_poll_s: seconds between two reads of that catalogue.
+        cold_items_max: cold items served at most.
+        cold_items_per_poll: catalogue records read per poll at most.
         recommend_instances: CPU instances of the ``recommend`` entry point. Its
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
@@ -170,8 +177,20 @@ class RepositoryConfig:
     bandit_state: str = ""
     bandit_name: str = "policy"
     ranker_bundles: tuple[str, ...] = ()
+    cold_items: str = ""
+    cold_items_poll_s: float = 2.0
+    cold_items_max: int = 1000
+    cold_items_per_poll: int = 200
 
     def __post_init__(self) -> None:
+        if self.cold_items:
+            parse_store_url(self.cold_items)
+            if '"' in self.cold_items or "\\" in self.cold_items:
+                raise ValueError("cold_items must not hold quotes or backslashes")
+        if not self.cold_items_poll_s > 0 or min(self.cold_items_max, self.cold_items_per_poll) < 1:
+            raise ValueError(
+                "cold_items_poll_s must be > 0, cold_items_max and cold_items_per_poll >= 1"
+            )
         if self.gpu_accelerator not in GPU_ACCELERATORS:
             raise ValueError(
                 f"gpu_accelerator must be one of {sorted(GPU_ACCELERATORS)}, "
@@ -466,6 +485,25 @@ def build_repository(
             + "# Ranker versions A/B arms route to (model: ranker:<version>), and the default.\n"
             + f'parameters {{ key: "ranker_version" value: {{ string_value: "{v}" }} }}\n'
             + f'parameters {{ key: "ranker_versions" value: {{ string_value: "{listed}" }} }}\n'
+        )
+    if cfg.cold_items:
+        from recsys.serving.cold_items import write_cold_items
+
+        write_cold_items(run, recommend_dir)
+        recommend_config = root / "recommend" / "config.pbtxt"
+        cold = {
+            "cold_items_store": cfg.cold_items,
+            "cold_items_poll_s": cfg.cold_items_poll_s,
+            "cold_items_max": cfg.cold_items_max,
+            "cold_items_per_poll": cfg.cold_items_per_poll,
+        }
+        recommend_config.write_text(
+            recommend_config.read_text()
+            + "# Cold items: the catalogue of published items (recsys.runtime.cold_items).\n"
+            + "".join(
+                f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
+                for k, v in cold.items()
+            )
         )
     files["recommend"] = sorted(recommend_dir.iterdir())
     LOGGER.info("wrote Triton repository %s (version %d) from %s", root, v, run.describe())

@@ -53,6 +53,12 @@ read never fails a request: the batch is answered from the training tables, a wa
 is logged, and the failure is counted (reads then skip the store for one second).
 Empty ``profile_store`` (the default): the training tables alone.
 
+Cold items: when the config parameter ``cold_items_store`` names a store, items published
+after training (``item_published`` events, written into the store's catalogue by
+``recsys.events.catalogue``) are encoded by the item tower (``item_tower.onnx`` beside the
+tables, through onnxruntime) and served: read at start and every ``cold_items_poll_s``
+seconds, at most ``cold_items_max`` items (:mod:`recsys.runtime.cold_items`).
+
 Errors: a bad request (batch of more than one user, empty batch, ``k`` out of range)
 gets INVALID_ARGUMENT and the rest of the batch is still answered; a list whose stage
 inputs or outputs hold NaN or infinity fails alone with INTERNAL and a message naming
@@ -175,6 +181,25 @@ class TritonPythonModel:
             chooser=chooser,
             rankers=rankers,
         )
+        # Cold items: items published after training (recsys.runtime.cold_items), read
+        # from the store's catalogue at start and every cold_items_poll_s seconds.
+        cold_url = string_parameter(config, "cold_items_store", "")
+        self.cold = None
+        if cold_url:
+            from recsys.runtime.cold_items import ColdItemsConfig, open_cold_items
+
+            self.cold = open_cold_items(
+                self.engine,
+                folder,
+                cold_url,
+                ColdItemsConfig(
+                    poll_s=float(string_parameter(config, "cold_items_poll_s", "2.0")),
+                    max_items=int(string_parameter(config, "cold_items_max", "1000")),
+                    per_poll=int(string_parameter(config, "cold_items_per_poll", "200")),
+                ),
+                warn=pb_utils.Logger.log_warn,
+                info=pb_utils.Logger.log_info,
+            )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
         if os.path.isfile(bundle_file):
@@ -202,6 +227,9 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         """Logs the profile reads and the exposure counts, and closes the stores."""
+        cold = getattr(self, "cold", None)
+        if cold is not None:
+            pb_utils.Logger.log_info(f"recommend: cold items {cold.stats}")
         if self.exposures is not None:
             stats = self.exposures.close()
             pb_utils.Logger.log_info(f"recommend: exposure log {self.exposures.url}: {stats}")
@@ -310,6 +338,8 @@ class TritonPythonModel:
             valid.append((index, user, k, context))
         if not valid:
             return responses
+        if self.cold is not None:
+            self.cold.refresh()  # a due poll: new items join this batch's candidates
         users = np.array([u for _, u, _, _ in valid], dtype=np.int64)
         ks = np.array([k for _, _, k, _ in valid], dtype=np.int64)
         try:

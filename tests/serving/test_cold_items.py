@@ -1,0 +1,319 @@
+"""Cold items in-process: the spec, the encoding, retrieval, the ranker rows, the updater.
+
+A repository built with ``cold_items`` from ``fresh_two_stage`` (real MovieLens-100K,
+small fresh models), its ``recommend`` computation run in this process (onnxruntime,
+FAISS, the saved tables) and the real catalogue of a SQLite store: item events are
+published to the store's stream, the catalogue consumer writes the records, and the
+updater serves them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from serving_kit import in_process_engine
+
+from recsys.events.catalogue import CatalogueConsumer, CatalogueStore
+from recsys.events.producer import EventProducer
+from recsys.events.sqlite_store import SqliteStore
+from recsys.runtime.cold_items import (
+    ITEM_TOWER_FILE,
+    ColdItem,
+    ColdItemsConfig,
+    ColdItemSpec,
+    ColdItemUpdater,
+    ColdRetrieval,
+    FeatureRule,
+    encode_items,
+    onnx_item_tower,
+)
+from recsys.serving.repository import RepositoryConfig, build_repository
+
+COLD_BASE = 990_000
+
+
+@dataclass
+class Repo:
+    root: Path
+    folder: Path
+    db: Path
+    parts: Any
+    spec: ColdItemSpec
+
+
+@pytest.fixture(scope="module")
+def repo(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    tmp = tmp_path_factory.mktemp("cold-items")
+    db = tmp / "rt.db"
+    SqliteStore(db).close()
+    root = tmp / "repository"
+    build_repository(
+        fresh_two_stage.bundle(tmp / "bundle"), root, RepositoryConfig(cold_items=f"sqlite:///{db}")
+    )
+    folder = root / "recommend" / "1"
+    return Repo(root, folder, db, fresh_two_stage, ColdItemSpec.load(folder))
+
+
+def item_attributes(tables: Any, row: int) -> tuple[tuple[str, ...], str | None]:
+    """A trained item's categories and release date, as an item event would carry them."""
+    genres = tuple(sorted(g for g, rows in tables.categories.items() if row in set(rows.tolist())))
+    t = float(tables.release_time[row])
+    date = None
+    if np.isfinite(t):
+        date = datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d")
+    return genres, date
+
+
+def item_event(
+    item: int, categories: Sequence[str], date: str | None, year: int | None = None
+) -> dict[str, Any]:
+    """A raw ``item_published`` event."""
+    payload: dict[str, Any] = {"categories": list(categories), "title": f"item {item}"}
+    if date:
+        payload["release_date"] = date
+    if year is not None:
+        payload["year"] = year
+    return {
+        "event_id": f"pub-{uuid.uuid4().hex}",
+        "user_id": "editor",
+        "session_id": "catalogue",
+        "type": "item_published",
+        "item_id": item,
+        "timestamp": "2024-05-01T10:00:00Z",
+        "payload": payload,
+    }
+
+
+def publish(db: Path, events: list[dict], categories: Sequence[str]) -> CatalogueConsumer:
+    """Producer -> the store's stream -> the catalogue consumer (its own group)."""
+    store = SqliteStore(db, group="catalogue")
+    try:
+        EventProducer(store).publish(events)
+        consumer = CatalogueConsumer(store, CatalogueStore(store), categories)
+        consumer.run(until_idle=True)
+        return consumer
+    finally:
+        store.close()
+
+
+def updater_for(repo: Repo, engine: Any, **config: Any) -> tuple[ColdItemUpdater, list[str]]:
+    store = SqliteStore(repo.db)
+    warnings: list[str] = []
+    updater = ColdItemUpdater(
+        engine,
+        ColdItemSpec.load(repo.folder),
+        onnx_item_tower(repo.folder / ITEM_TOWER_FILE),
+        CatalogueStore(store),
+        ColdItemsConfig(**{"poll_s": 0.01, **config}),
+        warn=warnings.append,
+    )
+    return updater, warnings
+
+
+def test_spec_encodes_trained_items_like_training(repo: Repo) -> None:
+    """With the id and popularity of a trained item put back, the spec's ids from its
+    attributes give that item's trained vector and its ranker row exactly: the category
+    and year rules are the vocabularies training used."""
+    engine = in_process_engine(repo.root)
+    tables, features = engine.tables, engine.features
+    dataset = repo.parts.dataset
+    vocabs = dataset.vocabs
+    tower = onnx_item_tower(repo.folder / ITEM_TOWER_FILE)
+    rows = np.random.default_rng(0).choice(tables.n_items, 40, replace=False)
+    years = dataset.items["year"].to_numpy()
+    items = [
+        ColdItem(
+            int(tables.item_ids[r]),
+            *item_attributes(tables, int(r)),
+            year_value=None if np.isnan(years[r]) else int(years[r]),
+        )
+        for r in rows
+    ]
+    spec = ColdItemSpec.load(repo.folder)
+    ids = spec.tower.encode(items)
+    f_id = spec.tower.features.index("item_id")
+    f_pop = spec.tower.features.index("item_popularity")
+    ids[:, f_id, 0] = vocabs.encode("item_id", tables.item_ids[rows])
+    ids[:, f_pop, 0] = dataset.items["popularity_bucket"].to_numpy()[rows]
+    np.testing.assert_allclose(tower(ids), repo.parts.recommender.item_vectors[rows], atol=1e-5)
+    assert spec.tower.unknown == {}
+
+    ranker_ids = spec.ranker.encode(items)
+    for name in ("item_id", "item_popularity"):
+        f = features.sparse_names.index(name)
+        ranker_ids[:, f] = features.item_ids[rows, f]
+    # a bag's order does not matter (mean pooling): compare each row's ids sorted
+    np.testing.assert_array_equal(
+        np.sort(ranker_ids, axis=2), np.sort(features.item_ids[rows], axis=2)
+    )
+
+
+def test_unknown_values_take_the_oov_row_and_are_counted(repo: Repo) -> None:
+    spec = ColdItemSpec.load(repo.folder)
+    ids = spec.tower.encode([ColdItem(COLD_BASE, ("Comedy", "Space Opera"), "2150-01-01")])
+    f_genres = spec.tower.features.index("item_genres")
+    f_year = spec.tower.features.index("item_year")
+    assert ids[0, f_genres, 0] == spec.tower.rules["item_genres"].map["Comedy"]
+    assert ids[0, f_genres, 1] == -1  # the unknown category adds nothing
+    assert ids[0, f_year, 0] == 0  # no bucket holds 2150: the OOV row
+    assert spec.tower.unknown == {"item_genres: Space Opera": 1, "item_year: 2150": 1}
+    assert ids[0, spec.tower.features.index("item_id"), 0] == 0  # never a trained id
+
+
+def test_cold_retrieval_is_the_exact_top_n_of_the_union(repo: Repo) -> None:
+    engine = in_process_engine(repo.root)
+    tables = engine.tables
+    spec = ColdItemSpec.load(repo.folder)
+    tower = onnx_item_tower(repo.folder / ITEM_TOWER_FILE)
+    items = [ColdItem(COLD_BASE + j, *item_attributes(tables, j)) for j in range(30)]
+    encoded = encode_items(items, spec, tower, tables.query_append_one)
+    retrieval = ColdRetrieval(engine.retrieval, tables.n_items, encoded.index_vectors)
+    users = tables.user_tower_ids[:5]
+    queries = tables.query_vectors(engine.user_tower(users))
+    ids, scores, counts = retrieval(queries, np.array([100, 100, 50, 7, 2000]))
+    union = np.vstack([repo.parts.recommender.item_vectors, encoded.index_vectors])
+    exact = queries @ union.T
+    for row, n in enumerate([100, 100, 50, 7, tables.n_items + len(items)]):
+        assert counts[row] == n
+        want = np.sort(exact[row])[::-1][:n]
+        np.testing.assert_allclose(scores[row, :n], want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(exact[row, ids[row, :n]], want, rtol=1e-5, atol=1e-5)
+    assert (ids[4, : counts[4]] >= tables.n_items).sum() == len(items)
+
+
+def candidate_attributes(spec: ColdItemSpec) -> list[tuple[tuple[str, ...], str, int]]:
+    """Every one- and two-category item with a year from each year bucket (the
+    attributes a published item could have)."""
+    names = [c for c in spec.categories if c != "unknown"]
+    genres = [(a,) for a in names] + [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    years = sorted(
+        int(label[:4]) + 2 for label in spec.tower.rules["item_year"].map if label[:4].isdigit()
+    )
+    return [(g, f"{y}-06-01", y) for g in genres for y in years]
+
+
+def pick_taste(repo: Repo, users: Sequence[int]) -> tuple[Any, int, int]:
+    """Attributes that make a cold item one of the top 10 of one user and not of
+    another: the item tower scores every candidate attribute set against the users'
+    queries, and the best-scored ones are tried through the whole recommender (the
+    'matching taste' of the test). Returns ``(attributes, matching user, other user)``."""
+    engine = in_process_engine(repo.root)
+    tables = engine.tables
+    spec = ColdItemSpec.load(repo.folder)
+    tower = onnx_item_tower(repo.folder / ITEM_TOWER_FILE)
+    combos = candidate_attributes(spec)
+    items = [ColdItem(COLD_BASE, g, d, year_value=y) for g, d, y in combos]
+    vectors = encode_items(items, spec, tower, tables.query_append_one).index_vectors
+    rows = tables.user_rows(np.array(users))
+    queries = tables.query_vectors(engine.user_tower(tables.user_tower_ids[rows]))
+    base = repo.parts.recommender.item_vectors
+    # per user, how many trained items score above each attribute set
+    above = ((queries @ base.T)[:, :, None] > (queries @ vectors.T)[:, None, :]).sum(axis=1)
+    tried = 0
+    for u in np.argsort(above.min(axis=1)).tolist():
+        for c in np.argsort(above[u]).tolist()[:3]:
+            probe = in_process_engine(repo.root)
+            updater, _ = updater_for(repo, probe)
+            item = items[c]
+            updater.apply([replace(item, item_id=COLD_BASE + 500 + tried, version=1)])
+            lists = probe.recommend(np.array(users), np.full(len(users), 10))
+            got = [COLD_BASE + 500 + tried in a.item_ids for a in lists]
+            tried += 1
+            if got[u] and not all(got):
+                return combos[c], users[u], users[got.index(False)]
+        if tried >= 15:
+            break
+    raise AssertionError("no attributes put a cold item into one user's top 10 only")
+
+
+def test_a_published_item_is_recommended_to_matching_users(repo: Repo) -> None:
+    ctx = repo.parts.recommender.context
+    users = [int(u) for u in ctx.user_ids[10:40]]
+    (genres, date, year), fan, other = pick_taste(repo, users)
+    item = COLD_BASE + 1
+    engine = in_process_engine(repo.root)
+    updater, warnings = updater_for(repo, engine)
+    n_base = engine.tables.n_items
+    before = engine.recommend(np.array([fan]), np.array([10]))[0]
+    assert item not in before.item_ids
+
+    consumer = publish(repo.db, [item_event(item, genres, date, year)], repo.spec.categories)
+    assert consumer.stats.records == 1
+    assert updater.refresh(force=True) == 1 and updater.count == 1
+    assert engine.tables.n_items == n_base + 1 and engine.features.n_items == n_base + 1
+    assert engine.tables.item_rows([item])[0] == n_base
+    for name in genres:
+        assert n_base in engine.tables.categories[name].tolist()  # targeting rules see it
+
+    [mine, theirs] = engine.recommend(np.array([fan, other]), np.array([10, 10]))
+    assert item in mine.item_ids and item not in theirs.item_ids
+
+    # the score is the ranker's: the pair's ranker input carries the item's own row
+    row = engine.tables.user_rows(np.array([fan]))[0]
+    dense, ids = engine.features.inputs(
+        np.array([row]), np.array([n_base]), np.array([1.0]), np.array([0]), np.array([0]), 1
+    )
+    np.testing.assert_array_equal(ids[0][7:], repo.spec.ranker.encode(
+        [ColdItem(item, genres, date, year_value=year)])[0][7:])  # fmt: skip
+    assert np.isfinite(dense).all()
+    # the ranker's logit of the cold pair enters its score: raise it and the score rises
+    f_item = engine.features.sparse_names.index("item_id")
+    ranker = engine.ranker
+
+    def boosted(dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        logits = np.asarray(ranker(dense, ids), dtype=np.float32).copy()
+        logits[ids[:, f_item, 0] == 0] += 3.0  # the OOV id: only the cold item has it
+        return logits
+
+    engine.ranker = boosted
+    [raised] = engine.recommend(np.array([fan]), np.array([10]))
+    engine.ranker = ranker
+    score = dict(zip(mine.item_ids.tolist(), mine.scores.tolist(), strict=True))[item]
+    assert dict(zip(raised.item_ids.tolist(), raised.scores.tolist(), strict=True))[item] > score
+    assert not warnings, warnings
+
+
+def test_republished_items_update_in_place_and_caps_hold(repo: Repo) -> None:
+    engine = in_process_engine(repo.root)
+    updater, warnings = updater_for(repo, engine, max_items=3)
+    updater.refresh(force=True)
+    start = updater.count
+    n_base = updater.base_tables.n_items
+    new = [COLD_BASE + 100 + j for j in range(5 - start)]
+    events = [item_event(i, ["Comedy"], "1997-05-01") for i in new]
+    publish(repo.db, events, repo.spec.categories)
+    updater.refresh(force=True)
+    assert updater.count == 3 and updater.stats.capped == len(new) - (3 - start)
+    assert any("cap of 3 items" in w for w in warnings)
+    first = new[0]
+    row = engine.tables.item_rows([first])[0]
+    publish(
+        repo.db, [item_event(first, ["Horror", "Thriller"], "1980-01-01")], repo.spec.categories
+    )
+    assert updater.refresh(force=True) == 1
+    assert updater.count == 3 and engine.tables.n_items == n_base + 3  # no duplicate
+    assert engine.tables.item_rows([first])[0] == row
+    assert row in engine.tables.categories["Horror"].tolist()
+    assert row not in engine.tables.categories["Comedy"].tolist()
+    trained = int(engine.tables.item_ids[0])
+    publish(repo.db, [item_event(trained, ["Comedy"], None)], repo.spec.categories)
+    updater.refresh(force=True)
+    assert updater.stats.trained == 1 and engine.tables.n_items == n_base + 3
+    # a fresh updater (a restarted server) reads every stored record back
+    again, _ = updater_for(repo, in_process_engine(repo.root), max_items=3)
+    again.load_all()
+    assert list(again.items) == list(updater.items)
+
+
+def test_rule_kinds_are_checked() -> None:
+    with pytest.raises(ValueError, match="feature rule kind"):
+        FeatureRule("guess")
+    with pytest.raises(ValueError, match="poll_s"):
+        ColdItemsConfig(poll_s=0)
