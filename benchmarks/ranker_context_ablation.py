@@ -15,6 +15,10 @@ Data sets:
 * ``synthetic``: :func:`recsys.data.synthetic.generate` with ``context_taste`` (item
   choice depends on the session's device and part of the day); the views, one per
   (user, item), are the interactions; sessions are the requests.
+Every variant's data also carries each user's segments at the end of its training rows
+(``configs/ranker/segments/``, computed by
+:func:`recsys.segments.offline.memberships_at`); the ``user_segments`` variants feed them.
+
 * ``ml100k``: MovieLens-100K (``RECSYS_DATA_DIR``); no device, so only the
   timestamp's features (hour, weekday, part of the day, UTC); requests are runs of a
   user's held-out ratings at most 30 minutes apart.
@@ -66,6 +70,8 @@ from recsys.recommend.two_stage import (
     ranker_config_from_dict,
     train_two_stage_ranker,
 )
+from recsys.segments.engine import SegmentEngine
+from recsys.segments.offline import memberships_at
 from recsys.training.ranker_trainer import RankerTrainerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +80,8 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "synthetic": {
         "no context": (),
         "context (hour, daypart, device)": ("ctx_hour", "ctx_daypart", "ctx_device"),
+        "+ segments": ("user_segments",),
+        "context + segments": ("ctx_hour", "ctx_daypart", "ctx_device", "user_segments"),
     },
     "ml100k": {
         "no context": (),
@@ -81,8 +89,12 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "+ ctx_weekday": ("ctx_weekday",),
         "+ ctx_daypart": ("ctx_daypart",),
         "+ hour, weekday, daypart": ("ctx_hour", "ctx_weekday", "ctx_daypart"),
+        "+ user_segments": ("user_segments",),
     },
 }
+SEGMENTS = {"synthetic": "synthetic.yaml", "ml100k": "movielens.yaml"}
+"""Segment rules of each data set (``configs/ranker/segments/``)."""
+EVENT_TYPE = {"synthetic": "page_view", "ml100k": "rating"}
 
 
 def svd_vectors(dataset: ProcessedDataset, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +176,15 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         "hard_negatives": args.hard_negatives,
         "seed": seed,
     }
+    # each user's segments at the end of each split's training rows, by the online rules
+    rules = REPO / "configs" / "ranker" / "segments" / SEGMENTS[args.dataset]
+    sel_segments = memberships_at(
+        selection.train, SegmentEngine.from_yaml(rules), default_type=EVENT_TYPE[args.dataset]
+    )
+    main_segments = memberships_at(
+        main.train, SegmentEngine.from_yaml(rules), default_type=EVENT_TYPE[args.dataset]
+    )
+    names = sorted(SegmentEngine.from_yaml(rules).segments)
     sel_q, sel_i = svd_vectors(selection, args.rank, seed)
     main_q, main_i = svd_vectors(main, args.rank, seed)
     rows = []
@@ -171,14 +192,18 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         torch.manual_seed(seed)
         cfg = RankerDataConfig.from_dict({**base, "request_features": list(features)})
         t0 = time.perf_counter()
-        sel_ctx = RankerContext.from_processed(selection, schema, selection.vocabs, cfg)
+        sel_ctx = RankerContext.from_processed(
+            selection, schema, selection.vocabs, cfg, sel_segments, names
+        )
         cands = top_candidates(sel_q, sel_i, sel_ctx.seen, args.candidates)
         examples = build_ranker_examples(selection.test, sel_ctx, cands, sel_q, sel_i, cfg)
         fit = train_two_stage_ranker(sel_ctx, examples, schema, model_cfg, trainer, pooling)
         valid_users = sel_ctx.user_ids[fit.valid_users]
         valid_held = selection.test[selection.test[USER].isin(valid_users)]
         valid = score(fit.ranker, sel_ctx, valid_held, cands, cfg)
-        main_ctx = RankerContext.from_processed(main, schema, selection.vocabs, cfg)
+        main_ctx = RankerContext.from_processed(
+            main, schema, selection.vocabs, cfg, main_segments, names
+        )
         main_cands = top_candidates(main_q, main_i, main_ctx.seen, args.candidates)
         tested = score(fit.ranker, main_ctx, main.test, main_cands, cfg)
         rows.append(

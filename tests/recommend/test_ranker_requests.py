@@ -187,3 +187,33 @@ def test_synthetic_sessions_become_requests_with_their_device() -> None:
     assert set(requests.device.tolist()) <= {"mobile", "desktop", "tablet"}
     ids = ctx.request_ids(requests)
     assert (ids[:, 3, 0] > 0).all()  # every synthetic request knows its device
+
+
+def test_segments_at_the_cut_off_are_a_multi_hot_request_feature(
+    splits: Splits, schema: FeatureSchema
+) -> None:
+    from pathlib import Path
+
+    from recsys.segments.engine import SegmentEngine
+    from recsys.segments.offline import memberships_at
+
+    _, sel = splits
+    assert sel.vocabs is not None
+    rules = Path(__file__).resolve().parents[2] / "configs/ranker/segments/movielens.yaml"
+    segments = memberships_at(sel.train, SegmentEngine.from_yaml(rules), default_type="rating")
+    names = sorted(SegmentEngine.from_yaml(rules).segments)
+    cfg = RankerDataConfig(num_candidates=N, request_features=("ctx_hour", "user_segments"))
+    ctx = RankerContext.from_processed(sel, schema, sel.vocabs, cfg, segments, names)
+    assert ctx.segment_vocab == {n: k + 1 for k, n in enumerate(names)}
+    assert ctx.num_embeddings["user_segments"] == 1 + len(names)
+    users = np.arange(ctx.n_users)
+    ids = ctx.unknown_request_ids(users)
+    for u in users[:200]:
+        want = sorted(ctx.segment_vocab[s] for s in segments[str(ctx.user_ids[u])])
+        assert sorted(ids[u, 1][ids[u, 1] >= 0].tolist()) == want
+    assert (ids[:, 0, 0] == 0).all()  # no request: the unknown hour
+    assert (ids[:, 1] >= 0).any(axis=1).mean() > 0.5  # most users are in a segment
+    kjt = ctx.sparse_batch(users[:50], np.zeros(50, dtype=np.int64))
+    assert kjt["user_segments"].lengths().sum() == (ids[:50, 1] >= 0).sum()
+    with pytest.raises(ValueError, match="memberships_at"):
+        RankerContext.from_processed(sel, schema, sel.vocabs, cfg)

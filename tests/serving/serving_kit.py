@@ -46,6 +46,7 @@ def small_two_stage(
     item_bias: bool = False,
     exclude_genres: Sequence[str] = (),
     request_features: Sequence[str] = (),
+    segment_rules: Path | None = None,
 ) -> SmallTwoStage:
     """8-d two-tower and a small DLRM, seeded, on MovieLens-100K.
 
@@ -58,6 +59,8 @@ def small_two_stage(
             vectors carry the constant-1 slot.
         exclude_genres: genres blocked for every user.
         request_features: request features the ranker reads (``ctx_hour``, ...).
+        segment_rules: segment YAML whose memberships at the training cut-off feed a
+            ``user_segments`` request feature (ratings are ``rating`` events).
     """
     import torch
 
@@ -117,7 +120,18 @@ def small_two_stage(
     data_cfg = RankerDataConfig(
         num_candidates=num_candidates, request_features=tuple(request_features)
     )
-    context = RankerContext.from_processed(dataset, schema, dataset.vocabs, data_cfg)
+    segments, names = None, None
+    if segment_rules is not None:
+        from recsys.segments.engine import SegmentEngine
+        from recsys.segments.offline import memberships_at
+
+        segments = memberships_at(
+            dataset.train, SegmentEngine.from_yaml(segment_rules), default_type="rating"
+        )
+        names = sorted(SegmentEngine.from_yaml(segment_rules).segments)
+    context = RankerContext.from_processed(
+        dataset, schema, dataset.vocabs, data_cfg, segments, names
+    )
     model = build_bag_ranker(
         RankerConfig(embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(8, 1)),
         schema.for_ranker(context.request_names),

@@ -27,7 +27,11 @@ so a request's rows share its context. The request features of the schema
 day, device, surface; see :mod:`recsys.runtime.request_features`, the one encoder
 serving calls too) are the request's, chosen by ``RankerDataConfig.request_features``;
 a share ``context_dropout`` of the training requests is encoded as unknown so that
-the unknown bucket, which a request without a context gets, is trained.
+the unknown bucket, which a request without a context gets, is trained. The
+``user_segments`` request feature is each user's segments at the end of the training
+split (``segments`` of :meth:`RankerContext.from_processed`, from
+:func:`recsys.segments.offline.memberships_at`: the online rules over the training
+interactions), a bag of ids in the segment vocabulary saved with the bundle.
 :func:`request_lists` makes one candidate list per held-out request (the per-request
 evaluation: :func:`per_request_metrics`).
 
@@ -171,8 +175,8 @@ class RankerDataConfig:
         sparse_features: schema features fed to the ranker (None: every sparse one).
         request_features: request features of the schema (``request_features`` of
             ``configs/schema/*.yaml``: ``ctx_hour``, ``ctx_weekday``, ``ctx_daypart``,
-            ``ctx_device``, ``ctx_surface``) fed to the ranker, taken from each
-            example's request (empty: none).
+            ``ctx_device``, ``ctx_surface``, ``user_segments``) fed to the ranker, taken
+            from each example's request (empty: none).
         request_gap_minutes: held-out interactions of a user more than this apart
             start a new request (data without a ``session_id`` column).
         context_dropout: share of training requests whose request features are
@@ -364,6 +368,9 @@ class RankerContext:
         user_keys: the user-side ones among them.
         num_embeddings: table rows per sparse feature (the vocabularies').
         config: the data config.
+        request_specs: the request features (the last ``sparse_names``).
+        segment_vocab: segment name -> id of ``user_segments`` (empty without it).
+        user_segments: per user, its segments at the end of the training split.
     """
 
     user_ids: np.ndarray
@@ -385,6 +392,7 @@ class RankerContext:
     config: RankerDataConfig = field(default_factory=RankerDataConfig)
     request_specs: list[RequestFeature] = field(default_factory=list)
     segment_vocab: dict[str, int] = field(default_factory=dict)
+    user_segments: list[tuple[str, ...]] = field(default_factory=list)
 
     @classmethod
     def from_processed(
@@ -393,6 +401,8 @@ class RankerContext:
         schema: FeatureSchema,
         vocabs: VocabularySet,
         config: RankerDataConfig,
+        segments: Mapping[str, Sequence[str]] | None = None,
+        segment_names: Sequence[str] | None = None,
     ) -> RankerContext:
         """Statistics of ``dataset.train`` (its test and valid rows are never read).
 
@@ -402,6 +412,12 @@ class RankerContext:
             vocabs: the ranker's vocabularies (those of the data it is trained
                 on: the ids must mean the same rows at training and serving time).
             config: feature settings.
+            segments: raw user id (as a string) -> the user's segments at the end of
+                ``dataset.train`` (:func:`recsys.segments.offline.memberships_at`);
+                needed by a ``segments`` request feature (``user_segments``).
+            segment_names: the segment vocabulary (every segment the rules define;
+                ids ``1..`` in this order, saved with the bundle); default the sorted
+                names found in ``segments``.
 
         Returns:
             The context.
@@ -452,7 +468,23 @@ class RankerContext:
             items, item_specs, vocabs, empty_features=user_keys, key_order=names
         )
         sizes = vocabs.num_embeddings()
-        request_specs = request_feature_specs(schema, config)
+        wants_segments = any(
+            schema.request_feature(n).source == "segments" for n in config.request_features
+        )
+        if wants_segments and segments is None:
+            raise ValueError(
+                "a segments request feature needs each user's segments at the training "
+                "cut-off (recsys.segments.offline.memberships_at)"
+            )
+        names_seen = sorted({s for v in (segments or {}).values() for s in v})
+        vocab_names = list(segment_names) if segment_names is not None else names_seen
+        if len(set(vocab_names)) != len(vocab_names):
+            raise ValueError(f"segment names repeat: {vocab_names}")
+        segment_vocab = {name: k + 1 for k, name in enumerate(vocab_names)}
+        user_segments = [
+            tuple(sorted((segments or {}).get(str(uid), ()))) for uid in user_index.tolist()
+        ]
+        request_specs = request_feature_specs(schema, config, len(segment_vocab))
         return cls(
             user_ids=user_index.to_numpy(),
             item_ids=item_index.to_numpy(),
@@ -475,6 +507,8 @@ class RankerContext:
             },
             config=config,
             request_specs=request_specs,
+            segment_vocab=segment_vocab if wants_segments else {},
+            user_segments=user_segments if wants_segments else [],
         )
 
     @property
@@ -569,18 +603,23 @@ class RankerContext:
             times[unknown] = np.nan
             for r in np.flatnonzero(unknown).tolist():
                 devices[r], surfaces[r] = None, None
+        segments = None
+        if self.user_segments:
+            segments = [self.user_segments[u] if u >= 0 else () for u in requests.user.tolist()]
         return encode_requests(
             self.request_specs,
             request_time_s=times,
             devices=devices,
             surfaces=surfaces,
+            segments=segments,
             segment_vocab=self.segment_vocab,
             n=len(requests),
         ).ids
 
-    def unknown_request_ids(self, n: int) -> npt.NDArray[np.int64]:
-        """``[n, F_request, L]`` ids of requests without any context."""
-        return encode_requests(self.request_specs, n=n, segment_vocab=self.segment_vocab).ids
+    def unknown_request_ids(self, users: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """``[n, F_request, L]`` ids of requests without a context by ``users`` (their
+        segments are those at the training cut-off)."""
+        return self.request_ids(Requests.unknown(np.asarray(users, dtype=np.int64)))
 
     def sparse_batch(
         self,
@@ -595,7 +634,8 @@ class RankerContext:
             items: item index per pair.
             request_ids: ``[n, F_request, L]`` request-feature ids per pair (``-1``
                 padding), e.g. ``context.request_ids(requests)[example.request]``;
-                None: requests without a context.
+                None: requests without a context (and the users' segments at the
+                training cut-off).
         """
         parts = []
         n_request = len(self.request_specs)
@@ -604,7 +644,7 @@ class RankerContext:
             rows = users if key in self.user_keys else items
             parts.append(table.sparse[key].rows(rows))
         if n_request:
-            ids = self.unknown_request_ids(len(users)) if request_ids is None else request_ids
+            ids = self.unknown_request_ids(users) if request_ids is None else request_ids
             if ids.shape[:2] != (len(users), n_request):
                 raise ValueError(
                     f"request ids must be [{len(users)}, {n_request}, L], got {ids.shape}"
@@ -616,19 +656,19 @@ class RankerContext:
         return kjt_from_parts(self.sparse_names, parts, len(users))
 
 
-def request_feature_specs(schema: FeatureSchema, config: RankerDataConfig) -> list[RequestFeature]:
+def request_feature_specs(
+    schema: FeatureSchema, config: RankerDataConfig, n_segments: int = 0
+) -> list[RequestFeature]:
     """The request features the ranker reads (``config.request_features``), as the
-    runtime encoder takes them, from the schema's ``request_features`` declarations."""
+    runtime encoder takes them, from the schema's ``request_features`` declarations;
+    a ``segments`` feature has ``1 + n_segments`` rows (id 0 stays unused: an unknown
+    segment name is dropped, not mapped)."""
     out = []
     for name in config.request_features:
         spec = schema.request_feature(name)
-        if spec.source == "segments":
-            raise ValueError(
-                f"request feature {name!r}: segments are not a request feature of the ranker "
-                "data yet"
-            )
         assert spec.vocab is not None
-        out.append(RequestFeature(spec.name, spec.source, int(spec.vocab.size or 0), spec.max_len))
+        size = 1 + max(n_segments, 1) if spec.source == "segments" else int(spec.vocab.size or 0)
+        out.append(RequestFeature(spec.name, spec.source, size, spec.max_len))
     return out
 
 
@@ -909,7 +949,7 @@ class RankerExamples:
         if not context.request_specs:
             return None
         if self.requests is None or self.request is None:
-            return context.unknown_request_ids(len(self))
+            return context.unknown_request_ids(self.users)
         unknown = None
         if dropout > 0:
             unknown = np.random.default_rng([seed, 2]).random(len(self.requests)) < dropout

@@ -1086,13 +1086,19 @@ class RecommendEngine:
 
     def _request_ids(self, users: ServedUsers, lists: np.ndarray) -> np.ndarray | None:
         """The ranker's request-feature ids of each pair (None: it reads none): the
-        lists' contexts and segments through the encoder training used."""
+        lists' contexts and the segments read with their profiles (without a profile
+        store: the training cut-off's) through the encoder training used."""
         assert self.features is not None
         if not self.features.request_features:
             return None
         n = len(users.rows)
         contexts = users.contexts if users.contexts is not None else [UNKNOWN] * n
-        encoded = self.features.encode_requests(contexts, users.segments)
+        segments = users.segments
+        if self.user_state is None:
+            # no profile store: the memberships of the offline profile build at the
+            # training cut-off, as the offline lists take them
+            segments = self.features.training_segments(users.rows)
+        encoded = self.features.encode_requests(contexts, segments)
         self.unknown_segments += encoded.dropped_segments
         return encoded.ids[lists]
 

@@ -112,6 +112,9 @@ class RankerFeatures:
         request_features: the request features, the last entries of ``sparse_names``
             (empty: the ranker reads none).
         segment_vocab: segment name -> id of a ``segments`` request feature.
+        user_segments: ``[U]`` each user's segments at the training cut-off (the
+            offline profile build the ranker was trained with); requests served without
+            a profile store read them (empty: none).
     """
 
     dense_names: list[str]
@@ -140,8 +143,13 @@ class RankerFeatures:
     profile: ProfileEncoding | None = None
     request_features: list[RequestFeature] = field(default_factory=list)
     segment_vocab: dict[str, int] = field(default_factory=dict)
+    user_segments: list[tuple[str, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.user_segments and len(self.user_segments) != len(self.request_time):
+            raise ValueError(
+                f"{len(self.user_segments)} users' segments for {len(self.request_time)} users"
+            )
         tail = self.sparse_names[len(self.sparse_names) - len(self.request_features) :]
         if [f.name for f in self.request_features] != tail:
             raise ValueError(
@@ -322,6 +330,12 @@ class RankerFeatures:
         )
         return scale_dense(unscaled, self.scaler_mean, self.scaler_std)
 
+    def training_segments(self, users: np.ndarray) -> list[tuple[str, ...]]:
+        """Each user row's segments at the training cut-off (``()`` for ``-1`` rows)."""
+        if not self.user_segments:
+            return [() for _ in range(len(users))]
+        return [self.user_segments[u] if u >= 0 else () for u in np.asarray(users).tolist()]
+
     def encode_requests(
         self,
         contexts: Sequence[RequestContext],
@@ -445,6 +459,7 @@ class RankerFeatures:
             "extra": self.extra,
             "request_features": [f.to_json() for f in self.request_features],
             "segment_vocab": dict(self.segment_vocab),
+            "user_segments": [list(s) for s in self.user_segments],
         }
         (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / ARRAYS_FILE, out / META_FILE]
@@ -479,6 +494,7 @@ class RankerFeatures:
                 RequestFeature.from_json(f) for f in meta.get("request_features", [])
             ],
             segment_vocab={str(k): int(v) for k, v in meta.get("segment_vocab", {}).items()},
+            user_segments=[tuple(s) for s in meta.get("user_segments", [])],
             item_item=item_item,
             **arrays,
         )
