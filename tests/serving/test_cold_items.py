@@ -9,8 +9,10 @@ updater serves them.
 
 from __future__ import annotations
 
+import importlib.util
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_kit import in_process_engine
+from serving_kit import assert_same_ranking, in_process_engine
 
-from recsys.events.catalogue import CatalogueConsumer, CatalogueStore
+from recsys.events.catalogue import CatalogueConsumer, CatalogueStore, open_catalogue
 from recsys.events.producer import EventProducer
 from recsys.events.sqlite_store import SqliteStore
 from recsys.runtime.cold_items import (
@@ -43,7 +45,7 @@ COLD_BASE = 990_000
 class Repo:
     root: Path
     folder: Path
-    db: Path
+    url: str  # the store whose catalogue the repository serves
     parts: Any
     spec: ColdItemSpec
 
@@ -58,7 +60,7 @@ def repo(fresh_two_stage: Any, tmp_path_factory: pytest.TempPathFactory) -> Repo
         fresh_two_stage.bundle(tmp / "bundle"), root, RepositoryConfig(cold_items=f"sqlite:///{db}")
     )
     folder = root / "recommend" / "1"
-    return Repo(root, folder, db, fresh_two_stage, ColdItemSpec.load(folder))
+    return Repo(root, folder, f"sqlite:///{db}", fresh_two_stage, ColdItemSpec.load(folder))
 
 
 def item_attributes(tables: Any, row: int) -> tuple[tuple[str, ...], str | None]:
@@ -91,9 +93,9 @@ def item_event(
     }
 
 
-def publish(db: Path, events: list[dict], categories: Sequence[str]) -> CatalogueConsumer:
+def publish(url: str, events: list[dict], categories: Sequence[str]) -> CatalogueConsumer:
     """Producer -> the store's stream -> the catalogue consumer (its own group)."""
-    store = SqliteStore(db, group="catalogue")
+    store, _ = open_catalogue(url)
     try:
         EventProducer(store).publish(events)
         consumer = CatalogueConsumer(store, CatalogueStore(store), categories)
@@ -104,13 +106,13 @@ def publish(db: Path, events: list[dict], categories: Sequence[str]) -> Catalogu
 
 
 def updater_for(repo: Repo, engine: Any, **config: Any) -> tuple[ColdItemUpdater, list[str]]:
-    store = SqliteStore(repo.db)
+    _, catalogue = open_catalogue(repo.url, "profiles")  # a reader's view of the store
     warnings: list[str] = []
     updater = ColdItemUpdater(
         engine,
         ColdItemSpec.load(repo.folder),
         onnx_item_tower(repo.folder / ITEM_TOWER_FILE),
-        CatalogueStore(store),
+        catalogue,
         ColdItemsConfig(**{"poll_s": 0.01, **config}),
         warn=warnings.append,
     )
@@ -244,7 +246,7 @@ def test_a_published_item_is_recommended_to_matching_users(repo: Repo) -> None:
     before = engine.recommend(np.array([fan]), np.array([10]))[0]
     assert item not in before.item_ids
 
-    consumer = publish(repo.db, [item_event(item, genres, date, year)], repo.spec.categories)
+    consumer = publish(repo.url, [item_event(item, genres, date, year)], repo.spec.categories)
     assert consumer.stats.records == 1
     assert updater.refresh(force=True) == 1 and updater.count == 1
     assert engine.tables.n_items == n_base + 1 and engine.features.n_items == n_base + 1
@@ -288,14 +290,14 @@ def test_republished_items_update_in_place_and_caps_hold(repo: Repo) -> None:
     n_base = updater.base_tables.n_items
     new = [COLD_BASE + 100 + j for j in range(5 - start)]
     events = [item_event(i, ["Comedy"], "1997-05-01") for i in new]
-    publish(repo.db, events, repo.spec.categories)
+    publish(repo.url, events, repo.spec.categories)
     updater.refresh(force=True)
     assert updater.count == 3 and updater.stats.capped == len(new) - (3 - start)
     assert any("cap of 3 items" in w for w in warnings)
     first = new[0]
     row = engine.tables.item_rows([first])[0]
     publish(
-        repo.db, [item_event(first, ["Horror", "Thriller"], "1980-01-01")], repo.spec.categories
+        repo.url, [item_event(first, ["Horror", "Thriller"], "1980-01-01")], repo.spec.categories
     )
     assert updater.refresh(force=True) == 1
     assert updater.count == 3 and engine.tables.n_items == n_base + 3  # no duplicate
@@ -303,7 +305,7 @@ def test_republished_items_update_in_place_and_caps_hold(repo: Repo) -> None:
     assert row in engine.tables.categories["Horror"].tolist()
     assert row not in engine.tables.categories["Comedy"].tolist()
     trained = int(engine.tables.item_ids[0])
-    publish(repo.db, [item_event(trained, ["Comedy"], None)], repo.spec.categories)
+    publish(repo.url, [item_event(trained, ["Comedy"], None)], repo.spec.categories)
     updater.refresh(force=True)
     assert updater.stats.trained == 1 and engine.tables.n_items == n_base + 3
     # a fresh updater (a restarted server) reads every stored record back
@@ -317,3 +319,134 @@ def test_rule_kinds_are_checked() -> None:
         FeatureRule("guess")
     with pytest.raises(ValueError, match="poll_s"):
         ColdItemsConfig(poll_s=0)
+
+
+# -- the real server ----------------------------------------------------------------
+
+POLL_S = 0.5
+
+
+@dataclass
+class Live:
+    repo: Repo
+    server: Any
+    url: str
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def live(
+    request: pytest.FixtureRequest,
+    fresh_two_stage: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Live]:
+    """A repository built with cold items on a store of its own (the embedded SQLite
+    store, or a real redis-server started here), served by the local tritonserver."""
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("nvidia-pytriton (it ships the tritonserver binary) is not installed")
+    from rt_testkit import REDIS_BIN, free_port, start_redis  # registered by tests/conftest.py
+
+    from recsys.serving.server import LocalTritonServer, TritonServerConfig
+
+    tmp = tmp_path_factory.mktemp(f"cold-items-{request.param}")
+    redis = None
+    if request.param == "sqlite":
+        db = tmp / "rt.db"
+        SqliteStore(db).close()
+        url = f"sqlite:///{db}"
+    else:
+        if REDIS_BIN is None:
+            pytest.skip("redis-server binary not found; install the Debian package redis-server")
+        port = free_port()
+        redis = start_redis(port)
+        url = f"redis://127.0.0.1:{port}/0?prefix=t{uuid.uuid4().hex[:10]}"
+    root = tmp / "repository"
+    build_repository(
+        fresh_two_stage.bundle(tmp / "bundle"),
+        root,
+        RepositoryConfig(cold_items=url, cold_items_poll_s=POLL_S),
+    )
+    folder = root / "recommend" / "1"
+    repo = Repo(root, folder, url, fresh_two_stage, ColdItemSpec.load(folder))
+    config = TritonServerConfig(
+        model_repository=root, model_control_mode="explicit", load_models=("*",),
+        startup_timeout_s=180,
+    )  # fmt: skip
+    try:
+        with LocalTritonServer(config) as server:
+            yield Live(repo, server, server.grpc_url)
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait(timeout=10)
+
+
+def reference(repo: Repo, users: Sequence[int], k: int = 10) -> list[Any]:
+    """The lists of the in-process computation with every stored cold item."""
+    engine = in_process_engine(repo.root)
+    updater, _ = updater_for(repo, engine)
+    updater.load_all()
+    return engine.recommend(np.array(users), np.full(len(users), k))
+
+
+def wait_for(client: Any, user: int, item: int, present: bool, timeout_s: float) -> float:
+    """Seconds until ``item`` is (or is no longer) in ``user``'s top 10."""
+    start = time.monotonic()
+    while (item in client.recommend(user, 10).item_ids) != present:
+        assert time.monotonic() - start < timeout_s, f"item {item} present={not present}"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.triton
+def test_the_running_server_serves_published_items(live: Live) -> None:
+    from recsys.serving.recommend_client import RecommendClient
+
+    repo = live.repo
+    ctx = repo.parts.recommender.context
+    users = [int(u) for u in ctx.user_ids[10:40]]
+    (genres, date, year), fan, other = pick_taste(repo, users)
+    item = COLD_BASE + 1
+    with RecommendClient(live.url) as client:
+        assert item not in client.recommend(fan, 10).item_ids
+
+        publish(repo.url, [item_event(item, genres, date, year)], repo.spec.categories)
+        # the stated bound: one poll interval (plus the request that triggers the poll)
+        assert wait_for(client, fan, item, True, POLL_S + 2.0) <= POLL_S + 2.0
+        want_fan, want_other = reference(repo, [fan, other])
+        got_fan, got_other = client.recommend(fan, 10), client.recommend(other, 10)
+        assert item in got_fan.item_ids and item not in got_other.item_ids
+        for got, want, who in ((got_fan, want_fan, "fan"), (got_other, want_other, "other")):
+            assert_same_ranking(got.item_ids, got.scores, want.item_ids, want.scores, what=who)
+
+        # an item whose category the model does not know is refused, never served
+        consumer = publish(
+            repo.url, [item_event(item + 1, ["Space Opera"], date)], repo.spec.categories
+        )
+        assert consumer.stats.refused == 1 and consumer.stats.records == 0
+        store, catalogue = open_catalogue(repo.url, "profiles")
+        try:
+            assert any("Space Opera" in " ".join(d.reasons) for d in store.dead_letters("editor"))
+            assert catalogue.get(item + 1) is None
+        finally:
+            store.close()
+
+        # re-published with another release date: the same item (one row), updated
+        before = dict(zip(got_fan.item_ids.tolist(), got_fan.scores.tolist(), strict=True))
+        later = f"{int(date[:4]) - 20}{date[4:]}"
+        publish(repo.url, [item_event(item, genres, later, year)], repo.spec.categories)
+        time.sleep(POLL_S + 0.1)
+        client.recommend(other, 10)  # this request's batch polls
+        [want] = reference(repo, [fan])
+        got = client.recommend(fan, 10)
+        assert_same_ranking(got.item_ids, got.scores, want.item_ids, want.scores, what="updated")
+        assert got.item_ids.tolist().count(item) == 1
+        now = dict(zip(got.item_ids.tolist(), got.scores.tolist(), strict=True))
+        assert abs(now[item] - before[item]) > 1e-4  # older now: freshness and the ranker's age
+
+        # a restart reads the catalogue back: the item is served at once
+        live.server.unload_model("recommend")
+        live.server.load_model("recommend")
+        again = client.recommend(fan, 10)
+        assert_same_ranking(again.item_ids, again.scores, want.item_ids, want.scores,
+                            what="after a restart")  # fmt: skip
+    assert "cold items: 1 added or updated" in live.server.log_tail(400)

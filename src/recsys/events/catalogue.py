@@ -428,9 +428,14 @@ class CatalogueConsumer:
         return self.stats
 
 
-def open_catalogue(url: str, group: str = CATALOGUE_GROUP) -> tuple[Any, CatalogueStore]:
+def open_catalogue(
+    url: str, group: str = CATALOGUE_GROUP, timeout_s: float = 5.0
+) -> tuple[Any, CatalogueStore]:
     """Opens the store a URL names (``sqlite:///path`` or ``redis://host:port/db[?prefix=P]``)
     with ``group`` and its catalogue table.
+
+    ``timeout_s`` is the Redis socket timeout: longer than a consumer's blocking read
+    (the request path's readers use a quarter of a second).
 
     Example::
 
@@ -438,7 +443,7 @@ def open_catalogue(url: str, group: str = CATALOGUE_GROUP) -> tuple[Any, Catalog
     """
     from recsys.runtime.user_state import parse_store_url
 
-    loc = parse_store_url(url)
+    loc = parse_store_url(url, timeout_s)
     if loc.kind == "redis":
         from recsys.events.redis_store import RedisStore
 
