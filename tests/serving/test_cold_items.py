@@ -491,3 +491,38 @@ def test_the_running_server_serves_published_items(live: Live) -> None:
         assert_same_ranking(again.item_ids, again.scores, want.item_ids, want.scores,
                             what="after a restart")  # fmt: skip
     assert "cold items: 1 added or updated" in live.server.log_tail(400)
+
+
+def test_an_item_bias_model_gives_cold_items_the_mean_bias(
+    ml100k_dir: Path, tmp_path: Path
+) -> None:
+    """With an item bias, the cold item's index vector ends in the trained items' mean
+    bias, and retrieval scores it with the query's constant-1 slot."""
+    from serving_kit import small_two_stage
+
+    from recsys.runtime.aggregation import AggregationConfig
+    from recsys.serving.cold_items import cold_item_spec
+
+    parts = small_two_stage(
+        ml100k_dir, cold_user=1, num_candidates=20, aggregation=AggregationConfig(),
+        item_bias=True,
+    )  # fmt: skip
+    bundle = parts.bundle(tmp_path / "bundle")
+    spec = cold_item_spec(bundle)
+    vectors = parts.recommender.item_vectors
+    assert spec.bias == pytest.approx(float(vectors[:, -1].mean()), abs=1e-6)
+    assert spec.bias != 0.0
+    tower = onnx_item_tower(bundle.path("models/item_tower/model.onnx"))
+    encoded = encode_items([ColdItem(COLD_BASE, ("Comedy",), "1997-01-01")], spec, tower, True)
+    assert encoded.index_vectors.shape == (1, vectors.shape[1])
+    assert encoded.index_vectors[0, -1] == pytest.approx(spec.bias)
+    queries = parts.recommender.query_vectors[:3]
+    retrieval = ColdRetrieval(
+        lambda q, n: (np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32),
+                      np.zeros(len(q), np.int64)),
+        len(vectors),
+        encoded.index_vectors,
+    )  # fmt: skip
+    ids, scores, counts = retrieval(queries, np.array([5, 5, 5]))
+    np.testing.assert_allclose(scores[:, 0], queries @ encoded.index_vectors[0], rtol=1e-6)
+    assert (ids[:, 0] == len(vectors)).all() and (counts == 1).all()

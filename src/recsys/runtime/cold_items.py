@@ -247,7 +247,8 @@ class ColdItemSpec:
             items by their embedding minus it (the offline recommender's
             ``diversity_vectors``); None: compare the raw embeddings.
         bias: the item-bias slot of a cold item's index vector, when the retrieval
-            model has one (the exported item tower outputs the embedding only).
+            model has one: the trained items' mean bias (the exported item tower
+            outputs the embedding only, so the item's own bias is not known).
     """
 
     tower: ItemSideEncoding

@@ -15,8 +15,10 @@ attributes become model ids (:class:`recsys.runtime.cold_items.ColdItemSpec`):
   elimination over the categories), a year bucket's id the one its items hold most
   often;
 * the mean of the trained items' embeddings (the FAISS index's vectors, without the
-  bias slot), which MMR subtracts before comparing items, and the business filters'
-  excluded categories.
+  bias slot), which MMR subtracts before comparing items; with an item-bias model, the
+  mean of the trained items' biases, which a cold item's bias slot takes (the exported
+  item tower outputs the embedding only); and the business filters' excluded
+  categories.
 
 :func:`write_cold_items` copies the exported item tower next to the tables and saves the
 spec there.
@@ -191,17 +193,19 @@ def _ranker_rules(
     return rules
 
 
-def _embedding_mean(index_dir: Path, dim: int) -> np.ndarray | None:
-    """Mean of the index's item vectors (first ``dim`` columns), when FAISS can give
-    them back (a Flat index); None otherwise."""
+def _index_statistics(index_dir: Path, dim: int) -> tuple[np.ndarray | None, float]:
+    """The mean of the index's item embeddings (its first ``dim`` columns) and of its
+    item-bias column (0 without one), when FAISS can give the vectors back (a Flat
+    index); ``(None, 0.0)`` otherwise."""
     try:
         import faiss
 
         index = faiss.read_index(str(index_dir / "index.faiss"))
-        vectors = index.reconstruct_n(0, index.ntotal)
+        vectors = np.asarray(index.reconstruct_n(0, index.ntotal), dtype=np.float64)
     except Exception:  # an index that cannot reconstruct (IVF-PQ ...): compare raw
-        return None
-    return np.asarray(vectors[:, :dim], dtype=np.float64).mean(axis=0)
+        return None, 0.0
+    bias = float(vectors[:, dim].mean()) if vectors.shape[1] == dim + 1 else 0.0
+    return vectors[:, :dim].mean(axis=0), bias
 
 
 def cold_item_spec(run: RunBundle) -> ColdItemSpec:
@@ -223,6 +227,7 @@ def cold_item_spec(run: RunBundle) -> ColdItemSpec:
     aggregation = json.loads(run.path(layout.AGGREGATION).read_text()).get("aggregation", {})
     genres = next((r for r in tower_rules.values() if r.kind == "categories"), None)
     dim = int(entry.outputs[0].shape[-1])
+    mean, bias = _index_statistics(run.path(layout.INDEX_DIR), dim)
     return ColdItemSpec(
         tower=ItemSideEncoding(list(entry.feature_order), int(entry.seq_len), tower_rules),
         ranker=ItemSideEncoding(
@@ -232,7 +237,8 @@ def cold_item_spec(run: RunBundle) -> ColdItemSpec:
         ),
         categories=sorted(genres.map) if genres is not None else [],
         excluded_categories=[str(g).lower() for g in aggregation.get("exclude_genres", [])],
-        embedding_mean=_embedding_mean(run.path(layout.INDEX_DIR), dim),
+        embedding_mean=mean,
+        bias=bias,
     )
 
 
