@@ -76,22 +76,28 @@ from recsys.training.ranker_trainer import RankerTrainerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
+CTX = ("ctx_hour", "ctx_daypart", "ctx_device")
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "synthetic": {
-        "no context": (),
-        "context (hour, daypart, device)": ("ctx_hour", "ctx_daypart", "ctx_device"),
-        "+ segments": ("user_segments",),
-        "context + segments": ("ctx_hour", "ctx_daypart", "ctx_device", "user_segments"),
+        "no context": {},
+        "context (hour, daypart, device)": {"request_features": CTX},
+        "+ segments": {"request_features": ("user_segments",)},
+        "context + segments": {"request_features": (*CTX, "user_segments")},
+        "context + request-time windows": {"request_features": CTX, "dense_time": "request"},
     },
     "ml100k": {
-        "no context": (),
-        "+ ctx_hour": ("ctx_hour",),
-        "+ ctx_weekday": ("ctx_weekday",),
-        "+ ctx_daypart": ("ctx_daypart",),
-        "+ hour, weekday, daypart": ("ctx_hour", "ctx_weekday", "ctx_daypart"),
-        "+ user_segments": ("user_segments",),
+        "no context": {},
+        "+ ctx_hour": {"request_features": ("ctx_hour",)},
+        "+ ctx_weekday": {"request_features": ("ctx_weekday",)},
+        "+ ctx_daypart": {"request_features": ("ctx_daypart",)},
+        "+ hour, weekday, daypart": {
+            "request_features": ("ctx_hour", "ctx_weekday", "ctx_daypart")
+        },
+        "+ user_segments": {"request_features": ("user_segments",)},
+        "+ request-time windows": {"dense_time": "request"},
     },
 }
+"""Per data set: variant -> the ``ranker.data`` settings it changes."""
 SEGMENTS = {"synthetic": "synthetic.yaml", "ml100k": "movielens.yaml"}
 """Segment rules of each data set (``configs/ranker/segments/``)."""
 EVENT_TYPE = {"synthetic": "page_view", "ml100k": "rating"}
@@ -188,9 +194,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     sel_q, sel_i = svd_vectors(selection, args.rank, seed)
     main_q, main_i = svd_vectors(main, args.rank, seed)
     rows = []
-    for name, features in VARIANTS[args.dataset].items():
+    for name, changes in VARIANTS[args.dataset].items():
         torch.manual_seed(seed)
-        cfg = RankerDataConfig.from_dict({**base, "request_features": list(features)})
+        features = list(changes.get("request_features", ()))
+        cfg = RankerDataConfig.from_dict({**base, **changes, "request_features": features})
         t0 = time.perf_counter()
         sel_ctx = RankerContext.from_processed(
             selection, schema, selection.vocabs, cfg, sel_segments, names
@@ -210,7 +217,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
             {
                 "seed": seed,
                 "variant": name,
-                "request_features": list(features),
+                "request_features": features,
+                "dense_time": cfg.dense_time,
                 "valid": valid,
                 "test": tested,
                 "best_epoch": fit.valid_metrics.get("best_epoch"),
@@ -243,6 +251,7 @@ def score(
         lists.retrieval_score,
         lists.retrieval_rank,
         request_ids=lists.request_ids(ctx),
+        request_time=lists.request_time(),
     )
     assert lists.request is not None
     out = per_request_metrics(lists.labels, logits, lists.request, k=10)

@@ -217,3 +217,41 @@ def test_segments_at_the_cut_off_are_a_multi_hot_request_feature(
     assert kjt["user_segments"].lengths().sum() == (ids[:50, 1] >= 0).sum()
     with pytest.raises(ValueError, match="memberships_at"):
         RankerContext.from_processed(sel, schema, sel.vocabs, cfg)
+
+
+def test_dense_time_request_takes_the_examples_request_times(
+    splits: Splits, schema: FeatureSchema, selection_vectors: RetrievalVectors
+) -> None:
+    from recsys.recommend.ranker_data import dense_matrix
+
+    _, sel = splits
+    plain = _context(splits, schema)
+    timed = _context(splits, schema, dense_time="request")
+    cands = _candidates(plain, selection_vectors)
+    q, i = selection_vectors.queries, selection_vectors.items
+    ex = build_ranker_examples(sel.test, timed, cands, q, i, timed.config)
+    when = ex.request_time()
+    assert when is not None and np.isfinite(when).all()
+    args = (ex.users, ex.items, ex.retrieval_score, ex.retrieval_rank)
+    at_training = dense_matrix(plain, *args, request_time=when)  # ignored: dense_time training
+    np.testing.assert_array_equal(at_training, dense_matrix(plain, *args))
+    at_request = dense_matrix(timed, *args, request_time=when)
+    want = timed.dense_features().unscaled(
+        *args,
+        list_ids=ex.users,
+        n_lists=timed.n_users,
+        request_time=when,
+        affinity_method="matmul",
+    )
+    np.testing.assert_array_equal(at_request, want)
+    col = {n: j for j, n in enumerate(timed.dense_names)}
+    # an item's age moves by the time between the request and the user's training time
+    known = np.isfinite(timed.release_time[ex.items])
+    shift = (when - timed.request_time[ex.users]) / (365.25 * 86_400.0)
+    age = col["item_age_years"]
+    np.testing.assert_allclose(
+        (at_request[:, age] - at_training[:, age])[known], shift[known], atol=1e-4
+    )
+    assert not np.allclose(
+        at_request[:, col["user_count_7d"]], at_training[:, col["user_count_7d"]]
+    )

@@ -234,3 +234,36 @@ def test_dense_features_assemble_the_functions(cache: int) -> None:
     np.testing.assert_array_equal(fixed[[1, 2, 3, 5]], 1.25)
     with pytest.raises(ValueError, match="list_ids"):
         feats.affinity_scores("knn", users, items, extra_seen=[None])
+
+
+def test_a_request_time_moves_the_windows_and_the_item_age() -> None:
+    feats = _dense_features(0)
+    users = np.array([0, 0, 1, 3, -1, 4])
+    items = np.array([1, 5, 2, 0, 6, 8])
+    score, rank = np.zeros(6, np.float32), np.zeros(6, np.int64)
+    base = feats.raw(users, items, score, rank)
+    when = T0 + np.array([20.0, np.nan, 45.5, 3.0, 30.0, np.nan]) * SECONDS_PER_DAY
+    moved = feats.raw(users, items, score, rank, request_time=when)
+    at = np.where(np.isfinite(when), when, feats.request_time[feats.user_rows(users)])
+    for d in feats.windows_days:
+        lo = at - d * SECONDS_PER_DAY
+        want_item = np.log1p(feats.item_counter.count(items, lo, at).astype(np.float64))
+        np.testing.assert_allclose(moved[f"item_count_{d}d"], want_item)
+        known = users >= 0
+        want_user = np.zeros(len(users))
+        want_user[known] = np.log1p(feats.user_counter.count(users[known], lo[known], at[known]))
+        np.testing.assert_allclose(moved[f"user_count_{d}d"], want_user)
+    np.testing.assert_allclose(
+        moved["item_age_years"][[0, 3]],
+        ((at - feats.release_time[items]) / SECONDS_PER_YEAR)[[0, 3]],
+    )
+    # rows without a time keep the user's request time; the time-free features stay
+    for name in base:
+        np.testing.assert_array_equal(moved[name][[1, 5]], base[name][[1, 5]], err_msg=name)
+    for name in ("retrieval_score", "user_log_count", "item_log_count", "affinity_knn"):
+        np.testing.assert_array_equal(moved[name], base[name], err_msg=name)
+    assert any(
+        not np.allclose(moved[f"user_count_{d}d"], base[f"user_count_{d}d"]) for d in (1, 30)
+    )
+    with pytest.raises(ValueError, match="request times"):
+        feats.raw(users, items, score, rank, request_time=when[:3])

@@ -47,6 +47,7 @@ def small_two_stage(
     exclude_genres: Sequence[str] = (),
     request_features: Sequence[str] = (),
     segment_rules: Path | None = None,
+    dense_time: str = "training",
 ) -> SmallTwoStage:
     """8-d two-tower and a small DLRM, seeded, on MovieLens-100K.
 
@@ -61,6 +62,8 @@ def small_two_stage(
         request_features: request features the ranker reads (``ctx_hour``, ...).
         segment_rules: segment YAML whose memberships at the training cut-off feed a
             ``user_segments`` request feature (ratings are ``rating`` events).
+        dense_time: the ranker's ``dense_time`` (``request``: window counts and item age
+            at the request's time).
     """
     import torch
 
@@ -118,7 +121,9 @@ def small_two_stage(
             item_emb.numpy(),
         )
     data_cfg = RankerDataConfig(
-        num_candidates=num_candidates, request_features=tuple(request_features)
+        num_candidates=num_candidates,
+        request_features=tuple(request_features),
+        dense_time=dense_time,  # type: ignore[arg-type]
     )
     segments, names = None, None
     if segment_rules is not None:

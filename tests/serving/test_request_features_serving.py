@@ -8,7 +8,9 @@ runs in-process (the exported ONNX ranker in onnxruntime), and a real ``tritonse
 serves it over gRPC. The ranker's scores of a served request with a context must equal
 ``TrainedRanker.logits`` offline for the same request (its features from the training
 code's ``RankerContext.request_ids``); two different contexts must give different
-scores, and a request without a context the offline unknown-context scores.
+scores, and a request without a context the offline unknown-context scores. A second
+ranker, ``dense_time: request``, takes its window counts and item age at the request's
+time: served at the context's time, they equal the offline features at that time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 from serving_kit import in_process_engine, small_two_stage
 
-from recsys.recommend.ranker_data import Requests
+from recsys.recommend.ranker_data import Requests, dense_matrix
 from recsys.recommend.two_stage import TwoStageRecommender
 from recsys.runtime.aggregation import AggregationConfig
 from recsys.runtime.context import RequestContext
@@ -205,3 +207,72 @@ def test_triton_serves_the_context_aware_lists_of_the_engine(built: Built, serve
         evening = client.recommend(5, 10, context=EVENING.to_dict())
         morning = client.recommend(5, 10, context=MORNING.to_dict())
     assert not np.array_equal(evening.scores, morning.scores)
+
+
+# -- dense features at the request's time ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timed(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    parts = small_two_stage(
+        ml100k_dir,
+        cold_user=1,
+        num_candidates=N_CANDIDATES,
+        aggregation=AGG,
+        request_features=("ctx_hour",),
+        dense_time="request",
+    )
+    tmp = tmp_path_factory.mktemp("request-time")
+    root = tmp / "repository"
+    build_repository(parts.bundle(tmp / "bundle").root, root, RepositoryConfig())
+    return Built(parts.recommender, in_process_engine(root), root)
+
+
+def test_served_dense_features_are_taken_at_the_requests_time(timed: Built) -> None:
+    user = 5
+    rec = timed.recommender
+    ctx = rec.context
+    row = int(np.flatnonzero(ctx.user_ids == user)[0])
+    users, items, scores, ranks = rec.candidates(np.array([row]), N_CANDIDATES).pairs()
+    assert rec.ranker is not None
+    names = ctx.dense_names
+    # the user's training log ends at ctx.request_time[row]; ask 3 days and 2 years later
+    for days in (3.0, 730.0):
+        when = ctx.request_time[row] + days * 86_400.0
+        # MovieLens-100K is from 1997-98, before the times a served context accepts
+        # (2000-2100): the engine is handed the context without the parser's range check
+        request = RequestContext(request_time_ms=int(when * 1000))
+        _, served, dense = _served_pairs(timed, user, request)
+        at = np.full(len(users), float(int(when * 1000)) / 1000.0)
+        offline = rec.ranker.scaler.transform(
+            dense_matrix(ctx, users, items, scores, ranks, request_time=at)
+        )
+        np.testing.assert_allclose(dense, offline, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            served,
+            rec.ranker.logits(
+                ctx,
+                users,
+                items,
+                scores,
+                ranks,
+                request_ids=ctx.request_ids(
+                    Requests(np.array([row]), at[:1], *[np.array([None], dtype=object)] * 2)
+                )[np.zeros(len(users), dtype=np.int64)],
+                request_time=at,
+            ),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    _, _, soon = _served_pairs(timed, user, RequestContext(
+        request_time_ms=int((ctx.request_time[row] + 3 * 86_400.0) * 1000)))  # fmt: skip
+    _, _, late = _served_pairs(timed, user, RequestContext(
+        request_time_ms=int((ctx.request_time[row] + 730 * 86_400.0) * 1000)))  # fmt: skip
+    _, _, none = _served_pairs(timed, user, None)
+    col = {n: j for j, n in enumerate(names)}
+    # two years later the item ages grow and the user's last 30 days are empty
+    assert (late[:, col["item_age_years"]] > soon[:, col["item_age_years"]]).all()
+    assert (late[:, col["user_count_30d"]] < soon[:, col["user_count_30d"]]).all()
+    # without a request time: the user's training time, as the training-time ranker
+    offline_none = rec.ranker.scaler.transform(dense_matrix(ctx, users, items, scores, ranks))
+    np.testing.assert_allclose(none, offline_none, rtol=1e-5, atol=1e-5)

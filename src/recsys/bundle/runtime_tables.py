@@ -283,6 +283,7 @@ def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> R
         request_features=list(ctx.request_specs),
         segment_vocab=dict(ctx.segment_vocab),
         user_segments=list(ctx.user_segments),
+        dense_time=ctx.config.dense_time,
     )
 
 

@@ -13,7 +13,11 @@ the unknown-age median over the rows of a call).
 Request time. The dense features are taken at each user's *request time*, the time
 of their last training interaction (the end of the training log for a user without
 one), for training examples and test requests alike; the schema's ``hour`` /
-``weekday`` user features are that time's too.
+``weekday`` user features are that time's too. With ``dense_time: request`` the
+time-dependent dense features (user activity and item interactions in the last ``d``
+days, item age) are taken at each example's request time instead (its held-out
+interaction's time), as serving takes them at the request context's time; a request
+without a time keeps the user's.
 
 Requests. Every example belongs to a *request* (:class:`Requests`): the held-out
 interactions of a user are grouped into requests by session (the ``session_id``
@@ -181,6 +185,9 @@ class RankerDataConfig:
             start a new request (data without a ``session_id`` column).
         context_dropout: share of training requests whose request features are
             encoded as unknown (trains the bucket of requests without a context).
+        dense_time: ``training`` (dense features at each user's last training
+            interaction) or ``request`` (at each example's request time; served at the
+            request context's time).
         seed: seed of negative sampling and the user split.
     """
 
@@ -201,6 +208,7 @@ class RankerDataConfig:
     request_features: tuple[str, ...] = ()
     request_gap_minutes: float = 30.0
     context_dropout: float = 0.1
+    dense_time: Literal["training", "request"] = "training"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -211,6 +219,8 @@ class RankerDataConfig:
             raise ValueError(
                 f"request_gap_minutes must be positive, got {self.request_gap_minutes}"
             )
+        if self.dense_time not in ("training", "request"):
+            raise ValueError(f"dense_time must be 'training' or 'request', got {self.dense_time!r}")
         if not 0.0 <= self.context_dropout < 1.0:
             raise ValueError(f"context_dropout must be in [0, 1), got {self.context_dropout}")
         self.windows_days = tuple(int(d) for d in self.windows_days)
@@ -940,6 +950,12 @@ class RankerExamples:
             requests=self.requests,
         )
 
+    def request_time(self) -> npt.NDArray[np.float64] | None:
+        """Each example's request time (seconds, NaN unknown; None without requests)."""
+        if self.requests is None or self.request is None:
+            return None
+        return self.requests.time[self.request]
+
     def request_ids(
         self, context: RankerContext, dropout: float = 0.0, seed: int = 0
     ) -> npt.NDArray[np.int64] | None:
@@ -1267,6 +1283,7 @@ def dense_matrix(
     retrieval_rank: npt.NDArray[np.int64],
     list_mask: npt.NDArray[np.bool_] | None = None,
     affinity_method: AffinityMethod = "matmul",
+    request_time: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float32]:
     """The dense features ``[n, F]`` (unscaled) in :func:`dense_feature_names` order.
 
@@ -1288,6 +1305,9 @@ def dense_matrix(
             user rows times the item-item matrix, as this module always did: BLAS
             over the training examples' hundreds of rows per user) or ``gather``
             (serving's per-user sum; the same sums in another order).
+        request_time: per row, the time of its time-dependent features (seconds; NaN:
+            the user's request time), read when ``context.config.dense_time`` is
+            ``request``.
 
     Returns:
         float32 features.
@@ -1302,6 +1322,7 @@ def dense_matrix(
         list_mask=list_mask,
         age_lists=None,
         affinity_method=affinity_method,
+        request_time=request_time if context.config.dense_time == "request" else None,
     )
 
 

@@ -202,6 +202,7 @@ class TrainedRanker:
         list_mask: npt.NDArray[np.bool_] | None = None,
         batch_size: int = 8192,
         request_ids: npt.NDArray[np.int64] | None = None,
+        request_time: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.float32]:
         """Ranker logits of (user, item) pairs of ``context``.
 
@@ -215,6 +216,8 @@ class TrainedRanker:
             batch_size: pairs per forward pass.
             request_ids: ``[n, F_request, L]`` request-feature ids per pair (None:
                 requests without a context).
+            request_time: per pair, its request's time (seconds, NaN unknown; the
+                dense features' time with ``dense_time: request``).
 
         Returns:
             float32 logits.
@@ -226,7 +229,15 @@ class TrainedRanker:
             )
         if len(users) == 0:
             return np.zeros(0, dtype=np.float32)
-        x = dense_matrix(context, users, items, retrieval_score, retrieval_rank, list_mask)
+        x = dense_matrix(
+            context,
+            users,
+            items,
+            retrieval_score,
+            retrieval_rank,
+            list_mask,
+            request_time=request_time,
+        )
         batches = RankerBatches(
             context,
             users,
@@ -408,6 +419,7 @@ def train_two_stage_ranker(
         examples.retrieval_score,
         examples.retrieval_rank,
         list_mask=examples.kind == CANDIDATE,
+        request_time=examples.request_time(),
     )
     scaler = DenseScaler.fit(x[in_train], context.dense_names)
     x = scaler.transform(x)
@@ -490,6 +502,7 @@ def train_two_stage_ranker(
             vex.retrieval_rank,
             list_mask=np.ones(len(vex), dtype=bool),
             request_ids=vex.request_ids(context),
+            request_time=vex.request_time(),
         )
         valid_metrics = classification_metrics(
             vex.labels, logits, vex.users, prior=ranker.train_positive_rate

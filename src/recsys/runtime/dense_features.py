@@ -43,6 +43,12 @@ User index ``-1`` is a user without training interactions (serving: a user known
 from the real-time profile): no activity, no affinities, request time = the end of
 training, the values of a cold user of the training split.
 
+Request time. By default every row is taken at its user's request time (the user's last
+training interaction). ``request_time`` (per row, seconds; NaN = that default) moves the
+time-dependent features of a row to the given time: the user's activity in the last ``d``
+days, the item's interactions in the last ``d`` days and the item's age (offline: the
+time of the example's request; serving: the request context's time).
+
 Example:
     >>> import numpy as np
     >>> dense_feature_names((1, 7), ("knn",), raw_retrieval_score=False)[:4]
@@ -446,6 +452,7 @@ class DenseFeatures:
         # more row at index n_users for a user without training interactions (-1).
         users = np.arange(self.n_users)
         user_counter = WindowCounter(user_offsets, user_times, longest)
+        self.user_counter = user_counter
         user_windows = window_log_counts(user_counter, users, request_time, self.windows_days)
         cold_time = float(request_time.max()) if self.n_users else 0.0
         self.request_time = np.r_[request_time, cold_time]
@@ -518,6 +525,7 @@ class DenseFeatures:
         extra_seen: Sequence[np.ndarray | None] | None = None,
         list_ids: np.ndarray | None = None,
         affinity_method: AffinityMethod | None = None,
+        request_time: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Every dense feature except the within-list z-scores, by name (float64).
 
@@ -531,14 +539,33 @@ class DenseFeatures:
                 also sum over (needs ``list_ids``).
             list_ids: candidate list of each row (for ``extra_seen``).
             affinity_method: see :meth:`affinity_scores`.
+            request_time: per row, the time the window counts and the item age are
+                taken at (seconds; NaN: the user's request time); None: every row at
+                its user's.
         """
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
         ext = self.user_rows(users)
         req = self.request_time[ext]
+        moved = np.zeros(len(users), dtype=bool)
+        if request_time is not None:
+            given = np.asarray(request_time, dtype=np.float64).reshape(-1)
+            if len(given) != len(users):
+                raise ValueError(f"{len(given)} request times for {len(users)} rows")
+            moved = np.isfinite(given)
+            req = np.where(moved, given, req)
+        # a cold user (-1) has no training activity at any time
+        recount = moved & (users >= 0)
         out = retrieval_features(retrieval_score, retrieval_rank)
+        if recount.any():
+            counts = window_log_counts(
+                self.user_counter, users[recount], req[recount], self.windows_days
+            )
         for d in self.windows_days:
             out[f"user_count_{d}d"] = self.user_window_log[d][ext]
+            if recount.any():
+                out[f"user_count_{d}d"] = out[f"user_count_{d}d"].copy()
+                out[f"user_count_{d}d"][recount] = counts[d]
         out["user_log_count"] = self.user_log_count[ext]
         out["item_log_count"] = self.item_log_count[items]
         windows = window_log_counts(self.item_counter, items, req, self.windows_days)
@@ -565,6 +592,7 @@ class DenseFeatures:
         age_fill: float | None = None,
         extra_seen: Sequence[np.ndarray | None] | None = None,
         affinity_method: AffinityMethod | None = None,
+        request_time: np.ndarray | None = None,
     ) -> np.ndarray:
         """The dense features ``[n, len(names)]`` float32 before scaling.
 
@@ -578,6 +606,8 @@ class DenseFeatures:
             age_lists, age_fill: the unknown-age rule (:func:`fill_unknown_age`).
             extra_seen: per list, items consumed since training (affinities).
             affinity_method: see :meth:`affinity_scores`.
+            request_time: per row, the time of the time-dependent features (see
+                :meth:`raw`).
         """
         raw = self.raw(
             users,
@@ -589,6 +619,7 @@ class DenseFeatures:
             extra_seen,
             list_ids,
             affinity_method,
+            request_time,
         )
         add_zscores(raw, np.asarray(list_ids, dtype=np.int64), n_lists, list_mask)
         return stack_dense(raw, self.names)

@@ -1124,6 +1124,9 @@ class RecommendEngine:
             len(users.rows),
             user_ids=None if users.ranker_ids is None else users.ranker_ids[lists],
             request_ids=self._request_ids(users, lists),
+            request_time=None
+            if users.contexts is None
+            else _request_seconds(users.contexts)[lists],
             extra_seen=users.affinity_items,
         )
         _require_finite("ranker dense input", dense, lists, self.features.dense_names)
@@ -1242,6 +1245,14 @@ def _allowed(excluded: np.ndarray, plan: SlatePlan) -> Callable[[int], bool]:
     """Whether an item index may be pinned: not seen, blocked or excluded by a rule."""
     banned = set(np.asarray(excluded).tolist()) | set(plan.exclude.tolist())
     return lambda item: item not in banned
+
+
+def _request_seconds(contexts: Sequence[RequestContext]) -> np.ndarray:
+    """Each request's time in seconds since the epoch (NaN where it has none)."""
+    return np.array(
+        [np.nan if c.request_time_ms is None else c.request_time_ms / 1000.0 for c in contexts],
+        dtype=np.float64,
+    )
 
 
 def _require_finite(

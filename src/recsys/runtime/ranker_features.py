@@ -115,6 +115,9 @@ class RankerFeatures:
         user_segments: ``[U]`` each user's segments at the training cut-off (the
             offline profile build the ranker was trained with); requests served without
             a profile store read them (empty: none).
+        dense_time: ``training`` (the dense features at each user's last training
+            interaction) or ``request`` (at the request's time when it has one: the
+            ranker was trained with each example's own time).
     """
 
     dense_names: list[str]
@@ -144,8 +147,11 @@ class RankerFeatures:
     request_features: list[RequestFeature] = field(default_factory=list)
     segment_vocab: dict[str, int] = field(default_factory=dict)
     user_segments: list[tuple[str, ...]] = field(default_factory=list)
+    dense_time: str = "training"
 
     def __post_init__(self) -> None:
+        if self.dense_time not in ("training", "request"):
+            raise ValueError(f"dense_time must be 'training' or 'request', got {self.dense_time!r}")
         if self.user_segments and len(self.user_segments) != len(self.request_time):
             raise ValueError(
                 f"{len(self.user_segments)} users' segments for {len(self.request_time)} users"
@@ -301,6 +307,7 @@ class RankerFeatures:
         list_ids: np.ndarray,
         n_lists: int,
         extra_seen: Sequence[np.ndarray | None] | None = None,
+        request_time: np.ndarray | None = None,
     ) -> np.ndarray:
         """The ranker's scaled dense input ``[n, n_dense]`` float32.
 
@@ -316,7 +323,10 @@ class RankerFeatures:
             n_lists: number of lists.
             extra_seen: per list, items consumed since training that the affinities
                 also sum over (see :meth:`affinity_scores`).
+            request_time: per row, the request's time in seconds (NaN: unknown); read
+                only when ``dense_time`` is ``request``.
         """
+        moved = request_time if self.dense_time == "request" else None
         unscaled = self._dense.unscaled(
             users,
             items,
@@ -327,6 +337,7 @@ class RankerFeatures:
             age_lists=list_ids,
             age_fill=self.age_fill,
             extra_seen=extra_seen,
+            request_time=moved,
         )
         return scale_dense(unscaled, self.scaler_mean, self.scaler_std)
 
@@ -406,16 +417,25 @@ class RankerFeatures:
         user_ids: np.ndarray | None = None,
         extra_seen: Sequence[np.ndarray | None] | None = None,
         request_ids: np.ndarray | None = None,
+        request_time: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(dense, ids)``: both inputs of the ranker for the given rows.
 
         ``user_ids`` (optional, ``[n, F, L]``) replaces the user table's sparse ids (see
         :meth:`sparse`); ``extra_seen`` (optional, per list) adds items consumed since
         training to the affinities (see :meth:`affinity_scores`); ``request_ids``
-        (optional, ``[n, F_request, L]``) are the rows' request-feature ids.
+        (optional, ``[n, F_request, L]``) are the rows' request-feature ids;
+        ``request_time`` (optional, ``[n]`` seconds, NaN unknown) the rows' request times.
         """
         dense = self.dense(
-            users, items, retrieval_score, retrieval_rank, list_ids, n_lists, extra_seen
+            users,
+            items,
+            retrieval_score,
+            retrieval_rank,
+            list_ids,
+            n_lists,
+            extra_seen,
+            request_time,
         )
         return dense, self.sparse(users, items, user_ids, request_ids)
 
@@ -460,6 +480,7 @@ class RankerFeatures:
             "request_features": [f.to_json() for f in self.request_features],
             "segment_vocab": dict(self.segment_vocab),
             "user_segments": [list(s) for s in self.user_segments],
+            "dense_time": self.dense_time,
         }
         (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / ARRAYS_FILE, out / META_FILE]
@@ -495,6 +516,7 @@ class RankerFeatures:
             ],
             segment_vocab={str(k): int(v) for k, v in meta.get("segment_vocab", {}).items()},
             user_segments=[tuple(s) for s in meta.get("user_segments", [])],
+            dense_time=str(meta.get("dense_time", "training")),
             item_item=item_item,
             **arrays,
         )
