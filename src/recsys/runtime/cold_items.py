@@ -568,6 +568,8 @@ class ColdItemUpdater:
         warn: called with problems (store unavailable, caps, unknown values).
         info: called with changes (items added or updated).
         clock: monotonic seconds (tests).
+        on_change: called after the engine's tables changed (e.g. to recompile the
+            targeting rules against the grown catalogue: :func:`rules_follow`).
     """
 
     def __init__(
@@ -580,6 +582,7 @@ class ColdItemUpdater:
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         if engine.features is not None and spec.ranker is None:
             raise ValueError("the engine ranks with a ranker but the spec has no ranker rows")
@@ -591,6 +594,7 @@ class ColdItemUpdater:
         self.warn = warn or (lambda message: None)
         self.info = info or (lambda message: None)
         self.clock = clock
+        self.on_change = on_change
         self.stats = ColdItemStats()
         self.base_tables = engine.tables
         self.base_features = engine.features
@@ -699,6 +703,8 @@ class ColdItemUpdater:
                 self.warn(f"cold items: could not add {changed} item(s): {error}")
                 return 0
         self.items, self.version, self.stats = items, version, stats
+        if changed and self.on_change is not None:
+            self.on_change()
         if changed:
             self.info(
                 f"cold items: {changed} added or updated, {len(items)} served "
@@ -727,6 +733,25 @@ class ColdItemUpdater:
             features,
             retrieval,
         )
+
+
+def rules_follow(engine: Any) -> Callable[[], None]:
+    """The ``on_change`` that makes an engine's reloading targeting rules (a
+    :class:`~recsys.runtime.targeting.RuleFile` whose loader reads
+    ``engine.tables.catalog()``) compile again, so categories include the cold items.
+
+    Example::
+
+        rules = RuleFile(path, lambda p: load_rules(p, engine.tables.catalog()))
+        updater = ColdItemUpdater(engine, spec, tower, source, on_change=rules_follow(engine))
+    """
+
+    def invalidate() -> None:
+        rules = getattr(engine, "rules", None)
+        if rules is not None and hasattr(rules, "invalidate"):
+            rules.invalidate()
+
+    return invalidate
 
 
 class StoreCatalogue:
@@ -785,6 +810,7 @@ def open_cold_items(
     config: ColdItemsConfig | None = None,
     warn: Callable[[str], None] | None = None,
     info: Callable[[str], None] | None = None,
+    on_change: Callable[[], None] | None = None,
 ) -> ColdItemUpdater:
     """The updater of a ``recommend`` version folder (``cold_items.json`` and
     ``item_tower.onnx`` written by ``build-repo --cold-items``) on the store at ``url``;

@@ -93,6 +93,13 @@ class ReloadingFile(Generic[T]):
         self.loads += 1
         self.last_error = None
 
+    def invalidate(self) -> None:
+        """Loads the file again at the next :meth:`current`, changed or not (what it
+        compiles against changed, e.g. the catalogue grew)."""
+        with self._lock:
+            self._stamp = None
+            self._next_check = 0.0
+
     def current(self) -> T:
         """The value in force (reloaded first when the file changed)."""
         now = time.monotonic()

@@ -102,7 +102,7 @@ from recsys.runtime.python_backend import (
     string_parameter,
 )
 from recsys.runtime.ranker_features import RankerFeatures
-from recsys.runtime.targeting import RuleFile
+from recsys.runtime.targeting import ItemCatalog, RuleFile
 from recsys.runtime.user_state import ProfileStoreReader
 
 MAX_CONTEXT_BYTES = 4096
@@ -156,10 +156,14 @@ class TritonPythonModel:
         if rules_path:
             from recsys.targeting.loader import load_rules
 
-            catalog = tables.catalog()
+            def catalog() -> ItemCatalog:
+                # the engine's current tables: cold items join the categories
+                engine = getattr(self, "engine", None)
+                return (engine.tables if engine is not None else tables).catalog()
+
             self.rules = RuleFile(
                 rules_path,
-                lambda path: load_rules(path, catalog),
+                lambda path: load_rules(path, catalog()),
                 check_s=float(string_parameter(config, "rules_check_s", "1.0")),
                 warn=pb_utils.Logger.log_warn,
             )
@@ -186,7 +190,7 @@ class TritonPythonModel:
         cold_url = string_parameter(config, "cold_items_store", "")
         self.cold = None
         if cold_url:
-            from recsys.runtime.cold_items import ColdItemsConfig, open_cold_items
+            from recsys.runtime.cold_items import ColdItemsConfig, open_cold_items, rules_follow
 
             self.cold = open_cold_items(
                 self.engine,
@@ -199,6 +203,7 @@ class TritonPythonModel:
                 ),
                 warn=pb_utils.Logger.log_warn,
                 info=pb_utils.Logger.log_info,
+                on_change=rules_follow(self.engine),
             )
         bundle_file = os.path.join(folder, "bundle.json")
         self.bundle_id = "unknown"
