@@ -89,6 +89,9 @@ def test_ranked_lists_beat_the_retrieval_order_on_test(
     metrics = ranker_holdout_metrics(recommender, main.test, DATA)
     assert 0.6 < metrics["auc"] <= 1 and 0.6 < metrics["gauc"] <= 1
     assert 0 < metrics["candidate_recall"] < 1
+    # per request: more lists than users (users come back), a ranking better than chance
+    assert metrics["requests"] > len(np.unique(main.test["user_id"]))
+    assert 0.6 < metrics["request_auc"] <= 1 and 0 < metrics["request_ndcg@10"] <= 1
 
 
 def test_known_users_get_unseen_items_and_unknown_users_popular_ones(

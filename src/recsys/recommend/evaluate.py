@@ -33,6 +33,7 @@ import pandas as pd
 from torch import nn
 
 from recsys.data.frame import USER
+from recsys.eval.classification import auc
 from recsys.eval.harness import EvalConfig, EvalHarness, EvalResult
 from recsys.features.schema import FeatureSchema
 from recsys.features.store import ProcessedDataset
@@ -40,6 +41,8 @@ from recsys.recommend.ranker_data import (
     RankerContext,
     RankerDataConfig,
     build_ranker_examples,
+    per_request_metrics,
+    request_lists,
 )
 from recsys.recommend.two_stage import (
     RankedLists,
@@ -199,7 +202,9 @@ def ranker_holdout_metrics(
 
     Returns:
         :func:`~recsys.recommend.two_stage.classification_metrics` plus
-        ``candidate_recall``.
+        ``candidate_recall``, and per request (:func:`~recsys.recommend.ranker_data.
+        request_lists`: one list per held-out request, with its own time, device and
+        positives) ``request_ndcg@10``, ``request_auc`` and ``requests``.
     """
     if recommender.ranker is None:
         raise ValueError("the recommender has no ranker")
@@ -226,6 +231,22 @@ def ranker_holdout_metrics(
     )
     n_held = len(held_out)
     metrics["candidate_recall"] = float(ex.labels.sum()) / max(n_held, 1)
+    lists = request_lists(held_out, ctx, cands, probe)
+    if len(lists) and 0 < lists.labels.sum() < len(lists):
+        assert lists.request is not None
+        scores = recommender.ranker.logits(
+            ctx,
+            lists.users,
+            lists.items,
+            lists.retrieval_score,
+            lists.retrieval_rank,
+            request_ids=lists.request_ids(ctx),
+            request_time=lists.request_time(),
+        )
+        per_request = per_request_metrics(lists.labels, scores, lists.request, k=10)
+        metrics["request_ndcg@10"] = per_request["ndcg@10"]
+        metrics["request_auc"] = auc(lists.labels, scores)
+        metrics["requests"] = per_request["requests"]
     return metrics
 
 
