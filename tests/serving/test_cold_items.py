@@ -463,6 +463,14 @@ def test_the_running_server_serves_published_items(live: Live) -> None:
         assert item in got_fan.item_ids and item not in got_other.item_ids
         for got, want, who in ((got_fan, want_fan, "fan"), (got_other, want_other, "other")):
             assert_same_ranking(got.item_ids, got.scores, want.item_ids, want.scores, what=who)
+        # the repository's engine run in-process (the simulator's) serves it too
+        from recsys.serving.inprocess import engine_from_repository
+
+        local = engine_from_repository(repo.root)
+        assert local.cold_items.count == 1
+        [mine] = local.recommend(np.array([fan]), np.array([10]))
+        assert_same_ranking(got_fan.item_ids, got_fan.scores, mine.item_ids, mine.scores,
+                            what="engine_from_repository")  # fmt: skip
 
         # an item whose category the model does not know is refused, never served
         consumer = publish(

@@ -22,7 +22,12 @@ from recsys.serving.repository import model_parameters, model_versions
 
 
 def engine_from_repository(
-    root: str | Path, *, user_state: bool = True, rules: bool = True, threads: int = 1
+    root: str | Path,
+    *,
+    user_state: bool = True,
+    rules: bool = True,
+    threads: int = 1,
+    cold_items: bool = True,
 ) -> Any:
     """The repository's ``recommend`` engine (newest version), in-process.
 
@@ -31,6 +36,10 @@ def engine_from_repository(
         user_state: read real-time profiles from the repository's ``profile_store``.
         rules: apply the repository's targeting rules file (reloaded when it changes).
         threads: onnxruntime intra-op threads.
+        cold_items: serve the items of the repository's ``cold_items_store`` catalogue
+            (:mod:`recsys.runtime.cold_items`): read now, and polled before each
+            ``recommend`` call as the server polls before each batch; the updater is the
+            engine's ``cold_items`` attribute.
 
     Returns:
         A :class:`~recsys.runtime.engine.RecommendEngine`.
@@ -71,11 +80,11 @@ def engine_from_repository(
     store = params.get("profile_store", "")
     reader = ProfileStoreReader.from_folder(store, folder) if user_state and store else None
     rule_source = None
+    held: dict[str, Any] = {}  # the engine, once built: its tables grow with cold items
     if rules and params.get("targeting_rules"):
-        catalog = tables.catalog()
         rule_source = RuleFile(
             params["targeting_rules"],
-            lambda path: load_rules(path, catalog),
+            lambda path: load_rules(path, (held["engine"].tables if held else tables).catalog()),
             check_s=float(params.get("rules_check_s", "1.0")),
         )
     experiments = None
@@ -92,7 +101,7 @@ def engine_from_repository(
             name=params.get("bandit_name", "policy"),
             depth=int(params.get("policy_depth", "50")),
         )
-    return RecommendEngine(
+    engine: Any = RecommendEngine(  # Any: cold items attach an updater below
         tables,
         RankerFeatures.load(folder),
         user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
@@ -108,3 +117,27 @@ def engine_from_repository(
         chooser=chooser,
         rankers=rankers,
     )
+    held["engine"] = engine
+    if cold_items and params.get("cold_items_store"):
+        from recsys.runtime.cold_items import ColdItemsConfig, open_cold_items, rules_follow
+
+        updater = open_cold_items(
+            engine,
+            folder,
+            params["cold_items_store"],
+            ColdItemsConfig(
+                poll_s=float(params.get("cold_items_poll_s", "2.0")),
+                max_items=int(params.get("cold_items_max", "1000")),
+                per_poll=int(params.get("cold_items_per_poll", "200")),
+            ),
+            on_change=rules_follow(engine),
+        )
+        serve = engine.recommend
+
+        def recommend(*args: Any, **kwargs: Any) -> Any:
+            updater.refresh()  # a due poll first, as the server's batch does
+            return serve(*args, **kwargs)
+
+        engine.cold_items = updater
+        engine.recommend = recommend
+    return engine
