@@ -310,6 +310,10 @@ class CatalogueConsumerConfig:
         name: consumer name in the group (stable over restarts).
         batch_size: entries per read.
         block_ms: how long a read waits for new entries.
+
+    Example:
+        >>> CatalogueConsumerConfig(name="catalogue-2").batch_size
+        500
     """
 
     name: str = "catalogue-1"

@@ -422,6 +422,10 @@ def extend_features(base: Any, encoded: EncodedItems) -> Any:
 
     Raises:
         ValueError: the spec had no ranker encoding.
+
+    Example::
+
+        features = extend_features(engine_features, encode_items(items, spec, tower, False))
     """
     m = len(encoded.items)
     if m == 0:
@@ -527,6 +531,10 @@ class ColdItemsConfig:
         max_items: cold items served in all; records for further new ids are skipped
             (and logged) until the next build of the repository.
         per_poll: records read per poll; the rest waits for the next poll.
+
+    Example:
+        >>> ColdItemsConfig(poll_s=0.5).max_items
+        1000
     """
 
     poll_s: float = 2.0
@@ -570,6 +578,12 @@ class ColdItemUpdater:
         clock: monotonic seconds (tests).
         on_change: called after the engine's tables changed (e.g. to recompile the
             targeting rules against the grown catalogue: :func:`rules_follow`).
+
+    Example::
+
+        updater = ColdItemUpdater(engine, spec, onnx_item_tower(path), StoreCatalogue(url))
+        updater.load_all()    # at start: everything stored so far
+        updater.refresh()     # before each batch: a poll when one is due
     """
 
     def __init__(
@@ -761,6 +775,10 @@ class StoreCatalogue:
     Args:
         url: ``sqlite:///path`` or ``redis://host:port/db[?prefix=P]`` (the profile
             store's URL forms, :func:`~recsys.runtime.user_state.parse_store_url`).
+
+    Example::
+
+        StoreCatalogue("sqlite:///var/recsys/rt.db").changes(0, 100)   # records, oldest first
     """
 
     def __init__(self, url: str) -> None:
