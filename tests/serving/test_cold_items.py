@@ -564,3 +564,30 @@ def test_targeting_rules_see_cold_items_in_their_categories(repo: Repo, tmp_path
     assert plan.rules == ("more_westerns",)
     assert plan.boosts(np.array([row])).tolist() == [2.5]
     assert rules.loads == 2  # compiled at start and once more for the new item
+
+
+def test_a_missing_store_is_logged_and_read_once_it_exists(repo: Repo, tmp_path: Path) -> None:
+    """The catalogue store not there yet: the engine serves the trained catalogue and
+    warns; once the store holds records, the next poll serves them."""
+    from recsys.runtime.cold_items import StoreCatalogue
+
+    db = tmp_path / "later.db"
+    engine = in_process_engine(repo.root)
+    warnings: list[str] = []
+    updater = ColdItemUpdater(
+        engine,
+        ColdItemSpec.load(repo.folder),
+        onnx_item_tower(repo.folder / ITEM_TOWER_FILE),
+        StoreCatalogue(f"sqlite:///{db}"),
+        ColdItemsConfig(poll_s=0.01),
+        warn=warnings.append,
+    )
+    assert updater.load_all() == 0 and updater.stats.failures == 1
+    assert "catalogue unavailable" in warnings[0] and str(db) in warnings[0]
+    n_base = engine.tables.n_items
+    SqliteStore(db).close()
+    publish(f"sqlite:///{db}", [item_event(COLD_BASE + 800, ["Drama"], None)], repo.spec.categories)
+    assert updater.refresh(force=True) == 1
+    assert engine.tables.n_items == n_base + 1
+    with pytest.raises(ValueError, match="expected redis"):
+        StoreCatalogue("postgres://db/recsys")
