@@ -600,6 +600,19 @@ class ColdItemUpdater:
     ) -> None:
         if engine.features is not None and spec.ranker is None:
             raise ValueError("the engine ranks with a ranker but the spec has no ranker rows")
+        if (
+            engine.features is not None
+            and spec.ranker is not None
+            and (
+                list(spec.ranker.features) != list(engine.features.sparse_names)
+                or spec.ranker.seq_len != engine.features.seq_len
+            )
+        ):
+            raise ValueError(
+                f"the spec's ranker rows are {spec.ranker.features} x {spec.ranker.seq_len}, "
+                f"the served ranker reads {engine.features.sparse_names} x "
+                f"{engine.features.seq_len}: build the repository's cold items again"
+            )
         self.engine = engine
         self.spec = spec
         self.item_tower = item_tower
