@@ -987,6 +987,29 @@ class TwoStageOutcome:
     tuning: Any = None
 
 
+def _ranker_segments(
+    ranker_raw: dict[str, Any], prep: Prepared
+) -> tuple[tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]] | None, list[str] | None]:
+    """Each user's segments at the end of the selection and main training splits, from
+    the rules file ``ranker.segments`` (None when unset): the ``user_segments`` request
+    feature's input (:func:`recsys.segments.offline.memberships_at`)."""
+    path = ranker_raw.get("segments")
+    if not path:
+        return None, None
+    from recsys.segments.engine import SegmentEngine
+    from recsys.segments.offline import memberships_at
+
+    rules = repo_path(str(path))
+    kind = str(ranker_raw.get("segment_event_type", "rating"))
+    both = tuple(
+        memberships_at(split.train, SegmentEngine.from_yaml(rules), default_type=kind)
+        for split in (prep.selection, prep.main)
+    )
+    names = sorted(SegmentEngine.from_yaml(rules).segments)
+    log.info("ranker segments from %s: %s", rules, names)
+    return (both[0], both[1]), names
+
+
 def run_two_stage(
     cfg: dict[str, Any],
     prep: Prepared,
@@ -1097,6 +1120,7 @@ def run_two_stage(
     eval_cfg = dataclass_from(
         EvalConfig, cfg["eval"], "eval", k_values=tuple(cfg["eval"]["k_values"])
     )
+    segments, segment_names = _ranker_segments(ranker_raw, prep)
     before = time.perf_counter() - t0  # selection two-tower (or its cache)
     out = run_two_stage_experiment(
         prep.selection,
@@ -1107,6 +1131,8 @@ def run_two_stage(
         settings,
         eval_cfg,
         on_epoch_end=on_epoch_end,
+        segments=segments,
+        segment_names=segment_names,
     )
     if out.recommender.ranker is not None:
         out.recommender.ranker.save(repo_path(cfg["artifacts_dir"]) / "ranker")

@@ -52,3 +52,41 @@ def test_two_stage_beats_retrieval_alone_in_the_same_run(
     lists = pd.read_parquet(tmp_path / "run" / "topk" / "two_stage_ranker.parquet")
     assert lists.user.nunique() == 943 and lists["rank"].max() == 10
     assert (tmp_path / "art" / "ranker" / "ranker.pt").is_file()
+
+
+@pytest.mark.slow
+def test_the_main_job_trains_and_bundles_request_features_and_segments(
+    data_dir: Path, ml100k_dir: Path, tmp_path: Path
+) -> None:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            config_name="main",
+            overrides=[
+                f"dataset.dir={data_dir}",
+                f"artifacts_dir={tmp_path / 'art'}",
+                "tracking=none",
+                "stages=[data,retrieval,two_stage,bundle]",
+                "trainer.epochs=1",
+                "trainer.progress=false",
+                "ranker=dlrm",
+                "recommend=default",
+                "ranker.trainer.epochs=1",
+                "ranker.trainer.progress=false",
+                "ranker.data.request_features=[ctx_hour,user_segments]",
+                "ranker.segments=configs/ranker/segments/movielens.yaml",
+                "recommend.tune.retrieval_weight=[0.5]",
+                "recommend.tune.freshness_weight=[0.0]",
+            ],
+        )
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    run(raw, tmp_path / "run")  # type: ignore[arg-type]
+    report = json.loads((tmp_path / "run" / "two_stage.json").read_text())
+    test = report["ranker"]["test"]
+    assert test["requests"] > 943 and 0.5 < test["request_auc"] <= 1
+    served = json.loads(
+        (tmp_path / "art" / "bundle" / "runtime" / "ranker_features.json").read_text()
+    )
+    assert [f["name"] for f in served["request_features"]] == ["ctx_hour", "user_segments"]
+    assert sorted(served["segment_vocab"]) == ["heavy_raters", "light_raters", "recent_raters"]
+    assert len(served["user_segments"]) == 943
+    assert sum(len(s) > 0 for s in served["user_segments"]) > 500

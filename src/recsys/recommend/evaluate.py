@@ -293,6 +293,8 @@ def run_two_stage_experiment(
     eval_config: EvalConfig | None = None,
     on_epoch_end: Callable[[int, dict[str, float], nn.Module], None] | None = None,
     show_progress: bool = False,
+    segments: tuple[Mapping[str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None,
+    segment_names: Sequence[str] | None = None,
 ) -> TwoStageRun:
     """Trains the ranker without the test split, then evaluates every variant on test.
 
@@ -317,6 +319,10 @@ def run_two_stage_experiment(
         eval_config: the test protocol (default :class:`EvalConfig`).
         on_epoch_end: called after each ranker epoch with ``(epoch, metrics, module)``.
         show_progress: progress bars.
+        segments: ``(selection, main)``: each user's segments at the end of that split's
+            training rows (:func:`recsys.segments.offline.memberships_at`), for a
+            ``user_segments`` request feature.
+        segment_names: the segment vocabulary (every segment the rules define).
 
     Returns:
         A :class:`TwoStageRun`.
@@ -325,7 +331,10 @@ def run_two_stage_experiment(
     if selection.vocabs is None:
         raise ValueError("the selection dataset has no vocabularies")
     vocabs = selection.vocabs
-    sel_ctx = RankerContext.from_processed(selection, schema, vocabs, settings.data)
+    sel_segments, main_segments = segments if segments is not None else (None, None)
+    sel_ctx = RankerContext.from_processed(
+        selection, schema, vocabs, settings.data, sel_segments, segment_names
+    )
 
     def build(
         ctx: RankerContext,
@@ -401,7 +410,9 @@ def run_two_stage_experiment(
             valid_user_fraction=0.0,
         ).ranker
 
-    main_ctx = RankerContext.from_processed(main, schema, vocabs, settings.data)
+    main_ctx = RankerContext.from_processed(
+        main, schema, vocabs, settings.data, main_segments, segment_names
+    )
     recommender = build(main_ctx, main_vectors, ranker, aggregation, main.items)
     setup = time.perf_counter() - t0
     harness = EvalHarness.from_processed(main, eval_config)
