@@ -77,8 +77,9 @@ ALLOWED: dict[str, set[str]] = {
     "experiments": {"runtime", "experiments"},
     # the hardened uvicorn protocol of the HTTP endpoints (collector, gateway)
     "httpserver": {"httpserver"},
-    # off-policy evaluation: logged bandit feedback, from the exposure log and attribution
-    "ope": {"events", "ope"},
+    # off-policy evaluation: logged bandit feedback, from the exposure log and attribution;
+    # a policy bandit's choices evaluated with its state (bandits), the store opened by URL
+    "ope": {"events", "runtime", "bandits", "ope"},
 }
 
 

@@ -9,6 +9,10 @@ Commands:
 * ``evaluate --open-bandit``: the Open Bandit protocol on the sample
   (``--behavior random`` estimates BTS from the random log, ``--behavior bts`` the
   reverse).
+* ``evaluate --store URL --bandit NAME --candidate SPEC``: a policy bandit's exposures
+  and attributed clicks read straight from the event store (SQLite or Redis), evaluated
+  at the arm level (:mod:`recsys.ope.store_eval`; the Hydra app ``python -m
+  recsys.ope.app`` runs the same function), ``--since``/``--until`` bound the time.
 * ``simulate --out FILE``: a synthetic log with a candidate's distribution attached
   and the candidate's exact value, to try the rest end to end.
 
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recsys.config import ConfigError
 from recsys.ope.bootstrap import BootstrapConfig, Refit, on_policy_estimate
 from recsys.ope.errors import OPEInputError
 from recsys.ope.estimators import ESTIMATOR_NAMES, OffPolicyEstimator, estimator_by_name
@@ -36,9 +41,11 @@ from recsys.ope.logged import LoggedBandit
 from recsys.ope.logged_io import read_logged, write_logged
 from recsys.ope.open_bandit_protocol import OpenBanditConfig, run_open_bandit
 from recsys.ope.reward_model import item_position_refit, ridge_refit
+from recsys.ope.store_eval import StoreEvaluateConfig, config_from_mapping, evaluate_store
 from recsys.ope.synthetic import REWARD_KINDS, SyntheticBandit, SyntheticBanditConfig
 
 REWARD_MODELS: tuple[str, ...] = ("auto", "given", "item-position", "ridge")
+STORE_REWARDS: tuple[str, ...] = ("ctr", "any_click")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--log", type=Path, help="logged-data file (.csv or .parquet)")
     src.add_argument("--open-bandit", action="store_true", help="the Open Bandit sample")
+    src.add_argument(
+        "--store",
+        default=None,
+        help="the event store (sqlite:///path, a SQLite file, redis://host:port/db[?prefix=P]): "
+        "a policy bandit's exposures and attributed clicks, evaluated at the arm level",
+    )
     ev.add_argument(
         "--estimators",
         default=None,
@@ -97,6 +110,24 @@ def _parser() -> argparse.ArgumentParser:
     obd.add_argument("--campaign", default="all")
     obd.add_argument("--bts-samples", type=int, default=1_000_000,
                      help="Monte Carlo draws for the BTS probabilities")  # fmt: skip
+
+    st = ev.add_argument_group("event store (--store)")
+    st.add_argument("--bandit", default=None, help="the policy bandit whose exposures form the log")
+    st.add_argument(
+        "--candidate", default=None, help="a bandit state file, arm:<name> (that arm) or uniform"
+    )
+    st.add_argument("--current", default=None,
+                    help="the live policy for the gate, in --candidate's form "
+                         "(default: --current-value, else the log's mean reward)")  # fmt: skip
+    st.add_argument("--arms", default=None,
+                    help="comma-separated arm names (default: the state file's)")  # fmt: skip
+    st.add_argument("--since", default=None, help="exposures at or after (ISO 8601 or epoch s)")
+    st.add_argument("--until", default=None, help="exposures before (ISO 8601 or epoch s)")
+    st.add_argument("--reward", choices=STORE_REWARDS, default="ctr",
+                    help="ctr: clicks / items shown per list; any_click: 1 if clicked")  # fmt: skip
+    st.add_argument("--window-s", type=float, default=1800.0, help="attribution window")
+    st.add_argument("--relative-margin", type=float, default=0.0,
+                    help="the gate's relative margin")  # fmt: skip
 
     sim = sub.add_parser("simulate", help="write a synthetic log with a known true value")
     sim.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
@@ -233,10 +264,38 @@ def _simulate(args: argparse.Namespace) -> dict[str, Any]:
     return {"path": str(path), "candidate": args.candidate, "truth": truth, "logging": logging}
 
 
+def store_config_from_args(args: argparse.Namespace) -> StoreEvaluateConfig:
+    """The :class:`StoreEvaluateConfig` of ``evaluate --store`` (what the Hydra app builds
+    from ``configs/ope/evaluate.yaml``).
+
+    Raises:
+        ConfigError: a missing or bad value.
+    """
+    for flag in ("bandit", "candidate"):
+        if getattr(args, flag) is None:
+            raise ConfigError(f"--store needs --{flag}")
+    return config_from_mapping({
+        "store": args.store, "bandit": args.bandit, "candidate": args.candidate,
+        "current": args.current, "current_value": args.current_value,
+        "arms": None if args.arms is None else [a.strip() for a in args.arms.split(",")],
+        "since": args.since, "until": args.until, "reward": args.reward,
+        "estimators": args.estimators, "resamples": args.resamples, "level": args.level,
+        "seed": args.seed, "switch_tau": args.switch_tau, "dros_lambda": args.dros_lambda,
+        "refit": not args.no_refit, "window_s": args.window_s, "gate": args.gate,
+        "margin": args.margin, "relative_margin": args.relative_margin, "truth": args.truth,
+        "report_dir": None if args.report_dir is None else str(args.report_dir),
+        "json_out": None if args.json is None else str(args.json),
+        "progress": _progress(args),
+    })  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (2 on bad input)."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "evaluate" and args.store is not None:
+            evaluate_store(store_config_from_args(args))
+            return 0
         if args.command == "simulate":
             out = _simulate(args)
             json_path = None
@@ -251,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else _evaluate_file(args, config)
             )
             json_path = args.json
-    except (OPEInputError, FileNotFoundError) as error:
+    except (OPEInputError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if json_path is not None:
