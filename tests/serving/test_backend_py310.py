@@ -40,7 +40,7 @@ NEW_BUILTINS = {"ExceptionGroup", "BaseExceptionGroup"}
 # What the serving image installs (requirements/serving-gpu.txt plus the clients a
 # profile store needs) and the python backend provides.
 CONTAINER_PACKAGES = {
-    "numpy", "faiss", "yaml", "redis", "cryptography", "orjson",
+    "numpy", "faiss", "yaml", "redis", "cryptography", "orjson", "onnxruntime",
     "triton_python_backend_utils",
 }  # fmt: skip
 
