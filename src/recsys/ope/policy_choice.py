@@ -53,7 +53,8 @@ class PolicyChoiceLog:
         arms: the arms' names, in arm order.
         request_ids: each row's request id.
         ts_us: each row's exposure time (microseconds).
-        skipped: exposures left out, by reason.
+        skipped: exposures of the bandit left out, by reason (missing bandit fields,
+            an empty list, a duplicate of an exposure already logged).
     """
 
     log: LoggedBandit
@@ -83,7 +84,8 @@ def policy_choice_log(
             list got a click, what :class:`~recsys.bandits.online.BanditUpdater` learns).
         since_us: keep exposures at or after this time (microseconds; None: no bound).
         until_us: keep exposures before this time.
-        attribution: the join rules (default :class:`AttributionConfig`).
+        attribution: the join rules (default :class:`AttributionConfig`); a click counts
+            only within ``window_s`` of its exposure, also when it names the request.
 
     Returns:
         The log and its provenance.
@@ -95,15 +97,19 @@ def policy_choice_log(
     if reward not in REWARD_KINDS:
         raise OPEInputError(f"reward: expected one of {list(REWARD_KINDS)}, got {reward!r}")
     typed = [e if isinstance(e, Event) else validate_event(e) for e in events]
-    report = attribute(typed, attribution)
+    config = attribution or AttributionConfig()
+    report = attribute(typed, config)
     kinds = {t.value for t in CLICKS}
     clicks: dict[str, set[int]] = {}
     for a in report.attributions:
-        if a.type in kinds:
+        # a click that names its request joins it however late; the window bounds it
+        # too (what the online updater, which closes each window, learns from)
+        if a.type in kinds and a.delay_s <= config.window_s:
             clicks.setdefault(a.request_id, set()).add(a.position)
     name = bandit.split("@", 1)[0]
     skipped: dict[str, int] = {}
     rows: list[tuple[str, int, int, float, list[float], float]] = []
+    seen: set[str] = set()
     for e in typed:
         if e.type is not EventType.RECOMMENDATION_IMPRESSION:
             continue
@@ -127,6 +133,11 @@ def policy_choice_log(
         if not items:
             skipped["empty list"] = skipped.get("empty list", 0) + 1
             continue
+        if request_id in seen:  # the same exposure published again (a producer's retry)
+            reason = "duplicate exposure (request id seen before)"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        seen.add(request_id)
         got = clicks.get(request_id, set())
         r = len(got) / len(items) if reward == "ctr" else float(bool(got))
         rows.append((request_id, e.ts_us, arm, prop, x, r))
