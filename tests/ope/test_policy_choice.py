@@ -180,8 +180,13 @@ def test_a_resent_exposure_is_one_row(tmp_path: Path) -> None:
 
 
 def test_logs_the_code_refuses() -> None:
-    with pytest.raises(OPEInputError, match="none of bandit 'ranking'"):
+    with pytest.raises(OPEInputError, match=r"none of bandit 'ranking' \(bandits logged: other\)"):
         policy_choice_log([shown(0, arm=0, bandit="other@1")], bandit="ranking")
+    late = shown(0, arm=0, at_ms=T0_MS + 3_600_000)
+    with pytest.raises(OPEInputError, match=r"in the range given \(1 exposures of it in all\)"):
+        policy_choice_log([late], bandit="ranking", until_us=T0_MS * 1000)
+    with pytest.raises(OPEInputError, match=r"usable \(1 exposures of it in all, 1 left out"):
+        policy_choice_log([shown(0, arm=0, propensity=None)], bandit="ranking")
     with pytest.raises(OPEInputError, match="lengths differ"):
         policy_choice_log([shown(0, arm=0), shown(1, arm=1, x=(1.0, 0.0, 2.0))], bandit="ranking")
     with pytest.raises(OPEInputError, match=r"outside 0\.\.1"):

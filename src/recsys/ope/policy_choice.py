@@ -108,14 +108,20 @@ def policy_choice_log(
             clicks.setdefault(a.request_id, set()).add(a.position)
     name = bandit.split("@", 1)[0]
     skipped: dict[str, int] = {}
+    seen_bandits: set[str] = set()
+    in_any_range = 0
     rows: list[tuple[str, int, int, float, list[float], float]] = []
     seen: set[str] = set()
     for e in typed:
         if e.type is not EventType.RECOMMENDATION_IMPRESSION:
             continue
         p = e.payload
-        if str(p.get("bandit", "")).split("@", 1)[0] != name:
+        logged_by = str(p.get("bandit", "")).split("@", 1)[0]
+        if logged_by:
+            seen_bandits.add(logged_by)
+        if logged_by != name:
             continue
+        in_any_range += 1
         if (since_us is not None and e.ts_us < since_us) or (
             until_us is not None and e.ts_us >= until_us
         ):
@@ -142,7 +148,15 @@ def policy_choice_log(
         r = len(got) / len(items) if reward == "ctr" else float(bool(got))
         rows.append((request_id, e.ts_us, arm, prop, x, r))
     if not rows:
-        raise OPEInputError(f"exposures: none of bandit {name!r} in the range given")
+        if not in_any_range:
+            known = ", ".join(sorted(seen_bandits)) or "none"
+            raise OPEInputError(f"exposures: none of bandit {name!r} (bandits logged: {known})")
+        left = f", {sum(skipped.values())} left out ({skipped})" if skipped else ""
+        ranged = since_us is not None or until_us is not None
+        raise OPEInputError(
+            f"exposures: none of bandit {name!r} {'in the range given' if ranged else 'usable'} "
+            f"({in_any_range} exposures of it in all{left})"
+        )
     dims = {len(r[4]) for r in rows}
     if len(dims) != 1:
         raise OPEInputError(f"bandit_context: lengths differ between exposures ({sorted(dims)})")

@@ -219,7 +219,10 @@ def read_store_events(store: str) -> list[Any]:
     from recsys.events.attribution_consumer import EntryParser, scan_stream
     from recsys.runtime.user_state import open_store_url
 
-    opened = open_store_url(store_url(store))
+    try:
+        opened = open_store_url(store_url(store))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"event store {store}: no such SQLite file") from None
     try:
         parser = EntryParser()
         return [e for d in scan_stream(opened) if (e := parser.parse(d)) is not None]
@@ -251,7 +254,9 @@ def policy_distribution(spec: str, log: PolicyChoiceLog, *, seed: int = 0) -> np
     if spec.startswith("arm:"):
         name = spec[len("arm:") :]
         if name not in log.arms:
-            raise OPEInputError(f"{spec}: no such arm (arms: {', '.join(log.arms)})")
+            raise OPEInputError(
+                f"{spec}: no such arm (arms: {', '.join(log.arms)}; name them with arms / --arms)"
+            )
         return fixed_arm_distribution(log.arms.index(name), n, k)
     from recsys.bandits.linear import LinearBandit
 
