@@ -154,6 +154,10 @@ def test_one_row_per_logged_choice_with_its_propensity_and_reward(tmp_path: Path
     assert log.context.tolist() == [[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 0.0]]
     assert got.ts_us.tolist() == [(T0_MS + n * 60_000) * 1000 for n in range(5)]
     assert got.skipped == {"no bandit_arm, bandit_context, bandit_propensity or request_id": 1}
+    # the rows are in time order whatever order the events come in
+    backwards = policy_choice_log(list(reversed(typed)), bandit="ranking", arms=ARMS)
+    assert backwards.request_ids == got.request_ids
+    np.testing.assert_array_equal(backwards.log.reward, log.reward)
     # any_click: 1 for a list with a click, whatever the share of its items
     anyc = policy_choice_log(typed, bandit="ranking@7", arms=ARMS, reward="any_click")
     assert anyc.log.reward.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]

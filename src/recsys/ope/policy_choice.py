@@ -48,8 +48,8 @@ class PolicyChoiceLog:
     """An arm-level log and what its rows came from.
 
     Attributes:
-        log: one row per exposure (action = arm index, position 0, context = the
-            logged ``bandit_context``, pscore = ``bandit_propensity``).
+        log: one row per exposure, in time order (action = arm index, position 0,
+            context = the logged ``bandit_context``, pscore = ``bandit_propensity``).
         arms: the arms' names, in arm order.
         request_ids: each row's request id.
         ts_us: each row's exposure time (microseconds).
@@ -139,14 +139,22 @@ def policy_choice_log(
         if not items:
             skipped["empty list"] = skipped.get("empty list", 0) + 1
             continue
-        if request_id in seen:  # the same exposure published again (a producer's retry)
-            reason = "duplicate exposure (request id seen before)"
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        seen.add(request_id)
         got = clicks.get(request_id, set())
         r = len(got) / len(items) if reward == "ctr" else float(bool(got))
         rows.append((request_id, e.ts_us, arm, prop, x, r))
+    # time order (ties by request id), whatever order the store's stream holds them in
+    # (a Redis stream groups each user's events of one publish call into one entry):
+    # the same events give the same log, hence the same bootstrap resamples
+    rows.sort(key=lambda row: (row[1], row[0]))
+    unique: list[tuple[str, int, int, float, list[float], float]] = []
+    for row in rows:
+        if row[0] in seen:  # the same exposure published again (a producer's retry)
+            reason = "duplicate exposure (request id seen before)"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        seen.add(row[0])
+        unique.append(row)
+    rows = unique
     if not rows:
         if not in_any_range:
             known = ", ".join(sorted(seen_bandits)) or "none"
