@@ -56,6 +56,10 @@ class SimConfig:
         seed: random seed of the visits and reactions.
         consume_every: run the event consumer every this many steps (StoreSink).
         progress: show a progress bar.
+        first_step: the index of the first visit. A run that continues an earlier one on
+            the same :class:`World` starts where that one stopped (``first_step`` = its
+            steps): the clock, the users' drift and the session days go on instead of
+            starting again at day 0 (the world's fatigue memory carries over anyway).
     """
 
     steps: int = 1_000
@@ -67,11 +71,14 @@ class SimConfig:
     seed: int = 0
     consume_every: int = 50
     progress: bool = False
+    first_step: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "k", "visits_per_day", "consume_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.first_step < 0:
+            raise ValueError(f"first_step must be >= 0, got {self.first_step}")
         if self.users is not None and self.users < 1:
             raise ValueError(f"users must be >= 1 or None, got {self.users}")
 
@@ -355,7 +362,8 @@ def simulate(
     if users is None and cfg.users is not None:
         pool = np.random.default_rng(cfg.seed).permutation(pool)[: cfg.users]
     log = SimLog(cfg)
-    for step in tqdm(range(cfg.steps), desc="simulate", disable=not cfg.progress):
+    steps = range(cfg.first_step, cfg.first_step + cfg.steps)
+    for step in tqdm(steps, desc="simulate", disable=not cfg.progress):
         rng = np.random.default_rng([cfg.seed, step])
         user = int(pool[rng.integers(0, len(pool))])
         context, device, hour, day = visit_context(world, user, step, cfg, rng)
