@@ -9,7 +9,9 @@ seed:
    ``plackett_luce:0.3`` and ``epsilon_greedy:1`` (a uniformly random slate of the top
    50): with no data its greedy arm is the first, so it serves the static ranking and
    explores the other arms with probability ``--log-epsilon``, logging each choice's
-   exact probability. Simulated users (truth fitted on all of MovieLens-100K) visit;
+   exact probability. Simulated users (truth fitted on all of MovieLens-100K; a
+   shown item loses ``--fatigue`` logit per earlier exposure, halving every
+   ``--fatigue-half-life-days``) visit;
    clicks and dwell go through the real producer and consumer (segments included).
 2. **Learn and judge.** A LinUCB candidate is trained on that log by the online updater
    (``BanditUpdater``, reading the store's stream), its state saved. ``recsys.ope``
@@ -19,9 +21,11 @@ seed:
    report. A second candidate, always the uniformly random slate of the top 50, goes
    through the same gate (under the simulator's fatigue a repeated list loses clicks,
    so this arm is not necessarily worse than the static ranking: read its result).
-3. **A/B, only if promoted.** A fresh world (same seed, so the same users and days)
-   and a fresh store; an experiments file with ``control`` (the deterministic ranking)
-   and ``candidate`` (the promoted bandit state, frozen); visits sized with
+3. **A/B, only if promoted.** The same users go on: the world of phase 1 (its clock,
+   drift and fatigue memory) and the same store (profiles, segments), as a policy that
+   goes live meets the population where the logging left it; an experiments file with
+   ``control`` (the deterministic ranking) and ``candidate`` (the promoted bandit state,
+   frozen); visits sized with
    ``recsys.experiments.power`` for the OPE-estimated lift (per-user variance of the
    linearized CTR measured on the phase-1 log); analysed with ``recsys.experiments``
    (delta-method interval, sequential test, SRM). The simulator's truth gives each arm's
@@ -33,7 +37,7 @@ sends the visits over gRPC to a local Triton server (one per phase).
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/loop_gate.py --seeds 0,1,2 \\
-        --log-visits 12000 --out results/loop_gate
+        --out results/loop_gate
 """
 
 from __future__ import annotations
@@ -81,10 +85,15 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("RECSYS_DATA_DIR", "../shared/datasets")),
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--log-visits", type=int, default=12_000, help="phase-1 visits")
+    parser.add_argument("--log-visits", type=int, default=20_000, help="phase-1 visits")
     parser.add_argument("--log-epsilon", type=float, default=0.5,
                         help="the logging policy's exploration over the arms")  # fmt: skip
     parser.add_argument("--visits-per-day", type=int, default=1000)
+    parser.add_argument("--fatigue", type=float, default=0.3,
+                        help="the world's logit penalty per earlier exposure")  # fmt: skip
+    parser.add_argument("--fatigue-half-life-days", type=float, default=3.0,
+                        help="simulated days after which an exposure's fatigue halves "
+                             "(0: never fades)")  # fmt: skip
     parser.add_argument("--alpha", type=float, default=0.5, help="the candidate LinUCB's alpha")
     parser.add_argument("--resamples", type=int, default=1000, help="OPE bootstrap resamples")
     parser.add_argument("--gate", default="snips", help="the gate's estimator")
@@ -197,7 +206,9 @@ def run_seed(seed: int, args: argparse.Namespace, models: tuple[Any, ...], tmp: 
     day = SimConfig().start_ms
     cfg1 = SimConfig(steps=args.log_visits, seed=seed * 1000 + 1, start_ms=day,
                      visits_per_day=args.visits_per_day)  # fmt: skip
-    world = World.fit(ml, WorldConfig(seed=seed))
+    half_life = args.fatigue_half_life_days or None
+    world = World.fit(ml, WorldConfig(seed=seed, fatigue=args.fatigue,
+                                      fatigue_half_life_days=half_life))  # fmt: skip
     log1 = _simulate(world, root1, url1, schema, args.mode, cfg1)
     events = sorted(read_store_events(url1), key=lambda e: e.ts_us)
     shown = [e for e in events if e.type is EventType.RECOMMENDATION_IMPRESSION]
@@ -281,9 +292,7 @@ def run_seed(seed: int, args: argparse.Namespace, models: tuple[Any, ...], tmp: 
                         args.max_ab_visits))  # fmt: skip
     users = len(world.truth.user_ids)
     planned_power = power_at(variance * per_user / (ab_visits / users), effect, users)
-    db3 = folder / "ab.db"
-    SqliteStore(db3).close()
-    url3 = f"sqlite://{db3}"
+    url3 = url1  # the population goes on: same profiles and segments
     experiments_file = folder / "experiments.yaml"
     experiments_file.write_text(EXPERIMENTS.format(seed=seed))
     root3 = folder / "repository-ab"
@@ -291,9 +300,8 @@ def run_seed(seed: int, args: argparse.Namespace, models: tuple[Any, ...], tmp: 
         profile_store=url3, exposure_log=url3, experiments=str(experiments_file),
         bandit_state=str(cand_state), bandit_name="ranking"))  # fmt: skip
     cfg3 = SimConfig(steps=ab_visits, seed=seed * 1000 + 3, start_ms=day,
-                     visits_per_day=args.visits_per_day)  # fmt: skip
-    log3: SimLog = _simulate(World.fit(ml, WorldConfig(seed=seed)), root3, url3, schema,
-                             args.mode, cfg3)  # fmt: skip
+                     visits_per_day=args.visits_per_day, first_step=args.log_visits)  # fmt: skip
+    log3: SimLog = _simulate(world, root3, url3, schema, args.mode, cfg3)
     loaded = load_experiments(experiments_file)
     table = log3.exposure_table("gate_ab")
     design = loaded.experiments.experiment("gate_ab")

@@ -133,3 +133,23 @@ def test_a_run_continued_with_first_step_equals_one_long_run() -> None:
     assert [s.true_ctr for s in again.steps] != [s.true_ctr for s in rest.steps]
     with pytest.raises(ValueError, match="first_step"):
         SimConfig(first_step=-1)
+
+
+def test_fatigue_fades_with_its_half_life() -> None:
+    items = np.arange(3)
+    config = WorldConfig(seed=2, drift=0.0, fatigue=0.8, fatigue_half_life_days=2.0)
+    world = World.fit(_tiny(), config)
+    fresh = world.attraction_logit(0, items, 0, 0.0)
+    for _ in range(3):  # three exposures on day 0
+        world.react(0, items, 0, 0.0, np.random.default_rng(0))
+    np.testing.assert_allclose(world.attraction_logit(0, items, 0, 0.0), fresh - 0.8 * 3)
+    # two half-lives later the three exposures weigh 0.75
+    np.testing.assert_allclose(world.attraction_logit(0, items, 0, 4.0), fresh - 0.8 * 0.75)
+    world.react(0, items, 0, 4.0, np.random.default_rng(0))  # one more: 1.75 on day 4
+    np.testing.assert_allclose(world.attraction_logit(0, items, 0, 6.0), fresh - 0.8 * 0.875)
+    never = World.fit(_tiny(), WorldConfig(seed=2, drift=0.0, fatigue=0.8))
+    for _ in range(3):
+        never.react(0, items, 0, 0.0, np.random.default_rng(0))
+    np.testing.assert_allclose(never.attraction_logit(0, items, 0, 40.0), fresh - 0.8 * 3)
+    with pytest.raises(ValueError, match="fatigue_half_life_days"):
+        WorldConfig(fatigue_half_life_days=0.0)

@@ -11,7 +11,9 @@ factor score standardized over the catalogue, ``c`` a seeded per-device genre ta
 * **position bias**: a shown item is examined with probability
   ``1 / (1 + position) ** position_power`` (position 0 is the top);
 * **fatigue**: each earlier exposure of the item to the user lowers its attraction
-  logit by ``fatigue`` (so the same list shown again gets fewer clicks);
+  logit by ``fatigue`` (so the same list shown again gets fewer clicks); with
+  ``fatigue_half_life_days`` an exposure's weight halves every that many simulated days
+  (users recover), without it the penalty never fades;
 * **time and device habits**: each user has a preferred device (used with probability
   ``device_loyalty``) and a time-of-day profile per device (the synthetic event
   generator's: commutes and evenings on mobile, office hours on desktop);
@@ -55,6 +57,8 @@ class WorldConfig:
         preference_scale: logit change per standard deviation of the true score.
         position_power: examination ``1 / (1 + position) ** power``.
         fatigue: logit penalty per earlier exposure of the item to the user.
+        fatigue_half_life_days: simulated days after which an exposure weighs half as
+            much in the fatigue penalty (None: exposures never fade).
         device_taste: standard deviation of the per-device genre logit biases.
         device_mix: share of users preferring each device (mobile, desktop, tablet).
         device_loyalty: probability that a visit uses the preferred device.
@@ -73,6 +77,7 @@ class WorldConfig:
     preference_scale: float = 1.2
     position_power: float = 1.0
     fatigue: float = 0.5
+    fatigue_half_life_days: float | None = None
     device_taste: float = 0.5
     device_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     device_loyalty: float = 0.8
@@ -89,6 +94,10 @@ class WorldConfig:
             raise ValueError("factors and als_iterations must be >= 1")
         if min(self.device_mix) < 0 or not math.isclose(sum(self.device_mix), 1.0):
             raise ValueError(f"device_mix must be shares summing to 1, got {self.device_mix}")
+        if self.fatigue_half_life_days is not None and not self.fatigue_half_life_days > 0:
+            raise ValueError(
+                f"fatigue_half_life_days must be > 0 or None, got {self.fatigue_half_life_days}"
+            )
         if not self.trend_period_days > 0:
             raise ValueError(f"trend_period_days must be > 0, got {self.trend_period_days}")
         for name in ("fatigue", "position_power", "drift", "device_taste", "als_reg", "trend"):
@@ -194,7 +203,8 @@ class World:
     genre_names: list[str]
     trend_phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _item_genre: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
-    _shown: dict[tuple[int, int], int] = field(repr=False, default_factory=dict)
+    # (user, item) -> (exposure weight, simulated day it was last updated)
+    _shown: dict[tuple[int, int], tuple[float, float]] = field(repr=False, default_factory=dict)
 
     @classmethod
     def fit(cls, data: Any, config: WorldConfig | None = None) -> World:
@@ -246,9 +256,17 @@ class World:
             cycle = cfg.trend * np.sin(2 * np.pi * day / cfg.trend_period_days + self.trend_phase)
             logit = logit + self._item_genre[items] @ cycle
         if cfg.fatigue:
-            seen = np.array([self._shown.get((user, int(i)), 0) for i in items], dtype=np.float64)
+            seen = np.array([self._seen(user, int(i), day) for i in items], dtype=np.float64)
             logit = logit - cfg.fatigue * seen
         return np.asarray(logit, dtype=np.float64)
+
+    def _seen(self, user: int, item: int, day: float) -> float:
+        """The weight of the earlier exposures of ``item`` to ``user`` at ``day``."""
+        weight, last = self._shown.get((user, item), (0.0, day))
+        half_life = self.config.fatigue_half_life_days
+        if half_life is None or weight == 0.0:
+            return weight
+        return weight * 0.5 ** (max(day - last, 0.0) / half_life)
 
     def examination(self, n: int) -> np.ndarray:
         """Probability that each of ``n`` positions is examined."""
@@ -273,8 +291,7 @@ class World:
         clicked = examined & (rng.random(len(items)) < attraction)
         dwell = np.where(clicked, rng.lognormal(np.log(30.0) + attraction, 0.5), 0.0)
         for item in items.tolist():
-            key = (user, int(item))
-            self._shown[key] = self._shown.get(key, 0) + 1
+            self._shown[(user, int(item))] = (self._seen(user, int(item), day) + 1.0, day)
         return Outcome(examined, clicked, dwell, exam_p * attraction)
 
     def user_row(self, raw_user: int) -> int:
