@@ -2,7 +2,9 @@
 
 :mod:`recsys.bandits.linear` holds the policies, :mod:`recsys.bandits.context` the
 context vectors (request context and segments), :mod:`recsys.bandits.state` the saved
-state, :mod:`recsys.bandits.online` the update from the attributed click stream.
+state, :mod:`recsys.bandits.online` the update from the attributed click stream,
+:mod:`recsys.bandits.vw` Vowpal Wabbit's contextual-bandit reductions behind the same
+interface (``vowpalwabbit`` is imported only when one is built).
 """
 
 from recsys.bandits.context import ContextEncoder
@@ -16,6 +18,7 @@ from recsys.bandits.linear import (
     make_bandit,
 )
 from recsys.bandits.state import load_state, save_state
+from recsys.bandits.vw import VowpalWabbitBandit
 
 __all__ = [
     "Choice",
@@ -25,6 +28,7 @@ __all__ = [
     "LinearBandit",
     "LinearThompson",
     "Uniform",
+    "VowpalWabbitBandit",
     "load_state",
     "make_bandit",
     "save_state",
