@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-epsilon", type=float, default=0.5,
                         help="the logging policy's exploration over the arms")  # fmt: skip
     parser.add_argument("--visits-per-day", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=None,
+                        help="how many users visit, in both phases (default: all 943)")  # fmt: skip
     parser.add_argument("--fatigue", type=float, default=0.3,
                         help="the world's logit penalty per earlier exposure")  # fmt: skip
     parser.add_argument("--fatigue-half-life-days", type=float, default=3.0,
@@ -119,14 +121,17 @@ def _serve(root: Path, mode: str, sink: Any) -> tuple[Any, Any]:
     return EngineRecommender(engine_from_repository(root), exposures=sink), None
 
 
-def _simulate(world: Any, root: Path, url: str, schema: Any, mode: str, cfg: Any) -> Any:
-    """One phase's visits through the repository, events into the store at ``url``."""
+def _simulate(
+    world: Any, root: Path, url: str, schema: Any, mode: str, cfg: Any, users: list[int] | None
+) -> Any:
+    """One phase's visits by ``users`` (None: all) through the repository, events into the
+    store at ``url``."""
     from recsys.sim import StoreSink, simulate
 
     sink = StoreSink(url, schema, REPO / "configs/segments/movielens.yaml")
     client, server = _serve(root, mode, sink)
     try:
-        log = simulate(world, client, cfg, sink=sink)
+        log = simulate(world, client, cfg, sink=sink, users=users)
         if server is not None:
             time.sleep(1.0)  # the server writes exposures from a background thread
         sink.flush()
@@ -209,7 +214,11 @@ def run_seed(seed: int, args: argparse.Namespace, models: tuple[Any, ...], tmp: 
     half_life = args.fatigue_half_life_days or None
     world = World.fit(ml, WorldConfig(seed=seed, fatigue=args.fatigue,
                                       fatigue_half_life_days=half_life))  # fmt: skip
-    log1 = _simulate(world, root1, url1, schema, args.mode, cfg1)
+    users = None
+    if args.users is not None:  # one seeded sample of users for both phases
+        pool = np.random.default_rng(seed).permutation(world.truth.user_ids)
+        users = pool[: args.users].tolist()
+    log1 = _simulate(world, root1, url1, schema, args.mode, cfg1, users)
     events = sorted(read_store_events(url1), key=lambda e: e.ts_us)
     shown = [e for e in events if e.type is EventType.RECOMMENDATION_IMPRESSION]
     arm_of = {str(e.payload["request_id"]): int(e.payload["bandit_arm"])
@@ -290,8 +299,8 @@ def run_seed(seed: int, args: argparse.Namespace, models: tuple[Any, ...], tmp: 
     # the units needed at the phase-1 rate times the visits each had
     ab_visits = int(min(max(math.ceil(users_needed * per_user), args.min_ab_visits),
                         args.max_ab_visits))  # fmt: skip
-    users = len(world.truth.user_ids)
-    planned_power = power_at(variance * per_user / (ab_visits / users), effect, users)
+    n_users = len(users) if users is not None else len(world.truth.user_ids)
+    planned_power = power_at(variance * per_user / (ab_visits / n_users), effect, n_users)
     url3 = url1  # the population goes on: same profiles and segments
     experiments_file = folder / "experiments.yaml"
     experiments_file.write_text(EXPERIMENTS.format(seed=seed))
@@ -301,7 +310,7 @@ def run_seed(seed: int, args: argparse.Namespace, models: tuple[Any, ...], tmp: 
         bandit_state=str(cand_state), bandit_name="ranking"))  # fmt: skip
     cfg3 = SimConfig(steps=ab_visits, seed=seed * 1000 + 3, start_ms=day,
                      visits_per_day=args.visits_per_day, first_step=args.log_visits)  # fmt: skip
-    log3: SimLog = _simulate(world, root3, url3, schema, args.mode, cfg3)
+    log3: SimLog = _simulate(world, root3, url3, schema, args.mode, cfg3, users)
     loaded = load_experiments(experiments_file)
     table = log3.exposure_table("gate_ab")
     design = loaded.experiments.experiment("gate_ab")
