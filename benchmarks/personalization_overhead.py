@@ -18,7 +18,9 @@ Triton repositories from it:
 The four servers run side by side and get the same requests in turns (plain,
 context, exposure, full, ...) so that load from other processes hits them alike. Beside them, the
 naive in-process baseline does the same work as ``full`` for each request, one call at
-a time per thread: a profile read (``ProfileStoreReader``), the offline
+a time per thread: a profile read (``ProfileStoreReader``), the user tower's forward in
+PyTorch eager (the offline recommender reads training-time user vectors; a request
+computes its user's, as the server's user tower does), the offline
 ``TwoStageRecommender.recommend`` with the same rules, segments and context, and a
 synchronous write of the exposure to the store.
 
@@ -55,7 +57,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_benchmark import load_average, train_models
+from serving_benchmark import load_average, mean_batch, train_models, user_tower_forward
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "configs/targeting/movielens.yaml"
@@ -127,9 +129,12 @@ def _result(
     }
 
 
-def naive_full(recommender: Any, store_path: Path, folder: Path) -> Callable[[int, int], int]:
-    """One request of ``full``'s work in-process: profile read, offline two-stage with
-    rules, synchronous exposure write. Returns whether a rule applied."""
+def naive_full(
+    recommender: Any, store_path: Path, folder: Path, tower: Callable[[int], None]
+) -> Callable[[int, int], int]:
+    """One request of ``full``'s work in-process: profile read, the user tower's forward
+    (``tower``), offline two-stage with rules, synchronous exposure write. Returns whether
+    a rule applied."""
     from recsys.events.producer import EventProducer
     from recsys.events.sqlite_store import SqliteStore
     from recsys.runtime.context import RequestContext
@@ -154,6 +159,7 @@ def naive_full(recommender: Any, store_path: Path, folder: Path) -> Callable[[in
         [profile] = local.reader.read([user])
         segments = tuple(profile.segments) if profile is not None else ()
         env = TargetingEnv.of(segments, ctx)
+        tower(user)
         lists = recommender.recommend(np.array([user]), k, rules=rules, targeting=[env])
         valid = lists.valid[0]
         local.producer.publish(
@@ -312,15 +318,20 @@ def main() -> None:
                 "exposure": exposure.grpc_url,
                 "full": full.grpc_url,
             }
+            servers = {"plain": plain, "context": context, "exposure": exposure, "full": full}
+            counts = {name: mean_batch(servers[name], (0, 0))[1] for name in VARIANTS}
             for round_ in range(args.rounds):
                 for c in args.concurrency:
                     for name in VARIANTS:
                         r = measure(urls[name], users, args.k, c, args.requests, name != "plain")
                         r["round"] = round_
+                        # requests per recommend execution (the dynamic batcher's merges)
+                        r["mean_batch"], counts[name] = mean_batch(servers[name], counts[name])
                         runs[name].append(r)
                         print(f"round {round_} c={c} {name}: {r['rps']:.0f} req/s p50 "
-                              f"{r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, ruled {r['ruled']}, "
-                              f"load {r['load']}", flush=True)  # fmt: skip
+                              f"{r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, batch "
+                              f"{r['mean_batch']:.2f}, ruled {r['ruled']}, load {r['load']}",
+                              flush=True)  # fmt: skip
             answered = sum(r["requests"] for n in ("exposure", "full") for r in runs[n])
             deadline = time.monotonic() + 30
             while _stream_length(store_path) - length_before < answered:
@@ -328,7 +339,8 @@ def main() -> None:
                     break
                 time.sleep(0.1)
             logged = _stream_length(store_path) - length_before
-        naive = naive_full(recommender, store_path, roots["full"] / "recommend" / "1")
+        tower = user_tower_forward(recommender, two_tower, dataset)
+        naive = naive_full(recommender, store_path, roots["full"] / "recommend" / "1", tower)
         for c in args.concurrency:
             r = run_naive(naive, users, args.k, c, args.naive_requests)
             runs["naive"].append(r)
@@ -375,7 +387,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
 
     lines = [
         "| c | "
-        + " | ".join(f"{n} req/s, p50, p99" for n in VARIANTS)
+        + " | ".join(f"{n} req/s, p50, p99, batch" for n in VARIANTS)
         + " | p99 context - plain | p99 exposure - context | p99 full - plain | "
         "naive req/s, p99 | full / naive | answers a rule changed (full) |",
         "|---" * (len(VARIANTS) + 7) + "|",
@@ -383,7 +395,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
     for c in levels:
         cells = [
             f"{med(at(n, c), 'rps'):.0f}, {med(at(n, c), 'p50_ms'):.2f}, "
-            f"{med(at(n, c), 'p99_ms'):.2f}"
+            f"{med(at(n, c), 'p99_ms'):.2f}, {med(at(n, c), 'mean_batch'):.2f}"
             for n in VARIANTS
         ]
         naive = at("naive", c)

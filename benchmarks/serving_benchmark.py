@@ -159,8 +159,12 @@ def train_models(data_dir: Path, seed: int = 0) -> tuple[Any, Any, Any, Any]:
     return recommender, two_tower, schema, dataset
 
 
-def naive_recommend(recommender: Any, two_tower: Any, dataset: Any) -> Callable[[int, int], Any]:
-    """The per-request PyTorch-eager path: user tower forward, then the offline recommender."""
+def user_tower_forward(recommender: Any, two_tower: Any, dataset: Any) -> Callable[[int], None]:
+    """One user's user-tower forward in PyTorch eager (TorchRec), as a request needs it.
+
+    The offline recommender reads the user vectors computed at training time; a request
+    computes its user's vector, so the naive baselines run this forward per request.
+    """
     from recsys.features.batching import encode_features
     from recsys.features.schema import Role
 
@@ -172,11 +176,21 @@ def naive_recommend(recommender: Any, two_tower: Any, dataset: Any) -> Callable[
     )
     row_of = pd.Index(recommender.context.user_ids)
 
-    def recommend(user: int, k: int) -> Any:
+    def forward(user: int) -> None:
         row = int(row_of.get_indexer([user])[0])
         if row >= 0:
             with torch.inference_mode():
                 two_tower.encode_users(users.batch(np.array([row])).sparse)
+
+    return forward
+
+
+def naive_recommend(recommender: Any, two_tower: Any, dataset: Any) -> Callable[[int, int], Any]:
+    """The per-request PyTorch-eager path: user tower forward, then the offline recommender."""
+    forward = user_tower_forward(recommender, two_tower, dataset)
+
+    def recommend(user: int, k: int) -> Any:
+        forward(user)
         return recommender.recommend(np.array([user]), k)
 
     return recommend

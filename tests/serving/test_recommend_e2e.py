@@ -206,6 +206,42 @@ def test_concurrent_requests_are_batched_and_equal_offline(served: Served) -> No
     assert model.execution_count < model.inference_count
 
 
+def _recommend_stats(served: Served) -> tuple[int, int]:
+    control = grpcclient.InferenceServerClient(url=served.url)
+    try:
+        stats = control.get_inference_statistics("recommend", headers=served.server.admin_headers)
+        model = stats.model_stats[0]
+    finally:
+        control.close()
+    return int(model.inference_count), int(model.execution_count)
+
+
+def test_requests_with_contexts_of_different_lengths_share_a_batch(served: Served) -> None:
+    users = served.recommender.context.user_ids[200:264].tolist()
+    # every context a different length (session ids of 1-64 characters)
+    contexts = [
+        {"device_type": "mobile", "session_id": "s" * (n + 1), "request_id": f"ctx-{n}"}
+        for n in range(len(users))
+    ]
+
+    async def ask() -> list[object]:
+        async with AsyncRecommendClient(served.url) as client:
+            calls = [client.recommend(u, 10, context=c) for u, c in zip(users, contexts)]
+            return list(await asyncio.gather(*calls))
+
+    before = _recommend_stats(served)
+    recs = asyncio.run(ask())
+    after = _recommend_stats(served)
+    for n, (user, rec) in enumerate(zip(users, recs, strict=True)):
+        assert rec.request_id == f"ctx-{n}"  # each answer is its own request's
+        _assert_same(rec, served.recommender, user, 10)
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == len(users)
+    # ragged contexts are merged by the dynamic batcher (one execution each without
+    # allow_ragged_batch, as their shapes differ)
+    assert executions < inferences
+
+
 class CountingClient(AsyncRecsysClient):
     """The real asyncio client, counting the requests it sends and the most in flight."""
 
