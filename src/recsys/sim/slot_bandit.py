@@ -9,10 +9,16 @@ so each round's expected regret against the oracle (the best arm for that user, 
 and day) is exact.
 
 The bandit's context is the request context (device, time of day, weekend) and the
-user's segments: ``likes_<genre>`` for the user's two most interacted-with genres in the
-data (:func:`genre_segments`), what a segment definition over the profile would give.
-The oracle also knows the user's own tastes (their factors), which no context here
-carries, so part of every policy's regret against it cannot be learned away.
+user's segments, what segment definitions over the profile would give
+(:func:`genre_segments`, all computed from the data's interactions): ``likes_<genre>``
+for the user's ``top`` most interacted-with genres, optionally ``loves_<genre>`` for a
+genre whose share of the user's interactions is more than ``loves_lift`` times its share
+of all interactions, and ``avoids_<genre>`` for a genre the user never touched in at
+least ``avoids_min`` interactions. The oracle also knows the user's own tastes (their
+factors), which no context here carries, so part of every policy's regret against it
+cannot be learned away; :func:`linear_limit` gives the expected regret of per-arm linear
+CTR models of the context fitted on the truth, what the linear policies could at best
+learn.
 
 Example:
     >>> arms = genre_arms(world, data)  # doctest: +SKIP
@@ -100,8 +106,12 @@ def genre_arms(world: World, data: Any) -> Arms:
     return Arms(tuple(names), np.asarray(items, dtype=np.int64))
 
 
-def genre_segments(world: World, data: Any, top: int = 2) -> list[tuple[str, ...]]:
-    """Per truth user row, ``likes_<genre>`` of their ``top`` most frequent genres."""
+SEGMENT_KINDS: tuple[str, ...] = ("likes", "loves", "avoids")
+
+
+def genre_counts(world: World, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per truth user row: interactions with each genre (``[U, G]``, an item counts for
+    each of its genres) and interactions in all (``[U]``)."""
     rows = np.searchsorted(world.truth.user_ids, data.interactions["user_id"].to_numpy())
     items = world.item_rows(data.interactions["item_id"].to_numpy())
     counts = np.zeros((len(world.truth.user_ids), len(world.genre_names)))
@@ -109,13 +119,54 @@ def genre_segments(world: World, data: Any, top: int = 2) -> list[tuple[str, ...
     for u, i in zip(rows.tolist(), items.tolist(), strict=True):
         for g in world.truth.genres[i]:
             counts[u, col[g]] += 1
+    return counts, np.bincount(rows, minlength=len(world.truth.user_ids)).astype(np.float64)
+
+
+def genre_segments(
+    world: World,
+    data: Any,
+    top: int = 2,
+    loves_lift: float | None = None,
+    avoids_min: int | None = None,
+) -> list[tuple[str, ...]]:
+    """Per truth user row, the user's genre segments (rules over their interactions).
+
+    Args:
+        world: the simulated users (genre names, item rows).
+        data: the interactions the profiles are computed from.
+        top: ``likes_<genre>`` for the user's ``top`` most frequent genres (ties: the
+            genre listed first; a genre the user never touched is not liked).
+        loves_lift: ``loves_<genre>`` where the genre's share of the user's
+            interactions is more than ``loves_lift`` times its share of all interactions
+            (None: no ``loves_`` segments).
+        avoids_min: ``avoids_<genre>`` where the user has no interaction with the genre
+            among at least ``avoids_min`` interactions (None: no ``avoids_`` segments).
+    """
+    if top < 0:
+        raise ValueError("top must be >= 0")
+    counts, n = genre_counts(world, data)
+    names = world.genre_names
     order = np.argsort(-counts, axis=1, kind="stable")[:, :top]
-    return [tuple(f"likes_{world.genre_names[c]}" for c in row) for row in order]
+    out = []
+    overall = counts.sum(axis=0) / max(n.sum(), 1.0)
+    for u, row in enumerate(order):
+        segs = [f"likes_{names[c]}" for c in row if counts[u, c] > 0]
+        if loves_lift is not None and n[u] > 0:
+            share = counts[u] / n[u]
+            segs += [f"loves_{names[c]}" for c in np.flatnonzero(share > loves_lift * overall)]
+        if avoids_min is not None and n[u] >= avoids_min:
+            segs += [f"avoids_{names[c]}" for c in np.flatnonzero(counts[u] == 0)]
+        out.append(tuple(segs))
+    return out
 
 
-def segment_encoder(world: World) -> ContextEncoder:
-    """The context encoder with one ``likes_<genre>`` slot per genre."""
-    return ContextEncoder(segments=tuple(f"likes_{g}" for g in world.genre_names))
+def segment_encoder(world: World, kinds: tuple[str, ...] = ("likes",)) -> ContextEncoder:
+    """The context encoder with one slot per genre for each of ``kinds`` (``likes``,
+    ``loves``, ``avoids``: ``<kind>_<genre>``)."""
+    unknown = set(kinds) - set(SEGMENT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown segment kinds {sorted(unknown)}; known {SEGMENT_KINDS}")
+    return ContextEncoder(segments=tuple(f"{k}_{g}" for k in kinds for g in world.genre_names))
 
 
 def run_slot(
@@ -174,4 +225,68 @@ def run_slot(
             bandit.update(arm, x, reward)
         out.arms[t], out.rewards[t] = arm, reward
         out.chosen_ctr[t], out.best_ctr[t] = ctr[arm], ctr.max()
+    return out
+
+
+def linear_limit(
+    world: World,
+    arms: Arms,
+    config: SlotConfig,
+    encoder: ContextEncoder | None = None,
+    segments: list[tuple[str, ...]] | None = None,
+    reg: float = 1e-6,
+) -> dict[str, float]:
+    """Expected regret of per-arm linear CTR models of the context fitted on the truth.
+
+    A reference for what a per-arm linear model of this context (the model of LinUCB,
+    linear TS and greedy) could reach with full information: for each simulated day,
+    every user's true CTR of every arm on each device (at mid-day) is regressed on the
+    context vector (device and segments; time of day and weekend do not change the
+    truth), weighted by how often that user and device visit, and the arm with the
+    highest fitted CTR is chosen. ``daily_fit`` refits every day (it follows the drift
+    and the fashion cycle perfectly), ``single_fit`` fits once on all days (no
+    forgetting). Also ``uniform``. Values: expected cumulative regret over
+    ``config.rounds`` visits (users uniform, devices by the world's habits).
+    """
+    enc = encoder or ContextEncoder()
+    n_users = len(world.truth.user_ids)
+    mix = np.asarray(world.config.device_mix, dtype=np.float64)
+    loyal = world.config.device_loyalty
+    p = np.tile((1 - loyal) * mix, (n_users, 1))
+    p[np.arange(n_users), np.asarray(world.device)] += loyal
+    w = (p / n_users).ravel()  # [U * V], rows (user, device)
+    x = np.stack(
+        [
+            enc.encode(RequestContext(device_type=DEVICES[v]), segments[u] if segments else ())
+            for u in range(n_users)
+            for v in range(len(DEVICES))
+        ]
+    )
+    gram = x.T @ (x * w[:, None]) + reg * np.eye(enc.dim)
+    days = -(-config.rounds // config.rounds_per_day)
+    weights = np.minimum(
+        config.rounds_per_day, config.rounds - np.arange(days) * config.rounds_per_day
+    ).astype(np.float64)
+    ctrs, out = [], {"uniform": 0.0, "daily_fit": 0.0, "single_fit": 0.0}
+    rhs = np.zeros((enc.dim, len(arms.items)))
+    for d in range(days):
+        logit = np.stack(
+            [
+                world.attraction_logit(u, arms.items, v, d + 0.5)
+                for u in range(n_users)
+                for v in range(len(DEVICES))
+            ]
+        )
+        ctr = 1.0 / (1.0 + np.exp(-(logit + config.logit_shift)))
+        ctrs.append(ctr)
+        best = ctr.max(axis=1)
+        day_rhs = x.T @ (ctr * w[:, None])
+        rhs += weights[d] * day_rhs
+        chosen = np.argmax(x @ np.linalg.solve(gram, day_rhs), axis=1)
+        out["uniform"] += weights[d] * float(w @ (best - ctr.mean(axis=1)))
+        out["daily_fit"] += weights[d] * float(w @ (best - ctr[np.arange(len(ctr)), chosen]))
+    chosen = np.argmax(x @ np.linalg.solve(gram * weights.sum(), rhs), axis=1)
+    for d, ctr in enumerate(ctrs):
+        regret = ctr.max(axis=1) - ctr[np.arange(len(ctr)), chosen]
+        out["single_fit"] += weights[d] * float(w @ regret)
     return out
