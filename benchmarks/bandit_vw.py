@@ -1,6 +1,7 @@
 """Vowpal Wabbit's contextual-bandit reductions against the in-house LinUCB on the featured slot.
 
-The same runs as benchmarks/bandit_regret.py with its default settings: the simulated
+The runs of benchmarks/bandit_regret.py with its earlier context (the top-2 ``likes_``
+segments, LinUCB alpha 0.5; its ``--compare-top 2`` row): the simulated
 users fitted on all of MovieLens-100K (``WorldConfig(seed=0, trend=1.0,
 trend_period_days=20.0)``: genre fashion cycling every 20 days, tastes drifting), one arm
 per genre, the context of the request (device, time of day, weekend) and the user's
