@@ -226,7 +226,9 @@ def test_requests_with_contexts_of_different_lengths_share_a_batch(served: Serve
 
     async def ask() -> list[object]:
         async with AsyncRecommendClient(served.url) as client:
-            calls = [client.recommend(u, 10, context=c) for u, c in zip(users, contexts)]
+            calls = [
+                client.recommend(u, 10, context=c) for u, c in zip(users, contexts, strict=True)
+            ]
             return list(await asyncio.gather(*calls))
 
     before = _recommend_stats(served)
