@@ -65,6 +65,21 @@ def test_exposures_and_clicks_update_the_bandit_once_each_window_closes() -> Non
     assert theta[1] > 0.6 > 0.35 > theta[0]  # ~0.8 and ~0.2 (shrunk by the prior)
 
 
+def test_a_click_after_its_window_is_no_reward() -> None:
+    bandit = LinUCB(2, 2)
+    updater = BanditUpdater(bandit, "slot@1", window_s=60)
+    late = _click(0, 1) | {"timestamp": T0 / 1000 + 61}  # names its request, 61 s late
+    for raw in (_exposure(0, 1), late):
+        updater.feed(validate_event(raw))
+    # the late click closed the window first: one update, reward 0
+    assert updater.stats.updates == 1 and updater.stats.rewarded == 0
+    assert bandit.counts.sum() == 1 and float(bandit.theta[1] @ np.array([1.0, 0.0])) == 0.0
+    on_time = BanditUpdater(LinUCB(2, 2), "slot@1", window_s=60)
+    for raw in (_exposure(0, 1), _click(0, 1)):  # 5 s after
+        on_time.feed(validate_event(raw))
+    assert on_time.flush() == 1 and on_time.stats.rewarded == 1
+
+
 def test_other_bandits_and_malformed_exposures_are_skipped_with_a_reason() -> None:
     bandit = LinUCB(2, 2)
     updater = BanditUpdater(bandit, "slot@1", window_s=60)

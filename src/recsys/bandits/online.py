@@ -80,6 +80,9 @@ class BanditUpdater:
 
     def feed(self, event: Event) -> int:
         """Processes one event; returns the number of bandit updates it caused."""
+        # windows that closed before this event first: a click past its exposure's window
+        # (joined by request id however late) is no reward
+        done = self._expire(event.ts_us)
         if event.type is EventType.RECOMMENDATION_IMPRESSION:
             self._remember(event)
         joined = self.attributor.feed(event)
@@ -88,7 +91,7 @@ class BanditUpdater:
             if pending is not None and pending.reward == 0.0:
                 pending.reward = 1.0
                 self.stats.rewarded += 1
-        return self._expire(event.ts_us)
+        return done
 
     def _remember(self, event: Event) -> None:
         payload = event.payload
