@@ -12,6 +12,12 @@ returns an :class:`ExperimentAnalysis`:
 * with exposure times, the mSPRT at ``config.looks`` equally spaced times over the
   data's range (each look sums every unit's exposures up to then), giving always-valid
   p-values and confidence sequences, and the units per arm at each look;
+* for the primary metric and each guardrail, per treatment arm, the fixed-horizon test's
+  power (:func:`recsys.experiments.power.assess_power`) from the per-unit variance of
+  the linearized metric pooled over the control and the arm (CUPED-adjusted when CUPED
+  applies) with the absolute lift ``config.mde`` times the control's mean: the power at
+  the units so far, the units (all arms) needed for power ``config.power``, and the
+  smallest relative lift detectable at the units so far;
 * the decision (:mod:`recsys.experiments.decision`).
 
 Example:
@@ -38,9 +44,10 @@ from recsys.experiments.config import METRIC_NAMES, AnalysisConfig
 from recsys.experiments.data import UnitTable, unit_table
 from recsys.experiments.decision import Decision, MetricEvidence, combine, decide_arm
 from recsys.experiments.moments import Moments
+from recsys.experiments.power import PowerAssessment, assess_power
 from recsys.experiments.sequential import SequentialResult, sequential_compare
 from recsys.experiments.srm import SrmResult, srm_check
-from recsys.experiments.stats import Comparison, compare
+from recsys.experiments.stats import Comparison, compare, pooled_unit_variance
 from recsys.runtime.experiments import Experiment
 
 
@@ -89,6 +96,9 @@ class ExperimentAnalysis:
         look_times: the sequential looks' times (epoch s), or empty.
         look_counts: units per arm at each look, shape ``(looks, arms)``.
         decision: the verdict.
+        notes: what the report should say about missing inputs and dropped rows.
+        power: the power of the primary metric's and the guardrails' tests, per
+            treatment arm (primary first).
     """
 
     experiment: str
@@ -106,6 +116,7 @@ class ExperimentAnalysis:
     look_counts: np.ndarray
     decision: Decision
     notes: tuple[str, ...] = field(default=())
+    power: tuple[PowerAssessment, ...] = field(default=())
 
     @property
     def units(self) -> int:
@@ -118,6 +129,13 @@ class ExperimentAnalysis:
             if r.metric == metric and (arm is None or r.arm == arm):
                 return r
         raise KeyError(f"no result for metric {metric!r} and arm {arm!r}")
+
+    def power_of(self, metric: str, arm: str | None = None) -> PowerAssessment:
+        """The power of ``metric``'s test for ``arm`` (default: the first treatment arm)."""
+        for p in self.power:
+            if p.metric == metric and (arm is None or p.arm == arm):
+                return p
+        raise KeyError(f"no power for metric {metric!r} and arm {arm!r}")
 
 
 def _stack(looks: list[Moments]) -> Moments:
@@ -174,6 +192,10 @@ def analyze(
         look_counts = np.stack(per_look)
 
     results: list[MetricResult] = []
+    power: list[PowerAssessment] = []
+    shares = np.asarray(design.weights, dtype=np.float64) / float(np.sum(design.weights))
+    units_so_far = int(counts.sum())
+    powered = list(dict.fromkeys((config.primary, *config.guardrails)))
     for t in treatments:
         for m in METRIC_NAMES:
             arm_moments = table.moments(m)
@@ -200,6 +222,25 @@ def analyze(
                 rel=float(best.rel),
             )
             results.append(MetricResult(m, arms[t], plain, cuped, seq, evidence))
+            if m in powered:
+                variance = pooled_unit_variance(arm_moments[control], arm_moments[t], use_cuped)
+                power.append(
+                    assess_power(
+                        m,
+                        arms[t],
+                        float(variance),
+                        float(plain.control),
+                        int(counts[control]),
+                        int(counts[t]),
+                        (float(shares[control]), float(shares[t])),
+                        units_so_far,
+                        level,
+                        config.power,
+                        config.mde,
+                        use_cuped,
+                        config.planned_units,
+                    )
+                )
 
     notes: list[str] = []
     if not timed:
@@ -214,7 +255,7 @@ def analyze(
     if config.cuped and not table.has_pre:
         notes.append("no pre-period table: no CUPED adjustment")
 
-    units = int(counts.sum())
+    units = units_so_far
     if bool(srm.flagged):
         observed = dict(zip(arms, counts.tolist(), strict=True))
         designed = dict(zip(arms, np.round(design.weights, 4).tolist(), strict=True))
@@ -258,6 +299,7 @@ def analyze(
         look_counts=look_counts,
         decision=decision,
         notes=tuple(notes),
+        power=tuple(sorted(power, key=lambda p: powered.index(p.metric))),
     )
 
 
@@ -287,6 +329,7 @@ def summary(analysis: ExperimentAnalysis) -> dict[str, Any]:
             "reasons": list(analysis.decision.reasons),
         },
         "notes": list(analysis.notes),
+        "power": [p.row() for p in analysis.power],
         "metrics": [],
     }
     for r in analysis.results:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 METRIC_NAMES: tuple[str, ...] = ("ctr", "conversion", "dwell")
 """The metrics every analysis computes (:mod:`recsys.experiments.metrics`)."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,14 @@ class AnalysisConfig:
         looks: how many times over the experiment's time range the sequential test
             looks at the data (the report's confidence sequence has that many points).
         cuped: adjust with the pre-period covariate where pre-period data is given.
+        mde: the relative lift of the primary metric the experiment must detect (0.03:
+            +3%); the report gives the power at the traffic so far and the units needed
+            for ``power`` at this lift. None: the report gives only the smallest lift
+            detectable at the traffic so far.
+        power: the wanted power of the test at ``mde``, in (0, 1).
+
+    Raises:
+        ValueError: ``mde`` is not a positive number or ``power`` is not in (0, 1).
 
     Example:
         >>> AnalysisConfig(primary="ctr", guardrails=("dwell",)).alpha
@@ -39,3 +52,18 @@ class AnalysisConfig:
     mixture_sd: float = 0.05
     looks: int = 20
     cuped: bool = True
+    mde: float | None = None
+    power: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.mde is not None and not (
+            _is_number(self.mde) and math.isfinite(self.mde) and self.mde > 0
+        ):
+            raise ValueError(
+                f"mde (the relative lift to detect, e.g. 0.03) must be a number > 0, "
+                f"got {self.mde!r}"
+            )
+        if not (_is_number(self.power) and 0 < self.power < 1):
+            raise ValueError(
+                f"power (the wanted power) must be a number in (0, 1), got {self.power!r}"
+            )

@@ -18,7 +18,7 @@ A file (``configs/experiments/example.yaml`` is annotated key by key)::
             arms:
               - {name: control, weight: 1}
               - {name: explore, weight: 1, policy: "epsilon_greedy:0.1"}
-            analysis: {primary: ctr, guardrails: [dwell], planned_units: 80000}
+            analysis: {primary: ctr, guardrails: [dwell], planned_units: 80000, mde: 0.03}
 
 Checked: unknown and duplicate keys, names, unique experiment names and layer salts,
 bucket ranges inside the layer and disjoint within it, traffic, arms (two or more,
@@ -99,6 +99,8 @@ _ANALYSIS = {
     "mixture_sd",
     "looks",
     "cuped",
+    "mde",
+    "power",
 }
 
 
@@ -468,6 +470,14 @@ def _analysis(doc: _Doc, node: yaml.Node) -> AnalysisConfig:
         if not isinstance(value, bool):
             raise doc.error(fields["cuped"], f"cuped must be true or false, got {value!r}")
         cuped = value
+    mde: float | None = None
+    if "mde" in fields and doc.scalar(fields["mde"], "mde") is not None:
+        mde = _open_number(
+            doc, fields["mde"], "mde (the relative lift to detect, e.g. 0.03)", "> 0", math.inf
+        )
+    power = defaults.power
+    if "power" in fields:
+        power = _open_number(doc, fields["power"], "power (the wanted power)", "in (0, 1)", 1.0)
     return AnalysisConfig(
         primary=primary,
         guardrails=guardrails,
@@ -489,4 +499,15 @@ def _analysis(doc: _Doc, node: yaml.Node) -> AnalysisConfig:
         if "looks" in fields
         else defaults.looks,
         cuped=cuped,
+        mde=mde,
+        power=power,
     )
+
+
+def _open_number(doc: _Doc, node: yaml.Node, what: str, bounds: str, high: float) -> float:
+    """A number in the open interval ``(0, high)``, else an error naming ``bounds``."""
+    value = doc.scalar(node, what)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or math.isnan(value) or not 0 < value < high:
+        raise doc.error(node, f"{what} must be a number {bounds}, got {value!r}")
+    return float(value)

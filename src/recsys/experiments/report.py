@@ -5,7 +5,10 @@
 * ``report.md``: the decision and why, the units per arm against the design (SRM), a
   table per treatment arm of every metric (control and treatment values, absolute and
   relative lift with intervals, p-values fixed-horizon and always-valid, CUPED's
-  variance reduction), and notes (dropped units, missing inputs);
+  variance reduction), the power of the primary metric's and the guardrails' tests (at
+  the traffic so far against ``mde``, the traffic needed, the smallest detectable lift)
+  with one sentence on whether the traffic so far reaches what the plan needs, and notes
+  (dropped units, missing inputs);
 * ``lift.png``: relative lift with its interval per metric, without and with CUPED;
 * ``sequential.png``: the primary metric's always-valid p-value and confidence sequence
   over time (only with exposure times);
@@ -35,6 +38,7 @@ import numpy as np
 
 from recsys.experiments.analysis import ExperimentAnalysis, MetricResult, summary
 from recsys.experiments.metrics import METRICS
+from recsys.experiments.power import PowerAssessment
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -166,6 +170,69 @@ def plot_traffic(analysis: ExperimentAnalysis, path: Path) -> None:
     plt.close(fig)
 
 
+def power_sentence(analysis: ExperimentAnalysis) -> str:
+    """Whether the traffic so far reaches what the primary metric's plan needs.
+
+    Args:
+        analysis: the analysis.
+
+    Returns:
+        One sentence (the largest need over the treatment arms, the smallest power).
+    """
+    cfg = analysis.config
+    primary = [p for p in analysis.power if p.metric == cfg.primary]
+    name = f"`{cfg.primary}`"
+    if cfg.mde is None:
+        detectable = max((p.detectable for p in primary), default=math.nan)
+        return (
+            f"No `mde` is set: at the {analysis.units:,} units so far the smallest relative "
+            f"lift of {name} detected with power {cfg.power:.0%} is "
+            f"{'n/a' if not math.isfinite(detectable) else f'{detectable:.2%}'}; set `mde` "
+            "in the `analysis:` block for the traffic a lift of that size needs."
+        )
+    needs = [p.required_units for p in primary]
+    powers = [p.power for p in primary]
+    if not primary or any(n is None for n in needs) or any(x is None for x in powers):
+        return (
+            f"The variance of {name} cannot be estimated from the {analysis.units:,} units "
+            "so far: no power and no traffic needed."
+        )
+    needed = max(n for n in needs if n is not None)
+    now = min(x for x in powers if x is not None)
+    lift = f"a {cfg.mde:+.2%} lift of {name}"
+    head = (
+        f"The {analysis.units:,} units so far **reach** the {needed:,} units (all arms) needed "
+        f"for power {cfg.power:.0%} at {lift}: power so far {now:.3f}"
+        if analysis.units >= needed
+        else f"The {analysis.units:,} units so far **do not reach** the {needed:,} units (all "
+        f"arms) needed for power {cfg.power:.0%} at {lift}, {analysis.units / needed:.0%} of "
+        f"them: power so far {now:.3f}"
+    )
+    planned = [p.planned_power for p in primary if p.planned_power is not None]
+    if cfg.planned_units is not None and planned:
+        head += f"; the configured `planned_units` ({cfg.planned_units:,}) give power " + (
+            f"{min(planned):.3f}"
+        )
+    return head + "."
+
+
+def _power_rows(power: tuple[PowerAssessment, ...], mde: float | None) -> list[str]:
+    rows = [
+        "| metric | arm | variance | per-unit variance | control | detectable lift now "
+        f"| power now at {_pct(mde) if mde is not None else 'mde'} | units needed (all arms) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in power:
+        rows.append(
+            f"| {METRICS[p.metric].label} | {p.arm} | {'CUPED-adjusted' if p.cuped else 'plain'} | "
+            f"{_fmt(p.unit_variance)} | {_fmt(p.control_mean)} | "
+            f"{'n/a' if not math.isfinite(p.detectable) else f'{p.detectable:.2%}'} | "
+            f"{'n/a' if p.power is None else f'{p.power:.3f}'} | "
+            f"{'n/a' if p.required_units is None else f'{p.required_units:,}'} |"
+        )
+    return rows
+
+
 def render_markdown(analysis: ExperimentAnalysis, images: dict[str, str]) -> str:
     """The report's markdown.
 
@@ -251,6 +318,25 @@ def render_markdown(analysis: ExperimentAnalysis, images: dict[str, str]) -> str
             )
         lines.append("")
     lines += [f"![lift]({images['lift']})", ""]
+    if analysis.power:
+        variance = "CUPED-adjusted " if any(p.cuped for p in analysis.power) else ""
+        lines += [
+            "## Power",
+            "",
+            power_sentence(analysis),
+            "",
+            *_power_rows(analysis.power, cfg.mde),
+            "",
+            f"The fixed-horizon two-sided test at level {analysis.power[0].alpha:g} (normal "
+            f"approximation) with target power {cfg.power:.0%}, from the {variance}per-unit "
+            "variance of the linearized metric pooled over the control and the arm; the "
+            "absolute lift is `mde` times the control's mean, and the detectable lift is the "
+            "smallest relative lift detected with the target power at the units so far."
+            + (" Guardrails use the same `mde`." if len(cfg.guardrails) else "")
+            + " The always-valid sequential test needs more traffic than this for the same "
+            "power.",
+            "",
+        ]
     if "sequential" in images:
         primary = analysis.result(cfg.primary)
         seq = primary.sequential

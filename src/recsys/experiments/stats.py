@@ -216,3 +216,31 @@ def compare(
         theta=theta,
         variance_reduction=reduction,
     )
+
+
+def pooled_unit_variance(control: Moments, treatment: Moments, cuped: bool = False) -> np.ndarray:
+    """Per-unit variance of the linearized metric, pooled over two arms (power, sample size).
+
+    Each arm's ``Var(L)`` (with ``cuped``: ``Var(L) - 2 theta Cov(L, L_pre) +
+    theta^2 Var(L_pre)`` with the pooled ``theta`` of :func:`compare`), weighted by the
+    arm's units.
+
+    Args:
+        control: the control arm's moments.
+        treatment: the treatment arm's moments (same leading shape).
+        cuped: the CUPED-adjusted variance.
+
+    Returns:
+        ``(n_c s_c^2 + n_t s_t^2) / (n_c + n_t)``.
+
+    Example:
+        >>> c = Moments.of(np.array([1.0, 3.0]), np.ones(2))
+        >>> t = Moments.of(np.array([2.0, 4.0, 6.0]), np.ones(3))
+        >>> pooled_unit_variance(c, t).item()
+        3.2
+    """
+    c, t = summarize(control), summarize(treatment)
+    theta = pooled_theta(c, t) if cuped else np.zeros_like(c.mean)
+    vc, vt = (a.unit_var - 2 * theta * a.pre_cov + theta**2 * a.pre_var for a in (c, t))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (c.n * vc + t.n * vt) / (c.n + t.n)
