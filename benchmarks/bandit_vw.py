@@ -42,7 +42,8 @@ Factory = Callable[[int, int, int], Any]  # (n_arms, dim, seed) -> a bandit
 
 def make_policies(alpha: float = 0.5) -> dict[str, Factory]:
     """The benchmark's policies by name."""
-    from recsys.bandits import VowpalWabbitBandit, make_bandit
+    from recsys.bandits import make_bandit
+    from recsys.bandits.vw import VowpalWabbitBandit
 
     def vw(**params: Any) -> Factory:
         return lambda k, d, seed: VowpalWabbitBandit(k, d, seed=seed, **params)

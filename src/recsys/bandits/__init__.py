@@ -4,7 +4,8 @@
 context vectors (request context and segments), :mod:`recsys.bandits.state` the saved
 state, :mod:`recsys.bandits.online` the update from the attributed click stream,
 :mod:`recsys.bandits.vw` Vowpal Wabbit's contextual-bandit reductions behind the same
-interface (``vowpalwabbit`` is imported only when one is built).
+interface (import it from there: the served ``recommend`` imports this package, and the
+serving image has no ``vowpalwabbit``).
 """
 
 from recsys.bandits.context import ContextEncoder
@@ -18,7 +19,6 @@ from recsys.bandits.linear import (
     make_bandit,
 )
 from recsys.bandits.state import load_state, save_state
-from recsys.bandits.vw import VowpalWabbitBandit
 
 __all__ = [
     "Choice",
@@ -28,7 +28,6 @@ __all__ = [
     "LinearBandit",
     "LinearThompson",
     "Uniform",
-    "VowpalWabbitBandit",
     "load_state",
     "make_bandit",
     "save_state",
