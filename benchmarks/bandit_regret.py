@@ -66,6 +66,18 @@ def make_policies(
     return out
 
 
+def slot_world(data_dir: Path) -> tuple[Any, Any, Any]:
+    """The featured slot's world: MovieLens-100K, the users fitted on all of it with genre
+    fashion cycling every 20 days, and one arm per genre. Returns (data, world, arms)."""
+    from recsys.data.movielens import load_ml100k
+    from recsys.sim.slot_bandit import genre_arms
+    from recsys.sim.world import World, WorldConfig
+
+    data = load_ml100k(data_dir / "ml-100k")
+    world = World.fit(data, WorldConfig(seed=0, trend=1.0, trend_period_days=20.0))
+    return data, world, genre_arms(world, data)
+
+
 DEFAULT_TOP = 3
 DEFAULT_LOVES_LIFT = 1.25
 DEFAULT_AVOIDS_MIN = 30
@@ -117,22 +129,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from recsys.bandits import make_bandit
-    from recsys.data.movielens import load_ml100k
     from recsys.sim.slot_bandit import (
         SlotConfig,
-        genre_arms,
         genre_segments,
         linear_limit,
         run_slot,
         segment_encoder,
     )
-    from recsys.sim.world import World, WorldConfig
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     wall = time.perf_counter()
-    data = load_ml100k(args.data_dir / "ml-100k")
-    world = World.fit(data, WorldConfig(seed=0, trend=1.0, trend_period_days=20.0))
-    arms = genre_arms(world, data)
+    data, world, arms = slot_world(args.data_dir)
     loves = args.loves_lift if args.loves_lift > 0 else None
     avoids = args.avoids_min if args.avoids_min > 0 else None
     kinds = ("likes",) + (("loves",) if loves else ()) + (("avoids",) if avoids else ())

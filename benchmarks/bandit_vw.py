@@ -30,12 +30,16 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bandit_regret import slot_world
 
 Factory = Callable[[int, int, int], Any]  # (n_arms, dim, seed) -> a bandit
 
@@ -73,19 +77,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     args = parser.parse_args()
 
-    from recsys.data.movielens import load_ml100k
-    from recsys.sim.slot_bandit import (
-        SlotConfig,
-        genre_arms,
-        genre_segments,
-        run_slot,
-        segment_encoder,
-    )
-    from recsys.sim.world import World, WorldConfig
+    from recsys.sim.slot_bandit import SlotConfig, genre_segments, run_slot, segment_encoder
 
-    data = load_ml100k(args.data_dir / "ml-100k")
-    world = World.fit(data, WorldConfig(seed=0, trend=1.0, trend_period_days=20.0))
-    arms = genre_arms(world, data)
+    data, world, arms = slot_world(args.data_dir)
     enc, segments = segment_encoder(world), genre_segments(world, data, 2)
     policies = make_policies(args.alpha)
     if args.policies:

@@ -48,6 +48,21 @@ class Choice:
     scores: np.ndarray
 
 
+def check_context(x: np.ndarray, dim: int) -> np.ndarray:
+    """``x`` as a float64 vector of ``dim`` finite values (ValueError otherwise).
+
+    Example:
+        >>> check_context([1, 0], 2)
+        array([1., 0.])
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.shape != (dim,):
+        raise ValueError(f"context has {x.size} values, the bandit {dim}")
+    if not np.isfinite(x).all():
+        raise ValueError("context holds NaN or infinity")
+    return x
+
+
 class LinearBandit:
     """Per-arm ridge regressions of reward on the context (the shared state).
 
@@ -79,12 +94,7 @@ class LinearBandit:
         return np.einsum("kij,kj->ki", self.a_inv, self.b)
 
     def _check(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        if x.shape != (self.dim,):
-            raise ValueError(f"context has {x.size} values, the bandit {self.dim}")
-        if not np.isfinite(x).all():
-            raise ValueError("context holds NaN or infinity")
-        return x
+        return check_context(x, self.dim)
 
     def update(self, arm: int, x: np.ndarray, reward: float) -> None:
         """Adds one observation of ``arm`` (Sherman-Morrison on ``A^-1``)."""

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from recsys.bandits.linear import Choice
+from recsys.bandits.linear import Choice, check_context
 
 EXPLORATIONS: tuple[str, ...] = ("epsilon", "squarecb", "bag", "cover")
 
@@ -163,12 +163,7 @@ class VowpalWabbitBandit:
         }  # fmt: skip
 
     def _check(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        if x.shape != (self.dim,):
-            raise ValueError(f"context has {x.size} values, the bandit {self.dim}")
-        if not np.isfinite(x).all():
-            raise ValueError("context holds NaN or infinity")
-        return x
+        return check_context(x, self.dim)
 
     @staticmethod
     def _shared(x: np.ndarray) -> str:
