@@ -172,6 +172,7 @@ def in_process_engine(root: Path, reader: Any = None, **kwargs: Any) -> Any:
     from recsys.runtime.engine import RecommendEngine, RecommendTables
     from recsys.runtime.faiss_search import FaissSearcher
     from recsys.runtime.ranker_features import RankerFeatures
+    from recsys.serving.inprocess import onnx_ranker
 
     folder = root / "recommend" / "1"
     options = ort.SessionOptions()
@@ -184,7 +185,7 @@ def in_process_engine(root: Path, reader: Any = None, **kwargs: Any) -> Any:
         RankerFeatures.load(folder),
         user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
         retrieval=searcher.search,
-        ranker=lambda dense, ids: ranker.run(["logits"], {"dense": dense, "ids": ids})[0],
+        ranker=onnx_ranker(ranker),
         max_k=5000,
         user_state=reader,
         **kwargs,

@@ -268,12 +268,13 @@ def test_a_published_item_is_recommended_to_matching_users(repo: Repo) -> None:
         repo.spec.ranker.encode([ColdItem(item, genres, date, year_value=year)])[0],
     )
     # the ranker's logit of the cold pair enters its score: raise it and the score rises
-    f_item = engine.features.sparse_names.index("item_id")
+    assert engine.features.per_list  # ids [lists, candidates, item features, L]
+    f_item = engine.features.item_names.index("item_id")
     ranker = engine.ranker
 
-    def boosted(dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        logits = np.asarray(ranker(dense, ids), dtype=np.float32).copy()
-        logits[ids[:, f_item, 0] == 0] += 3.0  # the OOV id: only the cold item has it
+    def boosted(dense: np.ndarray, ids: np.ndarray, list_ids: np.ndarray) -> np.ndarray:
+        logits = np.asarray(ranker(dense, ids, list_ids), dtype=np.float32).copy()
+        logits[ids[:, :, f_item, 0] == 0] += 3.0  # the OOV id: only the cold item has it
         return logits
 
     engine.ranker = boosted

@@ -440,7 +440,9 @@ def test_roll_in_a_new_ranker_version_while_serving(served: Served) -> None:
     user = int(served.recommender.context.user_ids[11])
     new = _negated_ranker(served.recommender.ranker)  # type: ignore[arg-type]
     staging = served.workdir / "staging"
-    export_ranker(new.model, served.schema, staging, model_version=2, triton_layout=True)
+    export_ranker(
+        new.model, served.schema, staging, model_version=2, triton_layout=True, per_list=True
+    )
     offline_new = copy.copy(served.recommender)
     offline_new.ranker = new
     before, _ = _offline(served.recommender, user, 10)

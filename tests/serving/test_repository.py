@@ -123,9 +123,21 @@ def test_onnx_configs_carry_the_manifest_shapes(built: Built) -> None:
     assert f"dims: [ {len(user.feature_order)}, {user.seq_len} ]" in config
     ranker = manifest["ranker"]
     config = (built.info.root / "ranker" / "config.pbtxt").read_text()
-    assert f"dims: [ {len(ranker.feature_order)}, {ranker.seq_len} ]" in config
-    # the [B] logits of the graph are [B, 1] to Triton
-    assert 'name: "logits" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] }' in config
+    # one row per candidate list: C candidates of item features, the user's once
+    assert ranker.feature_order == ["item_id", "item_genres", "item_year", "item_popularity"]
+    assert ranker.list_feature_order[:5] == [
+        "user_id", "user_age", "user_gender", "user_occupation", "user_recent_items"
+    ]  # fmt: skip
+    assert (ranker.seq_len, ranker.list_seq_len) == (6, 50)
+    assert f'name: "ids" data_type: TYPE_INT64 dims: [ -1, 4, {ranker.seq_len} ]' in config
+    assert (
+        f'name: "list_ids" data_type: TYPE_INT64 dims: '
+        f"[ {len(ranker.list_feature_order)}, {ranker.list_seq_len} ]"
+    ) in config
+    assert 'name: "dense" data_type: TYPE_FP32 dims: [ -1, 15 ]' in config
+    assert 'name: "logits" data_type: TYPE_FP32 dims: [ -1 ]' in config
+    # the batch axis is lists: the rows limit over the candidates per list
+    assert f"max_batch_size: {16_384 // N_CANDIDATES}" in config
 
 
 def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built) -> None:
@@ -324,16 +336,15 @@ def test_non_finite_stage_values_fail_only_their_list(built: Built) -> None:
 
     engine.user_tower = inner
     assert engine.features is not None
-    features_inputs = engine.features.inputs
+    features_dense = engine.features.dense
     first_row = int(tables.user_rows(np.array([users[0]]))[0])
 
     def bad_features(pair_users: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        dense, ids = features_inputs(pair_users, *args, **kwargs)
-        dense = dense.copy()
+        dense = features_dense(pair_users, *args, **kwargs).copy()
         dense[np.flatnonzero(pair_users == first_row)[:1], 0] = np.inf
-        return dense, ids
+        return dense
 
-    engine.features.inputs = bad_features  # type: ignore[method-assign]
+    engine.features.dense = bad_features  # type: ignore[method-assign]
     answers = engine.recommend(np.array(users), np.full(len(users), 10))
     assert answers[0].error is not None and "ranker dense input" in answers[0].error
     assert engine.features.dense_names[0] in answers[0].error

@@ -254,15 +254,15 @@ def test_clicked_items_leave_the_list_and_the_list_changes(setup: Setup, tmp_pat
     features = live.features
     assert features is not None
     passed: list[Any] = []
-    inputs = features.inputs
+    dense = features.dense
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         passed.append(kwargs.get("extra_seen"))
-        return inputs(*args, **kwargs)
+        return dense(*args, **kwargs)
 
-    features.inputs = spy  # type: ignore[method-assign]
+    features.dense = spy  # type: ignore[method-assign]
     live.recommend(np.array([user]), np.array([20]))
-    features.inputs = inputs  # type: ignore[method-assign]
+    features.dense = dense  # type: ignore[method-assign]
     row = int(live.tables.user_rows(np.array([user]))[0])
     want = np.setdiff1d(live.tables.item_rows(clicked), features.training_items(row))
     assert len(want) == len(clicked) and len(passed) == 1 and len(passed[0]) == 1

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recsys.export.manifest import ModelManifest
+from recsys.export.manifest import ModelManifest, TensorSpec
 from recsys.features.batching import encode_features
 from recsys.features.schema import FeatureSchema, FeatureSpec, Kind, Role, VocabPolicy
 from recsys.features.store import ProcessedDataset
@@ -213,6 +213,7 @@ def ranker_profile_encoding(
     (``vocab_from``), whose ids the item table holds.
     """
     ctx = recommender.context
+    entry = flat_ranker_entry(entry, ctx.sparse_names)
     columns = {
         k: (ctx.users_encoded.sparse[k].values, ctx.users_encoded.sparse[k].offsets)
         for k in ctx.user_keys
@@ -230,12 +231,42 @@ def ranker_profile_encoding(
     )
 
 
+def flat_ranker_entry(entry: ModelManifest, order: Sequence[str]) -> ModelManifest:
+    """A ranker entry with every sparse feature along one ``F`` axis, in ``order``.
+
+    The request-time tables keep one ``[F, L]`` row per user and per item (``L``
+    the widest feature); a ranker that scores candidate lists reads its ``ids`` and
+    ``list_ids`` out of them. Per-pair entries come back unchanged.
+
+    Raises:
+        ValueError: ``order`` is not the entry's features.
+    """
+    if entry.list_ids_input is None:
+        return entry
+    if sorted(order) != sorted(entry.all_features):
+        raise ValueError(f"the exported ranker reads {entry.all_features}, not {list(order)}")
+    width = max(entry.seq_len, entry.list_seq_len)
+    ids = TensorSpec(entry.ids_input, "int64", (-1, len(order), width))
+    return replace(
+        entry,
+        inputs=[ids],
+        feature_order=list(order),
+        seq_len=width,
+        dense_input=None,
+        list_ids_input=None,
+        list_feature_order=[],
+        list_seq_len=0,
+    )
+
+
 def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> RankerFeatures:
     """The ranker's request-time feature tables from the recommender's context."""
     ranker = recommender.ranker
     if ranker is None:
         raise ValueError("the recommender has no ranker")
     ctx = recommender.context
+    exported = entry
+    entry = flat_ranker_entry(entry, ctx.sparse_names)
     if list(ranker.scaler.names) != list(ctx.dense_names):
         raise ValueError(
             f"the ranker was trained on dense features {ranker.scaler.names}, the context "
@@ -255,7 +286,7 @@ def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> R
         for k in ctx.sparse_names
         if k not in ctx.user_keys and k not in ctx.request_names
     }
-    return RankerFeatures(
+    served = RankerFeatures(
         dense_names=list(ctx.dense_names),
         windows_days=tuple(ctx.config.windows_days),
         affinity=tuple(ctx.config.affinity),
@@ -284,7 +315,19 @@ def ranker_features(recommender: TwoStageRecommender, entry: ModelManifest) -> R
         segment_vocab=dict(ctx.segment_vocab),
         user_segments=list(ctx.user_segments),
         dense_time=ctx.config.dense_time,
+        list_seq_len=exported.list_seq_len,
+        item_seq_len=exported.seq_len if exported.list_ids_input is not None else 0,
     )
+    if served.per_list and (
+        served.list_names != exported.list_feature_order
+        or served.item_names != exported.feature_order
+    ):
+        raise ValueError(
+            f"the exported ranker reads {exported.list_feature_order} once per list and "
+            f"{exported.feature_order} per candidate; the context's split is "
+            f"{served.list_names} / {served.item_names}"
+        )
+    return served
 
 
 def recommend_tables(

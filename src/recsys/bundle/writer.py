@@ -120,7 +120,10 @@ def write_bundle(
         )
         # the ranker's schema: the dataset's features and the request features it reads
         ranker_schema = schema.for_ranker(recommender.ranker.data_config.request_features)
-        ranked = export_ranker(recommender.ranker.model, ranker_schema, staging, triton_layout=True)
+        # user, context and request features enter once per candidate list
+        ranked = export_ranker(
+            recommender.ranker.model, ranker_schema, staging, triton_layout=True, per_list=True
+        )
         manifest = ExportManifest.load(staging / MANIFEST_FILE)
         exported = {**towers.results, **ranked.results}
         for name in (layout.USER_TOWER, "item_tower", layout.RANKER):

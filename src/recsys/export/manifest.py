@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,7 +130,8 @@ class ModelManifest:
         max_len: ids read per feature (``L_f``); slots ``>= L_f`` must be ``-1``.
         seq_len: ``L``, the last axis of ``ids`` (the largest ``max_len``).
         num_embeddings: table rows per feature (ids must be below it).
-        ids_input: name of the padded-ids input.
+        ids_input: name of the padded-ids input: ``[B, F, L]``, or ``[U, C, F, L]``
+            for a ranker that scores candidate lists (``list_ids_input`` set).
         dense_input: name of the dense input, or None.
         dense_features: the dense features along the dense input's last axis.
         vocab_versions: per feature, the version (content hash) of the
@@ -143,6 +144,10 @@ class ModelManifest:
         opset: ONNX opset of the graph.
         external_data: the weights sit in a separate ``.data`` file.
         extra: free-form facts (exporter, parity measured at export, ...).
+        list_ids_input: name of the per-list ids input ``[U, F_list, L_list]`` of a
+            ranker that scores candidate lists, or None.
+        list_feature_order: the features along its ``F_list`` axis.
+        list_seq_len: its ``L_list``.
     """
 
     name: str
@@ -165,6 +170,14 @@ class ModelManifest:
     opset: int = 0
     external_data: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    list_ids_input: str | None = None
+    list_feature_order: list[str] = field(default_factory=list)
+    list_seq_len: int = 0
+
+    @property
+    def all_features(self) -> list[str]:
+        """The features of ``ids`` and then those of ``list_ids``."""
+        return [*self.feature_order, *self.list_feature_order]
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.inputs]
@@ -175,16 +188,25 @@ class ModelManifest:
                 f"{self.name}: dense input {self.dense_input!r} not in inputs {names}"
             )
         missing = [
-            f for f in self.feature_order if f not in self.max_len or f not in self.num_embeddings
+            f for f in self.all_features if f not in self.max_len or f not in self.num_embeddings
         ]
         if missing:
             raise ManifestError(f"{self.name}: no max_len / num_embeddings for {missing}")
         ids = self.input(self.ids_input)
-        if len(ids.shape) != 3 or ids.shape[1:] != (len(self.feature_order), self.seq_len):
+        rank = 4 if self.list_ids_input is not None else 3
+        if len(ids.shape) != rank or ids.shape[-2:] != (len(self.feature_order), self.seq_len):
             raise ManifestError(
                 f"{self.name}: ids shape {ids.shape} disagrees with "
-                f"{len(self.feature_order)} features x L={self.seq_len}"
+                f"{len(self.feature_order)} features x L={self.seq_len} (rank {rank})"
             )
+        if self.list_ids_input is not None:
+            lists = self.input(self.list_ids_input)
+            want = (len(self.list_feature_order), self.list_seq_len)
+            if len(lists.shape) != 3 or lists.shape[1:] != want:
+                raise ManifestError(
+                    f"{self.name}: list ids shape {lists.shape} disagrees with "
+                    f"{want[0]} features x L={want[1]}"
+                )
 
     def input(self, name: str) -> TensorSpec:
         """The input named ``name``."""
@@ -394,7 +416,20 @@ def validate_request(model: ModelManifest, inputs: Mapping[str, np.ndarray]) -> 
             )
     if not batch:
         raise ManifestMismatchError(f"{where}: empty batch (0 rows)")
-    _check_ids(model, inputs[model.ids_input])
+    ids = inputs[model.ids_input]
+    if model.list_ids_input is not None:
+        # candidates per list: the same in every per-candidate input
+        for spec in model.inputs:
+            array = inputs[spec.name]
+            if spec.name != model.list_ids_input and array.shape[1] != ids.shape[1]:
+                raise ManifestMismatchError(
+                    f"{where}: inputs disagree on the candidates per list ({ids.shape[1]} in "
+                    f"{model.ids_input!r} vs {array.shape[1]} in {spec.name!r})"
+                )
+        ids = ids.reshape(-1, *ids.shape[2:])
+        _check_ids(model, inputs[model.list_ids_input], model.list_ids_input,
+                   model.list_feature_order)  # fmt: skip
+    _check_ids(model, ids, model.ids_input, model.feature_order)
     if model.dense_input is not None:
         dense = inputs[model.dense_input]
         bad = ~np.isfinite(dense)
@@ -408,39 +443,46 @@ def validate_request(model: ModelManifest, inputs: Mapping[str, np.ndarray]) -> 
 def _axis_name(model: ModelManifest, spec: TensorSpec, axis: int) -> str:
     if axis == 0:
         return "batch"
-    if spec.name == model.ids_input:
+    # per candidate list, axis 1 of the per-candidate inputs is the candidates
+    axis -= int(model.list_ids_input is not None and spec.name != model.list_ids_input)
+    if axis == 0:
+        return "candidates per list"
+    if spec.name in (model.ids_input, model.list_ids_input):
         return "F = number of features" if axis == 1 else "L = ids per feature"
     if spec.name == model.dense_input and axis == 1:
         return "number of dense features"
     return f"axis {axis}"
 
 
-def _check_ids(model: ModelManifest, ids: np.ndarray) -> None:
-    where = f"{model.name}: input {model.ids_input!r}"
+def _check_ids(
+    model: ModelManifest, ids: np.ndarray, name: str, feature_order: Sequence[str]
+) -> None:
+    """Checks ``[B, F, L]`` ids of the features ``feature_order`` (input ``name``)."""
+    where = f"{model.name}: input {name!r}"
     below = ids < -1
     if below.any():
         b, f, s = _first_hit(below)
         raise ManifestMismatchError(
             f"{where}: {int(below.sum())} ids below -1 (only -1 marks padding), first at "
-            f"[batch {b}, feature {model.feature_order[f]!r}, slot {s}]: {int(ids[b, f, s])}"
+            f"[batch {b}, feature {feature_order[f]!r}, slot {s}]: {int(ids[b, f, s])}"
         )
-    sizes = np.array([model.num_embeddings[f] for f in model.feature_order], dtype=np.int64)
+    sizes = np.array([model.num_embeddings[f] for f in feature_order], dtype=np.int64)
     over = ids >= sizes[None, :, None]
     if over.any():
         b, f, s = _first_hit(over)
-        name = model.feature_order[f]
+        feature = feature_order[f]
         count = int(over[:, f].sum())
         raise ManifestMismatchError(
-            f"{where}: feature {name!r} has ids >= its table size {int(sizes[f])} "
+            f"{where}: feature {feature!r} has ids >= its table size {int(sizes[f])} "
             f"({count} values, first at [batch {b}, slot {s}]: {int(ids[b, f, s])})"
         )
-    lens = np.array([model.max_len[f] for f in model.feature_order], dtype=np.int64)
+    lens = np.array([model.max_len[f] for f in feature_order], dtype=np.int64)
     beyond = (ids != -1) & (np.arange(ids.shape[2])[None, None, :] >= lens[None, :, None])
     if beyond.any():
         b, f, s = _first_hit(beyond)
-        name = model.feature_order[f]
+        feature = feature_order[f]
         raise ManifestMismatchError(
-            f"{where}: feature {name!r} reads {int(lens[f])} ids but holds id "
+            f"{where}: feature {feature!r} reads {int(lens[f])} ids but holds id "
             f"{int(ids[b, f, s])} at slot {s} (batch {b}); slots from {int(lens[f])} on must "
             "be -1, or the model would silently ignore them"
         )

@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import onnx
@@ -59,7 +59,7 @@ from recsys.export.manifest import (
     file_checksums,
 )
 from recsys.export.twins import ItemTowerTwin, RankerTwin, UserTowerTwin, padded_to_kjt
-from recsys.features.schema import FeatureSchema
+from recsys.features.schema import FeatureSchema, Role
 from recsys.features.vocab import VocabularySet
 from recsys.models.dlrm import Ranker
 from recsys.models.retrieval import RetrievalModel
@@ -133,11 +133,26 @@ def _dtype_name(t: torch.Tensor) -> str:
     return str(t.detach().cpu().numpy().dtype) if t.numel() else str(t.dtype).split(".")[-1]
 
 
-def _spec(name: str, t: torch.Tensor, dynamic_batch: bool) -> TensorSpec:
-    shape = tuple(int(d) for d in t.shape)
-    if dynamic_batch and shape:
-        shape = (-1, *shape[1:])
+Axes = Mapping[str, Mapping[int, str]]
+"""Free axes of an ONNX graph: tensor name -> {axis: dimension name}."""
+
+
+def _spec(name: str, t: torch.Tensor, axes: Axes | None) -> TensorSpec:
+    free = (axes or {}).get(name, {})
+    shape = tuple(-1 if axis in free else int(d) for axis, d in enumerate(t.shape))
     return TensorSpec(name, _dtype_name(t), shape)
+
+
+def _free_axes(
+    twin: nn.Module, input_names: Sequence[str], output_names: Sequence[str], dynamic_batch: bool
+) -> Axes | None:
+    """The twin's own ``dynamic_axes`` where it has them, else axis 0 of every tensor."""
+    if not dynamic_batch:
+        return None
+    own = getattr(twin, "dynamic_axes", None)
+    if own is not None:
+        return cast(Axes, own)
+    return {n: {0: "batch"} for n in [*input_names, *output_names]}
 
 
 def _as_tuple(out: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -182,12 +197,11 @@ def _torch_export(
     path: Path,
     input_names: Sequence[str],
     output_names: Sequence[str],
-    dynamic_batch: bool,
+    axes: Axes | None,
     opset: int,
     exporter: Exporter,
 ) -> None:
     if exporter == "torchscript":
-        axes = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of dynamo; it is kept
             # because it exports this graph faster and to the same plain ops.
@@ -202,14 +216,19 @@ def _torch_export(
                 str(path),
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_axes=axes,
+                dynamic_axes={n: dict(a) for n, a in axes.items()} if axes else None,
                 opset_version=opset,
                 do_constant_folding=True,
                 dynamo=False,
             )
     elif exporter == "dynamo":
-        batch = torch.export.Dim("batch", min=1)
-        shapes = tuple({0: batch} for _ in inputs) if dynamic_batch else None
+        dims: dict[str, Any] = {}
+        shapes = None
+        if axes is not None:
+            shapes = tuple(
+                {a: dims.setdefault(d, torch.export.Dim(d, min=1)) for a, d in axes[n].items()}
+                for n in input_names
+            )
         torch.onnx.export(
             module,
             inputs,
@@ -250,7 +269,8 @@ def export_onnx(
         path: target, e.g. ``out/user_tower.onnx`` or ``repo/user_tower/1/model.onnx``.
         input_names: ONNX names of the inputs.
         output_names: ONNX names of the outputs.
-        dynamic_batch: make axis 0 of every input and output dynamic.
+        dynamic_batch: make axis 0 of every input and output dynamic (or the
+            twin's own ``dynamic_axes`` where it has them).
         opset: ONNX opset.
         triton_layout: with external data, write ``path`` as a folder holding
             ``model.onnx`` and ``model.onnx.data`` (Triton's multi-file ONNX
@@ -277,6 +297,7 @@ def export_onnx(
     inputs = tuple(example_inputs)
     if len(input_names) != len(inputs):
         raise ValueError(f"{len(input_names)} input names for {len(inputs)} example inputs")
+    axes = _free_axes(twin, input_names, output_names, dynamic_batch)
     twin.eval()
     with torch.no_grad():
         expected = _as_tuple(twin(*inputs))
@@ -286,9 +307,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="recsys-onnx-") as tmp:
         raw_path = Path(tmp) / "model.onnx"
         with torch.no_grad():
-            _torch_export(
-                twin, inputs, raw_path, input_names, output_names, dynamic_batch, opset, exporter
-            )
+            _torch_export(twin, inputs, raw_path, input_names, output_names, axes, opset, exporter)
         model = onnx.load(str(raw_path), load_external_data=True)
 
     parameter_bytes = sum(_tensor_bytes(t) for t in model.graph.initializer)
@@ -346,8 +365,8 @@ def export_onnx(
         model_file=model_file,
         files=files,
         external_data=external,
-        inputs=[_spec(n, t, dynamic_batch) for n, t in zip(input_names, inputs, strict=True)],
-        outputs=[_spec(n, t, dynamic_batch) for n, t in zip(output_names, expected, strict=True)],
+        inputs=[_spec(n, t, axes) for n, t in zip(input_names, inputs, strict=True)],
+        outputs=[_spec(n, t, axes) for n, t in zip(output_names, expected, strict=True)],
         opset=opset,
         op_counts=op_counts,
         parameter_bytes=parameter_bytes,
@@ -423,9 +442,12 @@ def model_manifest(
         seq_len=twin.seq_len,
         num_embeddings=twin.num_embeddings,
         ids_input="ids",
+        list_ids_input="list_ids" if getattr(twin, "per_list", False) else None,
+        list_feature_order=list(getattr(twin, "list_feature_names", [])),
+        list_seq_len=int(getattr(twin, "list_seq_len", 0)),
         dense_input=dense_input,
         dense_features=dense_features,
-        vocab_versions=_vocab_versions(vocabs, twin.feature_names, twin.num_embeddings),
+        vocab_versions=_vocab_versions(vocabs, list(twin.max_len), twin.num_embeddings),
         model_version=int(model_version),
         checksums=file_checksums(base, result.files),
         schema_name=schema.name if schema is not None else "",
@@ -564,9 +586,11 @@ def export_ranker(
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     exporter: Exporter = "torchscript",
     example_batch: int = 8,
+    per_list: bool = False,
 ) -> ExportBundle:
-    """Exports a DLRM ranker (``RankerTwin``: inputs ``dense``, ``ids``; outputs
-    ``logits``, ``probabilities``) and writes its manifest entry.
+    """Exports a DLRM ranker (``RankerTwin``: inputs ``dense``, ``ids`` and, per
+    list, ``list_ids``; outputs ``logits``, ``probabilities``) and writes its
+    manifest entry.
 
     Args:
         model: a :class:`~recsys.models.dlrm.Ranker` or a TorchRec ``DLRM``.
@@ -581,7 +605,10 @@ def export_ranker(
         opset: ONNX opset.
         external_data_threshold: see :func:`export_onnx`.
         exporter: see :func:`export_onnx`.
-        example_batch: rows of the random example batch.
+        example_batch: rows (per list: lists) of the random example batch.
+        per_list: the features that are not the item's (user, context and request
+            features: the same for every candidate of a request) enter once per
+            candidate list (``RankerTwin``'s per-list layout); needs a schema.
 
     Returns:
         An :class:`ExportBundle` with one model.
@@ -607,7 +634,12 @@ def export_ranker(
             base = dict.fromkeys(names, 1) if isinstance(lengths, int) else dict(lengths)
             base.update(max_len)
             lengths = base
-    twin = RankerTwin(model, names, lengths)
+    listed: list[str] = []
+    if per_list:
+        if schema is None:
+            raise ValueError("per_list needs the feature schema (which features are the item's)")
+        listed = [f for f in names if schema[f].role is not Role.ITEM]
+    twin = RankerTwin(model, names, lengths, list_features=listed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = export_onnx(
@@ -724,22 +756,28 @@ def time_ranker(
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    dense, ids = twin.example_inputs(n_candidates, seed=seed)
-    feeds = {"dense": dense.numpy(), "ids": ids.numpy()}
+    if twin.per_list:
+        inputs = twin.example_inputs(1, seed=seed, candidates=n_candidates)
+        flat_dense, flat_ids, names, lengths = twin.pair_inputs(*inputs)
+    else:
+        inputs = twin.example_inputs(n_candidates, seed=seed)
+        flat_dense, flat_ids = inputs
+        names, lengths = twin.feature_names, twin.max_len
+    feeds = {n: t.numpy() for n, t in zip(twin.input_names, inputs, strict=True)}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     twin.eval()
     engines: dict[str, Any] = {
-        "eager": lambda: twin(dense, ids),
+        "eager": lambda: twin(*inputs),
         "onnxruntime": lambda: session.run(None, feeds),
     }
     if model is not None:
         model.eval()
-        kjt: KeyedJaggedTensor = padded_to_kjt(ids, twin.feature_names, twin.max_len)
-        engines["torchrec"] = lambda: model(dense, kjt)
+        kjt: KeyedJaggedTensor = padded_to_kjt(flat_ids, names, lengths)
+        engines["torchrec"] = lambda: model(flat_dense, kjt)
     try:
         with torch.inference_mode():
-            eager_probs = twin(dense, ids)[1].numpy()
+            eager_probs = twin(*inputs)[1].numpy()
             times = _interleaved(engines, repeats, warmup)
     finally:
         torch.set_num_threads(previous)

@@ -165,6 +165,8 @@ class PaddedSparseArch(nn.Module):
         max_len: ids read per feature (``L_f``); the input ``L`` is their maximum.
         stack_order: the features in the order of :meth:`stacked`'s ``F`` axis
             (default ``feature_names``).
+        bags: bags to use for tables by name instead of copies of the collection's
+            (two archs over one collection share their weights: one ONNX initializer).
 
     Example:
         >>> from torchrec import EmbeddingBagConfig
@@ -183,6 +185,7 @@ class PaddedSparseArch(nn.Module):
         feature_names: Sequence[str],
         max_len: Mapping[str, int],
         stack_order: Sequence[str] | None = None,
+        bags: Mapping[str, PaddedEmbeddingBag] | None = None,
     ) -> None:
         super().__init__()
         if not feature_names:
@@ -202,24 +205,27 @@ class PaddedSparseArch(nn.Module):
         self.max_len: dict[str, int] = {f: int(max_len[f]) for f in feature_names}
         self.seq_len: int = max(self.max_len.values())
 
-        bags: dict[str, PaddedEmbeddingBag] = {}
+        shared = dict(bags or {})
+        own: dict[str, PaddedEmbeddingBag] = {}
         groups: dict[tuple[str, int], list[int]] = {}
         for pos, name in enumerate(self.feature_names):
             cfg = configs[name]
-            if cfg.name not in bags:
+            if cfg.name not in own and cfg.name in shared:
+                own[cfg.name] = shared[cfg.name]
+            elif cfg.name not in own:
                 weight = ebc.embedding_bags[cfg.name].weight
                 pooling: Pooling = "mean" if cfg.pooling == PoolingType.MEAN else "sum"
-                bags[cfg.name] = PaddedEmbeddingBag.from_weight(weight, pooling)
+                own[cfg.name] = PaddedEmbeddingBag.from_weight(weight, pooling)
             groups.setdefault((cfg.name, self.max_len[name]), []).append(pos)
         # A list, not a ModuleDict: names such as "keys" clash with ModuleDict's methods.
-        self.table_names: list[str] = list(bags)
-        self.bags = nn.ModuleList(bags.values())
+        self.table_names: list[str] = list(own)
+        self.bags = nn.ModuleList(own.values())
         self.table_of: dict[str, str] = {f: configs[f].name for f in self.feature_names}
         self.num_embeddings: dict[str, int] = {
-            f: bags[self.table_of[f]].num_embeddings for f in self.feature_names
+            f: own[self.table_of[f]].num_embeddings for f in self.feature_names
         }
         self.embedding_dims: dict[str, int] = {
-            f: bags[self.table_of[f]].embedding_dim for f in self.feature_names
+            f: own[self.table_of[f]].embedding_dim for f in self.feature_names
         }
 
         self._one_slot: list[_LookupGroup] = []
@@ -232,7 +238,7 @@ class PaddedSparseArch(nn.Module):
             else:
                 self._multi_slot.append(group)
         one_slot_positions = [p for g in self._one_slot for p in g.positions]
-        dims = {bags[self.table_names[g.table]].embedding_dim for g in self._one_slot}
+        dims = {own[self.table_names[g.table]].embedding_dim for g in self._one_slot}
         # One Mul masks the one-slot block when its tables have one width.
         self._one_slot_block: bool = len(dims) == 1
         # Features come out one-slot block first, then the multi-slot groups.
@@ -263,6 +269,11 @@ class PaddedSparseArch(nn.Module):
     def bag(self, table: str) -> PaddedEmbeddingBag:
         """The bag of the collection's table ``table``."""
         return self._bag(self.table_names.index(table))
+
+    @property
+    def table_bags(self) -> dict[str, PaddedEmbeddingBag]:
+        """Table name -> its bag (what another arch's ``bags`` can share)."""
+        return {name: self._bag(i) for i, name in enumerate(self.table_names)}
 
     @property
     def lookups(self) -> list[tuple[str, int, list[str]]]:
@@ -472,13 +483,29 @@ class RankerTwin(_PaddedIdsModule):
     ``sigmoid(logits)`` (click probabilities): two ONNX outputs for the price of
     one Sigmoid node, so serving can pick either.
 
+    Two input layouts:
+
+    * per pair (default): ``dense [B, n_dense]`` and ``ids [B, F, L]``, one row per
+      (user, candidate) pair; outputs ``[B]``;
+    * per candidate list (``list_features``): the features that are the same for
+      every candidate of a request (user, context, request features) enter once per
+      list, ``list_ids [U, F_list, L_list]``; the others per candidate, ``dense
+      [U, C, n_dense]`` and ``ids [U, C, F, L]``; outputs ``[U, C]``. A request
+      then sends its user's 50-id history once instead of once per candidate (for
+      200 candidates, 880 KB of ids become about 45 KB), and the history is pooled
+      once per list. The lists are the batch axis, so Triton's dynamic batcher
+      still merges requests (with the same ``C``).
+
     Args:
         model: a :class:`recsys.models.dlrm.Ranker` or a bare TorchRec ``DLRM``
             (``DLRM_DCN`` is a subclass).
-        feature_names: order of the ``F`` axis of ``ids``; defaults to the
-            ranker's ``feature_names`` (bare DLRM: its sparse-arch order).
+        feature_names: the model's features in input order (defaults to the
+            ranker's ``feature_names``; bare DLRM: its sparse-arch order); with
+            ``list_features``, ``ids`` holds the others in this order.
         max_len: ids per feature, one int for all or a mapping (default 1:
             one-hot features).
+        list_features: the features that enter once per list, in ``list_ids``
+            order (empty: the per-pair layout).
 
     Example:
         >>> from recsys.models.dlrm import RankerConfig, build_ranker
@@ -487,16 +514,22 @@ class RankerTwin(_PaddedIdsModule):
         >>> logits, probs = twin(torch.rand(2, 3), torch.tensor([[[1], [2]], [[0], [-1]]]))
         >>> logits.shape, probs.shape
         (torch.Size([2]), torch.Size([2]))
+        >>> lists = RankerTwin(ranker, list_features=["a"])
+        >>> lists(torch.rand(2, 4, 3), torch.zeros(2, 4, 1, 1, dtype=torch.long),
+        ...       torch.zeros(2, 1, 1, dtype=torch.long))[0].shape
+        torch.Size([2, 4])
     """
 
     input_names: tuple[str, ...] = ("dense", "ids")
     output_names: tuple[str, ...] = ("logits", "probabilities")
+    _lookup_index: torch.Tensor
 
     def __init__(
         self,
         model: Ranker | DLRM,
         feature_names: Sequence[str] | None = None,
         max_len: int | Mapping[str, int] = 1,
+        list_features: Sequence[str] = (),
     ) -> None:
         super().__init__()
         dlrm = model.dlrm if isinstance(model, Ranker) else model
@@ -515,11 +548,31 @@ class RankerTwin(_PaddedIdsModule):
             lengths = dict.fromkeys(names, max_len)
         else:
             lengths = {f: int(max_len.get(f, 1)) for f in names}
-        self.feature_names: list[str] = names
+        listed = list(list_features)
+        unknown = [f for f in listed if f not in names]
+        if unknown or len(set(listed)) != len(listed):
+            raise ValueError(f"list_features {listed} must be distinct features of {names}")
+        pair = [f for f in names if f not in listed]
+        if listed and not pair:
+            raise ValueError("a per-list ranker needs at least one per-candidate feature")
+        self.feature_names: list[str] = pair
+        self.list_feature_names: list[str] = listed
         ebc = dlrm.sparse_arch.embedding_bag_collection
-        # The interaction arch expects the sparse features in the collection's order.
-        self.sparse_arch = PaddedSparseArch(ebc, names, lengths, stack_order=lookup_order)
+        self.list_arch: PaddedSparseArch | None = None
+        if listed:
+            self.list_arch = PaddedSparseArch(ebc, listed, lengths)
+            self.sparse_arch = PaddedSparseArch(ebc, pair, lengths, bags=self.list_arch.table_bags)
+            self.input_names = ("dense", "ids", "list_ids")
+            # pooled [pair..., list...] -> the collection's order (the interaction's)
+            where = {f: i for i, f in enumerate(pair + listed)}
+            order = torch.tensor([where[f] for f in lookup_order], dtype=torch.long)
+            self.register_buffer("_lookup_index", order, persistent=False)
+        else:
+            # The interaction arch expects the sparse features in the collection's order.
+            self.sparse_arch = PaddedSparseArch(ebc, names, lengths, stack_order=lookup_order)
         dims = set(self.sparse_arch.embedding_dims.values())
+        if self.list_arch is not None:
+            dims |= set(self.list_arch.embedding_dims.values())
         if len(dims) != 1:
             raise ValueError(f"DLRM needs one embedding width, tables have {sorted(dims)}")
         self.embedding_dim: int = dims.pop()
@@ -530,30 +583,118 @@ class RankerTwin(_PaddedIdsModule):
         self.num_dense: int = int(first.in_features)
         self.eval()
 
-    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def per_list(self) -> bool:
+        """Whether the list features enter once per candidate list (``list_ids``)."""
+        return self.list_arch is not None
+
+    @property
+    def max_len(self) -> dict[str, int]:
+        out = dict(self.sparse_arch.max_len)
+        if self.list_arch is not None:
+            out.update(self.list_arch.max_len)
+        return out
+
+    @property
+    def num_embeddings(self) -> dict[str, int]:
+        out = dict(self.sparse_arch.num_embeddings)
+        if self.list_arch is not None:
+            out.update(self.list_arch.num_embeddings)
+        return out
+
+    @property
+    def list_seq_len(self) -> int:
+        """``L_list`` of ``list_ids`` (0 in the per-pair layout)."""
+        return self.list_arch.seq_len if self.list_arch is not None else 0
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """The ONNX graph's free axes per input and output name."""
+        if self.list_arch is None:
+            return {n: {0: "batch"} for n in (*self.input_names, *self.output_names)}
+        lists = {0: "batch", 1: "candidates"}
+        return {"dense": lists, "ids": lists, "list_ids": {0: "batch"},
+                "logits": lists, "probabilities": lists}  # fmt: skip
+
+    def forward(
+        self, dense: torch.Tensor, ids: torch.Tensor, list_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores a batch.
 
         Args:
-            dense: float32 ``[B, num_dense]``.
-            ids: int64 ``[B, F, L]`` in ``feature_names`` order, ``-1`` = padding.
+            dense: float32 ``[B, num_dense]`` (per list: ``[U, C, num_dense]``).
+            ids: int64 ``[B, F, L]`` in ``feature_names`` order, ``-1`` = padding
+                (per list: ``[U, C, F, L]``).
+            list_ids: per list only, int64 ``[U, F_list, L_list]`` in
+                ``list_feature_names`` order.
 
         Returns:
-            ``(logits [B], probabilities [B])``.
+            ``(logits, probabilities)``, ``[B]`` each (per list: ``[U, C]``).
         """
-        sparse = self.sparse_arch.stacked(ids)
+        if self.list_arch is None:
+            return self._score(dense, self.sparse_arch.stacked(ids))
+        if list_ids is None:
+            raise ValueError("this ranker takes list_ids (its per-list features)")
+        rows = ids.shape[0] * ids.shape[1]
+        pair = self.sparse_arch.stacked(ids.reshape(rows, ids.shape[2], ids.shape[3]))
+        pooled = self.list_arch.stacked(list_ids)  # [U, F_list, D]: once per list
+        spread = pooled.unsqueeze(1).expand(-1, ids.shape[1], -1, -1)
+        spread = spread.reshape(rows, pooled.shape[1], pooled.shape[2])
+        sparse = torch.cat([pair, spread], dim=1).index_select(1, self._lookup_index)
+        logits, probs = self._score(dense.reshape(rows, dense.shape[2]), sparse)
+        shape = (ids.shape[0], ids.shape[1])
+        return logits.reshape(shape), probs.reshape(shape)
+
+    def _score(
+        self, dense: torch.Tensor, sparse: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         embedded_dense = self.dense_arch(dense)
         interaction = self.inter_arch(dense_features=embedded_dense, sparse_features=sparse)
         logits = self.over_arch(interaction).squeeze(-1)
         return logits, torch.sigmoid(logits)
 
-    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random valid ``(dense, ids)`` (bags of random length, empty ones included)."""
+    def example_inputs(
+        self, batch_size: int, seed: int = 0, candidates: int = 3
+    ) -> tuple[torch.Tensor, ...]:
+        """Random valid inputs (bags of random length, empty ones included):
+        ``(dense, ids)`` of ``batch_size`` pairs, or per list ``(dense, ids,
+        list_ids)`` of ``batch_size`` lists of ``candidates`` candidates."""
         gen = torch.Generator().manual_seed(seed)
-        dense = torch.rand(batch_size, self.num_dense, generator=gen)
+        rows = batch_size * candidates if self.list_arch is not None else batch_size
+        dense = torch.rand(rows, self.num_dense, generator=gen)
+        arch = self.sparse_arch
         ids = random_padded_ids(
-            batch_size, self.feature_names, self.max_len, self.num_embeddings, self.seq_len, gen
+            rows, arch.feature_names, arch.max_len, arch.num_embeddings, arch.seq_len, gen
         )
-        return dense, ids
+        if self.list_arch is None:
+            return dense, ids
+        lists = self.list_arch
+        list_ids = random_padded_ids(
+            batch_size, lists.feature_names, lists.max_len, lists.num_embeddings,
+            lists.seq_len, gen,
+        )  # fmt: skip
+        return (
+            dense.reshape(batch_size, candidates, -1),
+            ids.reshape(batch_size, candidates, *ids.shape[1:]),
+            list_ids,
+        )
+
+    def pair_inputs(
+        self, dense: torch.Tensor, ids: torch.Tensor, list_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, int]]:
+        """Per-list inputs as per-pair ones, to feed the TorchRec model
+        (:func:`padded_to_kjt`): ``(dense [U*C, n_dense], ids [U*C, F_all, L],
+        feature names, max_len)``."""
+        rows = ids.shape[0] * ids.shape[1]
+        width = max(ids.shape[3], list_ids.shape[2])
+        pad = torch.nn.functional.pad
+        pair = pad(
+            ids.reshape(rows, ids.shape[2], ids.shape[3]), (0, width - ids.shape[3]), value=PAD
+        )
+        spread = list_ids.repeat_interleave(ids.shape[1], dim=0)
+        spread = pad(spread, (0, width - list_ids.shape[2]), value=PAD)
+        names = self.feature_names + self.list_feature_names
+        return dense.reshape(rows, -1), torch.cat([pair, spread], dim=1), names, self.max_len
 
 
 def random_padded_ids(

@@ -124,8 +124,11 @@ UserTowerFn = Callable[[np.ndarray], np.ndarray]
 """``ids [W, F, L] int64 -> embeddings [W, D] float32``."""
 RetrievalFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """``(queries [W, D], top_n [W]) -> (item indices [W, T], scores [W, T], counts [W])``."""
-RankerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``(dense [P, n_dense] float32, ids [P, F, L] int64) -> logits [P] float32``."""
+RankerFn = Callable[..., np.ndarray]
+"""The ranker's inputs, in its input order, -> logits float32: ``(dense [P, n_dense],
+ids [P, F, L]) -> [P]`` per pair, or for a ranker that scores candidate lists
+(:attr:`RankerFeatures.per_list`) ``(dense [U, C, n_dense], ids [U, C, F, L],
+list_ids [U, F_list, L_list]) -> [U, C]``."""
 
 
 class RequestValueError(ValueError):
@@ -1115,22 +1118,41 @@ class RecommendEngine:
         lists, ranks = np.nonzero(valid)
         pair_users = users.rows[lists]
         pair_items = items[valid]
-        dense, ids = self.features.inputs(
+        dense = self.features.dense(
             pair_users,
             pair_items,
             scores[valid],
             ranks.astype(np.int64),
             lists,
             len(users.rows),
-            user_ids=None if users.ranker_ids is None else users.ranker_ids[lists],
-            request_ids=self._request_ids(users, lists),
+            extra_seen=users.affinity_items,
             request_time=None
             if users.contexts is None
             else _request_seconds(users.contexts)[lists],
-            extra_seen=users.affinity_items,
         )
         _require_finite("ranker dense input", dense, lists, self.features.dense_names)
-        logits = np.asarray(model(dense, ids), dtype=np.float32).reshape(-1)
+        if not self.features.per_list:
+            ids = self.features.sparse(
+                pair_users,
+                pair_items,
+                None if users.ranker_ids is None else users.ranker_ids[lists],
+                self._request_ids(users, lists),
+            )
+            logits = np.asarray(model(dense, ids), dtype=np.float32).reshape(-1)
+        else:
+            # the lists as they are: empty slots score padding, and are not read
+            by_list = np.zeros((*valid.shape, dense.shape[1]), dtype=np.float32)
+            by_list[valid] = dense
+            pair_ids, list_ids = self.features.list_sparse(
+                users.rows,
+                np.where(valid, items, -1),
+                user_ids=users.ranker_ids,
+                request_ids=self._request_ids(users, np.arange(len(users.rows))),
+            )
+            scored = np.asarray(model(by_list, pair_ids, list_ids), dtype=np.float32)
+            if scored.shape != valid.shape:
+                raise RuntimeError(f"ranker returned {scored.shape} scores for {valid.shape} lists")
+            logits = scored[valid]
         if len(logits) != len(pair_users):
             raise RuntimeError(f"ranker returned {len(logits)} scores for {len(pair_users)} pairs")
         _require_finite("ranker logits", logits[:, None], lists)

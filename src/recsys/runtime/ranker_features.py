@@ -118,6 +118,11 @@ class RankerFeatures:
         dense_time: ``training`` (the dense features at each user's last training
             interaction) or ``request`` (at the request's time when it has one: the
             ranker was trained with each example's own time).
+        list_seq_len: ``L_list`` of a ranker that scores candidate lists (its user,
+            context and request features enter once per list, ``list_ids``; its item
+            features per candidate, ``ids [U, C, F_item, item_seq_len]``); 0: the
+            ranker takes one ``[F, L]`` row per pair.
+        item_seq_len: ``L`` of that ranker's per-candidate ``ids``.
     """
 
     dense_names: list[str]
@@ -148,6 +153,26 @@ class RankerFeatures:
     segment_vocab: dict[str, int] = field(default_factory=dict)
     user_segments: list[tuple[str, ...]] = field(default_factory=list)
     dense_time: str = "training"
+    list_seq_len: int = 0
+    item_seq_len: int = 0
+
+    @property
+    def per_list(self) -> bool:
+        """Whether the ranker scores candidate lists (see :meth:`list_sparse`)."""
+        return self.list_seq_len > 0
+
+    @property
+    def list_names(self) -> list[str]:
+        """The features that are the same for every candidate of a list (user, context,
+        request), in ``sparse_names`` order: ``list_ids``' ``F_list`` axis."""
+        request = {f.name for f in self.request_features}
+        return [n for n in self.sparse_names if n in self.user_keys or n in request]
+
+    @property
+    def item_names(self) -> list[str]:
+        """The item features, in ``sparse_names`` order: the per-candidate ``F`` axis."""
+        listed = set(self.list_names)
+        return [n for n in self.sparse_names if n not in listed]
 
     def __post_init__(self) -> None:
         if self.dense_time not in ("training", "request"):
@@ -195,6 +220,25 @@ class RankerFeatures:
             int(np.flatnonzero(used[f]).max()) + 1 if used[f].any() else 0
             for f in range(used.shape[0])
         ]
+        if self.per_list:
+            widths = {"list": (self.list_seq_len, self.list_names),
+                      "item": (self.item_seq_len, self.item_names)}  # fmt: skip
+            for side, (width, names) in widths.items():
+                in_use = max((self._widths[self.sparse_names.index(n)] for n in names), default=0)
+                if not 0 < width <= self.seq_len or in_use > width:
+                    raise ValueError(
+                        f"{side} ids: width {width} must be in 1..{self.seq_len} and hold the "
+                        f"{in_use} slots in use"
+                    )
+        position = {n: i for i, n in enumerate(self.sparse_names)}
+        self._list_positions = np.array([position[n] for n in self.list_names], dtype=np.int64)
+        # the per-candidate ids of every item, once (a request gathers its candidates')
+        self._item_rows: np.ndarray | None = None
+        if self.per_list:
+            item_positions = [position[n] for n in self.item_names]
+            self._item_rows = np.ascontiguousarray(
+                self.item_ids[:, item_positions, : self.item_seq_len]
+            )
         if self.profile is not None and len(self.profile.item_vocab) != n_items:
             raise ValueError(
                 f"the profile item vocabulary covers {len(self.profile.item_vocab)} items, "
@@ -406,6 +450,38 @@ class RankerFeatures:
             out[:, len(self.sparse_names) - n_request :, :] = request_ids
         return out
 
+    def list_sparse(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        user_ids: np.ndarray | None = None,
+        request_ids: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sparse inputs of a ranker that scores candidate lists (:attr:`per_list`).
+
+        Args:
+            users: ``[U]`` user index of each list (``-1``: a user known only from a
+                profile, whose ``user_ids`` row is given).
+            items: ``[U, C]`` item index of each candidate, ``-1`` for an empty slot
+                (its ids are all padding; its score is not used).
+            user_ids: ``[U, F, L]`` user-side ids per list (from real-time profiles),
+                as in :meth:`sparse`.
+            request_ids: ``[U, F_request, L]`` request-feature ids per list.
+
+        Returns:
+            ``(ids [U, C, F_item, item_seq_len], list_ids [U, F_list, list_seq_len])``,
+            int64.
+        """
+        if self._item_rows is None:
+            raise ValueError("this ranker takes one row per pair (see sparse())")
+        users = np.asarray(users, dtype=np.int64)
+        rows = self.sparse(users, np.zeros(len(users), dtype=np.int64), user_ids, request_ids)
+        list_ids = np.ascontiguousarray(rows[:, self._list_positions, : self.list_seq_len])
+        items = np.asarray(items, dtype=np.int64)
+        ids = self._item_rows[np.maximum(items, 0)]
+        ids[items < 0] = -1
+        return ids, list_ids
+
     def inputs(
         self,
         users: np.ndarray,
@@ -481,6 +557,8 @@ class RankerFeatures:
             "segment_vocab": dict(self.segment_vocab),
             "user_segments": [list(s) for s in self.user_segments],
             "dense_time": self.dense_time,
+            "list_seq_len": int(self.list_seq_len),
+            "item_seq_len": int(self.item_seq_len),
         }
         (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return [out / ARRAYS_FILE, out / META_FILE]
@@ -517,6 +595,8 @@ class RankerFeatures:
             segment_vocab={str(k): int(v) for k, v in meta.get("segment_vocab", {}).items()},
             user_segments=[tuple(s) for s in meta.get("user_segments", [])],
             dense_time=str(meta.get("dense_time", "training")),
+            list_seq_len=int(meta.get("list_seq_len", 0)),
+            item_seq_len=int(meta.get("item_seq_len", 0)),
             item_item=item_item,
             **arrays,
         )

@@ -21,6 +21,17 @@ from typing import Any
 from recsys.serving.repository import model_parameters, model_versions
 
 
+
+def onnx_ranker(session: Any) -> Any:
+    """The engine's ranker call over an onnxruntime session of the exported ranker: its
+    inputs positionally, in the graph's order (``dense, ids[, list_ids]``) -> logits."""
+    names = [i.name for i in session.get_inputs()]
+
+    def run(*inputs: Any) -> Any:
+        return session.run(["logits"], dict(zip(names, inputs, strict=True)))[0]
+
+    return run
+
 def engine_from_repository(
     root: str | Path,
     *,
@@ -64,14 +75,12 @@ def engine_from_repository(
         number = model_versions(repo, model)[-1] if version is None else version
         return ort.InferenceSession(str(repo / model / str(number) / "model.onnx"), options)
 
-    def scorer(model: Any) -> Any:
-        return lambda dense, ids: model.run(["logits"], {"dense": dense, "ids": ids})[0]
 
     # with ranker versions for A/B arms the default is named (the server does the same)
     default_ranker = int(params["ranker_version"]) if params.get("ranker_version") else None
     tower, ranker = session("user_tower"), session("ranker", default_ranker)
     rankers = {
-        f"ranker:{v}": scorer(session("ranker", int(v)))
+        f"ranker:{v}": onnx_ranker(session("ranker", int(v)))
         for v in params.get("ranker_versions", "").split(",")
         if v
     }
@@ -106,7 +115,7 @@ def engine_from_repository(
         RankerFeatures.load(folder),
         user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
         retrieval=searcher.search,
-        ranker=scorer(ranker),
+        ranker=onnx_ranker(ranker),
         max_k=int(params.get("max_k", str(tables.num_candidates))),
         user_state=reader,
         rules=rule_source,

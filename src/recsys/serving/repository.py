@@ -98,7 +98,9 @@ class RepositoryConfig:
         max_batch_size: ``max_batch_size`` of ``recommend``, ``user_tower`` and
             ``retrieval`` (requests the dynamic batcher may merge).
         ranker_max_batch_size: rows of one ranker call; ``recommend`` splits its
-            (user, candidate) pairs into calls of at most this many.
+            (user, candidate) pairs into calls of at most this many (a ranker that
+            scores candidate lists: into calls of at most this many over
+            ``num_candidates`` lists, its ``max_batch_size``).
         max_queue_delay_us: ``max_queue_delay_microseconds`` of every model's dynamic
             batcher: how long a request may wait for others to join its batch.
         intra_op_threads: onnxruntime ``intra_op_thread_count`` of the ONNX models.
@@ -376,6 +378,10 @@ def build_repository(
     for number in ranker_versions:
         files["ranker"].append(root / "ranker" / str(number) / "model.onnx")
     summary = run.summary
+    # the ranker's batch axis: pairs, or candidate lists for a ranker that scores lists
+    ranker_batch = cfg.ranker_max_batch_size
+    if ranker_entry.list_ids_input is not None:
+        ranker_batch = max(1, cfg.ranker_max_batch_size // int(summary["num_candidates"]))
 
     common = {"max_queue_delay_us": cfg.max_queue_delay_us}
     onnx_common = {
@@ -398,7 +404,7 @@ def build_repository(
         "ranker",
         {
             **onnx_common,
-            "max_batch_size": cfg.ranker_max_batch_size,
+            "max_batch_size": ranker_batch,
             "inputs": tensor_block("input", ranker_entry.inputs),
             "outputs": tensor_block("output", ranker_entry.outputs),
         },
@@ -451,7 +457,7 @@ def build_repository(
             "user_tower_model": "user_tower",
             "retrieval_model": "retrieval",
             "ranker_model": "ranker",
-            "ranker_max_batch_size": cfg.ranker_max_batch_size,
+            "ranker_max_batch_size": ranker_batch,
             "profile_store": cfg.profile_store,
             "exposure_log": cfg.exposure_log,
             "exposure_buffer": cfg.exposure_buffer,

@@ -265,30 +265,37 @@ class TritonPythonModel:
         )
         return out["item_ids"], out["scores"], out["counts"].reshape(-1)
 
-    def _ranker_at(self, version: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def _ranker_at(self, version: int) -> Callable[..., np.ndarray]:
         """The ranker call of one version (an A/B arm's ``model: ranker:<version>``)."""
 
-        def call(dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
-            return self._ranker(dense, ids, version)
+        def call(*inputs: np.ndarray) -> np.ndarray:
+            return self._ranker(*inputs, version=version)
 
         return call
 
-    def _ranker(self, dense: np.ndarray, ids: np.ndarray, version: int | None = None) -> np.ndarray:
-        # One request per ranker_max_batch_size pairs. (Measured: splitting a list into
-        # parts sent together with async_exec, to use both CPU instances of the ranker,
-        # made a request slower here: p50 12-13 ms instead of 7.6 ms.)
+    def _ranker(self, *inputs: np.ndarray, version: int | None = None) -> np.ndarray:
+        """Logits of the ranker's inputs (in its input order: ``dense, ids`` per pair,
+        ``dense, ids, list_ids`` per candidate list), one BLS request per
+        ``ranker_max_batch_size`` rows of the batch axis (pairs, or lists)."""
+        # (Measured: splitting a list into parts sent together with async_exec, to use
+        # both CPU instances of the ranker, made a request slower here: p50 12-13 ms
+        # instead of 7.6 ms.)
+        names = ("dense", "ids", "list_ids")[: len(inputs)]
         parts = []
-        for lo in range(0, len(dense), self.ranker_chunk):
+        for lo in range(0, len(inputs[0]), self.ranker_chunk):
             hi = lo + self.ranker_chunk
             out = bls_infer(
                 pb_utils,
                 self.ranker_model,
-                {"dense": dense[lo:hi], "ids": ids[lo:hi]},
+                {name: array[lo:hi] for name, array in zip(names, inputs, strict=True)},
                 ["logits"],
                 model_version=self.ranker_version if version is None else version,
             )
-            parts.append(out["logits"].reshape(-1))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+            parts.append(out["logits"].reshape(len(inputs[0][lo:hi]), -1))
+        if not parts:
+            return np.zeros(inputs[0].shape[:-1], dtype=np.float32)
+        logits = np.concatenate(parts)
+        return logits.reshape(-1) if len(inputs) == 2 else logits
 
     # -- requests --------------------------------------------------------------------
 
