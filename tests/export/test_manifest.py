@@ -112,6 +112,33 @@ def test_entry_must_agree_with_its_ids_shape(tmp_path: Path) -> None:
         ModelManifest.from_dict(entry)
 
 
+def test_a_per_list_entry_round_trips_and_checks_its_list_ids(tmp_path: Path) -> None:
+    raw = _entry(tmp_path).to_dict()
+    raw.update(
+        inputs=[TensorSpec("dense", "float32", (-1, -1, 2)).to_dict(),
+                TensorSpec("ids", "int64", (-1, -1, 1, 1)).to_dict(),
+                TensorSpec("list_ids", "int64", (-1, 2, 4)).to_dict()],
+        feature_order=["user_id"], seq_len=1,
+        list_ids_input="list_ids", list_feature_order=["recent", "hour"], list_seq_len=4,
+    )  # fmt: skip
+    entry = ModelManifest.from_dict(raw)
+    assert ModelManifest.from_dict(entry.to_dict()) == entry
+    assert entry.all_features == ["user_id", "recent", "hour"]
+    with pytest.raises(ManifestError, match="list ids shape"):
+        ModelManifest.from_dict({**raw, "list_seq_len": 5})
+    with pytest.raises(ManifestError, match="rank 3"):
+        ModelManifest.from_dict({**raw, "list_ids_input": None, "list_feature_order": []})
+    ok = {"dense": np.zeros((2, 3, 2), np.float32), "ids": np.zeros((2, 3, 1, 1), np.int64),
+          "list_ids": np.full((2, 2, 4), -1, np.int64)}  # fmt: skip
+    validate_request(entry, ok)
+    bad = dict(ok, list_ids=ok["list_ids"].copy())
+    bad["list_ids"][1, 1, 0] = 24  # hour has 24 rows
+    with pytest.raises(ManifestMismatchError, match="'list_ids': feature 'hour' has ids"):
+        validate_request(entry, bad)
+    with pytest.raises(ManifestMismatchError, match="candidates per list"):
+        validate_request(entry, dict(ok, ids=np.zeros((2, 4, 1, 1), np.int64)))
+
+
 def test_a_well_formed_request_passes(tmp_path: Path) -> None:
     validate_request(_entry(tmp_path), _request(1))
     validate_request(_entry(tmp_path), _request(256))

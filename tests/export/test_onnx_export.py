@@ -295,6 +295,59 @@ def test_mean_pooled_ranker_gathers_each_feature_at_its_own_width(tmp_path: Path
         assert float(np.abs(eager - expected).max()) <= TOL, batch
 
 
+def test_a_per_list_ranker_reads_the_list_features_once_and_equals_torchrec(
+    tmp_path: Path,
+) -> None:
+    names = ["item", "device", "clicked", "tags", "hour"]
+    sizes = {"item": 40, "device": 5, "clicked": 40, "tags": 9, "hour": 24}
+    config = RankerConfig(
+        embedding_dim=8, dense_arch_layer_sizes=(16, 8), over_arch_layer_sizes=(16, 1)
+    )
+    ranker = build_bag_ranker(config, RANKER_SCHEMA, names, sizes, num_dense=3).eval()
+    per_pair = export_ranker(ranker, RANKER_SCHEMA, tmp_path / "pairs")
+    bundle = export_ranker(ranker, RANKER_SCHEMA, tmp_path / "lists", per_list=True)
+    entry = bundle.entries["ranker"]
+    # item features per candidate, the user's and the context's once per list
+    assert (entry.feature_order, entry.list_feature_order) == (
+        ["item", "tags"],
+        ["device", "clicked", "hour"],
+    )
+    assert (entry.seq_len, entry.list_seq_len, entry.list_ids_input) == (3, 7, "list_ids")
+    shapes = {t.name: t.shape for t in entry.inputs}
+    assert shapes == {"dense": (-1, -1, 3), "ids": (-1, -1, 2, 3), "list_ids": (-1, 3, 7)}
+    assert [t.shape for t in entry.outputs] == [(-1, -1), (-1, -1)]
+    # item and clicked share one table: still one copy of its weights
+    result = bundle.results["ranker"]
+    assert result.parameter_bytes == per_pair.results["ranker"].parameter_bytes
+    _assert_plain_graph(result.model_file)
+    session = _session(result.model_file)
+    twin = RankerTwin(ranker, names, {f: RANKER_SCHEMA[f].max_len for f in names},
+                      list_features=entry.list_feature_order)  # fmt: skip
+    for lists, candidates in ((1, 1), (3, 5), (2, 200)):
+        dense, ids, list_ids = twin.example_inputs(lists, seed=lists, candidates=candidates)
+        list_ids[-1] = -1  # a list whose user-side bags are all empty
+        flat_dense, flat_ids, order, lengths = twin.pair_inputs(dense, ids, list_ids)
+        kjt = padded_to_kjt(flat_ids, order, lengths)
+        with torch.no_grad():
+            expected = ranker(flat_dense, kjt).numpy().reshape(lists, candidates)
+        feeds = {"dense": dense.numpy(), "ids": ids.numpy(), "list_ids": list_ids.numpy()}
+        validate_request(entry, feeds)
+        logits, probs = session.run(None, feeds)
+        assert logits.shape == probs.shape == (lists, candidates)
+        assert float(np.abs(logits - expected).max()) <= TOL, (lists, candidates)
+    # the manifest checks the per-list inputs too
+    feeds["dense"] = feeds["dense"][:, :3]
+    with pytest.raises(ManifestMismatchError, match="candidates per list"):
+        validate_request(entry, feeds)
+    feeds["dense"] = dense.numpy()
+    feeds["list_ids"] = feeds["list_ids"].copy()
+    feeds["list_ids"][0, 1, 0] = 40  # clicked: an id past its table
+    with pytest.raises(ManifestMismatchError, match="'list_ids': feature 'clicked' has ids"):
+        validate_request(entry, feeds)
+    with pytest.raises(ValueError, match="needs the feature schema"):
+        export_ranker(ranker, names, tmp_path / "names", per_list=True)
+
+
 def test_export_ranker_takes_order_and_max_len_from_a_schema(tmp_path: Path) -> None:
     schema = FeatureSchema.from_dict(
         {

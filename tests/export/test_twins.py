@@ -307,6 +307,35 @@ def test_ranker_twin_matches_the_torchrec_ranker(arch: str, batch: int) -> None:
     assert (probs - torch.sigmoid(expected)).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("arch", ["dlrm", "dlrm_dcn"])
+def test_a_per_list_ranker_twin_scores_every_candidate_as_the_per_pair_twin(arch: str) -> None:
+    ranker = _ranker(arch)
+    order = ["hour", "clicked", "item", "device"]
+    lists = RankerTwin(ranker, order, {"clicked": 5}, list_features=["clicked", "hour"])
+    pairs = RankerTwin(ranker, order, {"clicked": 5})
+    assert lists.per_list and not pairs.per_list
+    assert (lists.feature_names, lists.list_feature_names) == (["item", "device"],
+                                                                ["clicked", "hour"])  # fmt: skip
+    assert (lists.seq_len, lists.list_seq_len) == (1, 5) and lists.max_len == pairs.max_len
+    # item and clicked share a table: the two archs share its one bag
+    assert lists.sparse_arch.bag("item_table") is lists.list_arch.bag("item_table")  # type: ignore[union-attr]
+    dense, ids, list_ids = lists.example_inputs(4, candidates=6)
+    flat_dense, flat_ids, names, lengths = lists.pair_inputs(dense, ids, list_ids)
+    logits, probs = lists(dense, ids, list_ids)
+    assert logits.shape == probs.shape == (4, 6)
+    per_pair = flat_ids[:, [names.index(f) for f in order]]
+    expected = pairs(flat_dense, per_pair)[0]
+    assert (logits.reshape(-1) - expected).abs().max().item() <= TOL
+    torchrec = ranker(flat_dense, padded_to_kjt(flat_ids, names, lengths, keys=RANKER_FEATURES))
+    assert (logits.reshape(-1) - torchrec).abs().max().item() <= TOL
+    with pytest.raises(ValueError, match="takes list_ids"):
+        lists(dense, ids)
+    with pytest.raises(ValueError, match="distinct features"):
+        RankerTwin(ranker, order, list_features=["clicked", "nope"])
+    with pytest.raises(ValueError, match="per-candidate feature"):
+        RankerTwin(ranker, order, list_features=order)
+
+
 def test_ranker_twin_of_a_bare_torchrec_dlrm() -> None:
     torch.manual_seed(0)
     ebc = EmbeddingBagCollection(

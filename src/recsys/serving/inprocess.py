@@ -21,7 +21,6 @@ from typing import Any
 from recsys.serving.repository import model_parameters, model_versions
 
 
-
 def onnx_ranker(session: Any) -> Any:
     """The engine's ranker call over an onnxruntime session of the exported ranker: its
     inputs positionally, in the graph's order (``dense, ids[, list_ids]``) -> logits."""
@@ -31,6 +30,7 @@ def onnx_ranker(session: Any) -> Any:
         return session.run(["logits"], dict(zip(names, inputs, strict=True)))[0]
 
     return run
+
 
 def engine_from_repository(
     root: str | Path,
@@ -74,7 +74,6 @@ def engine_from_repository(
     def session(model: str, version: int | None = None) -> Any:
         number = model_versions(repo, model)[-1] if version is None else version
         return ort.InferenceSession(str(repo / model / str(number) / "model.onnx"), options)
-
 
     # with ranker versions for A/B arms the default is named (the server does the same)
     default_ranker = int(params["ranker_version"]) if params.get("ranker_version") else None
