@@ -358,9 +358,10 @@ def main() -> None:
 
     faiss.omp_set_num_threads(1)
 
+    from recsys.bundle import layout
     from recsys.bundle.writer import write_bundle
-    from recsys.export.onnx_export import time_ranker
-    from recsys.export.twins import RankerTwin
+    from recsys.export.manifest import ExportManifest
+    from recsys.export.onnx_export import ranker_twin, time_ranker
     from recsys.serving.repository import RepositoryConfig, build_repository
     from recsys.serving.server import LocalTritonServer, TritonServerConfig
 
@@ -386,8 +387,9 @@ def main() -> None:
         bundle = write_bundle(recommender, two_tower, schema, dataset, Path(tmp) / "bundle")
         build_repository(bundle, root, repo_cfg)
         onnx_ranker = root / "ranker" / "1" / "model.onnx"
-        twin = RankerTwin(recommender.ranker.model, max_len={
-            f: schema[f].max_len for f in recommender.ranker.model.feature_names})  # fmt: skip
+        # the served ranker's inputs: one candidate list of 200
+        entry = ExportManifest.load(bundle.path(layout.EXPORT_MANIFEST))["ranker"]
+        twin = ranker_twin(recommender.ranker.model, entry)
         ranker_latency = time_ranker(
             twin, onnx_ranker, 200, args.ranker_repeats, threads=1, model=recommender.ranker.model
         )

@@ -23,6 +23,7 @@ from recsys.export.onnx_export import (
     export_ranker,
     export_two_tower,
     graph_op_counts,
+    ranker_twin,
     time_ranker,
 )
 from recsys.export.twins import ItemTowerTwin, RankerTwin, UserTowerTwin, padded_to_kjt
@@ -321,8 +322,8 @@ def test_a_per_list_ranker_reads_the_list_features_once_and_equals_torchrec(
     assert result.parameter_bytes == per_pair.results["ranker"].parameter_bytes
     _assert_plain_graph(result.model_file)
     session = _session(result.model_file)
-    twin = RankerTwin(ranker, names, {f: RANKER_SCHEMA[f].max_len for f in names},
-                      list_features=entry.list_feature_order)  # fmt: skip
+    twin = ranker_twin(ranker, entry)  # the twin with the entry's inputs
+    assert twin.list_feature_names == entry.list_feature_order
     for lists, candidates in ((1, 1), (3, 5), (2, 200)):
         dense, ids, list_ids = twin.example_inputs(lists, seed=lists, candidates=candidates)
         list_ids[-1] = -1  # a list whose user-side bags are all empty
@@ -346,6 +347,10 @@ def test_a_per_list_ranker_reads_the_list_features_once_and_equals_torchrec(
         validate_request(entry, feeds)
     with pytest.raises(ValueError, match="needs the feature schema"):
         export_ranker(ranker, names, tmp_path / "names", per_list=True)
+    # one list of 20 candidates, eager twin against onnxruntime and TorchRec
+    latency = time_ranker(twin, result.model_file, 20, repeats=3, warmup=1, model=ranker)
+    assert latency.n_candidates == 20 and latency.max_abs_diff <= TOL
+    assert latency.torchrec_p50_ms is not None
 
 
 def test_export_ranker_takes_order_and_max_len_from_a_schema(tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "export_onnx",
         "export_ranker",
         "export_two_tower",
+        "ranker_twin",
+        "ranker_twin",
         "time_ranker",
     ),
     "recsys.export.twins": (
@@ -104,6 +106,7 @@ __all__ = [
     "export_ranker",
     "export_two_tower",
     "padded_to_kjt",
+    "ranker_twin",
     "time_ranker",
     "validate_request",
 ]

@@ -660,6 +660,18 @@ def export_ranker(
     return ExportBundle({name: result}, {name: entry}, manifest, out / MANIFEST_FILE)
 
 
+def ranker_twin(model: Ranker | DLRM, entry: ModelManifest) -> RankerTwin:
+    """The twin of ``model`` with the inputs of an exported ranker's manifest entry
+    (its feature orders, ``max_len`` and layout: per pair or per candidate list).
+
+    Example:
+        >>> entry = ExportManifest.load("bundle/export")["ranker"]  # doctest: +SKIP
+        >>> twin = ranker_twin(ranker, entry)  # doctest: +SKIP
+    """
+    names = [*entry.feature_order, *entry.list_feature_order]
+    return RankerTwin(model, names, entry.max_len, list_features=entry.list_feature_order)
+
+
 def _dlrm_features(model: Ranker | DLRM) -> list[str]:
     dlrm = model.dlrm if isinstance(model, Ranker) else model
     return list(dlrm.sparse_arch.sparse_feature_names)
