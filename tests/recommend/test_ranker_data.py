@@ -246,8 +246,12 @@ def _served(ctx: RankerContext, scaler: DenseScaler, cache: bool) -> RankerFeatu
         for k in ctx.sparse_names
     }
     max_len = {k: max(int(np.diff(j.offsets).max(initial=0)), 1) for k, j in encoded.items()}
-    entry = SimpleNamespace(
-        feature_order=list(ctx.sparse_names), max_len=max_len, seq_len=max(max_len.values())
+    entry = SimpleNamespace(  # a per-pair ranker's manifest entry
+        feature_order=list(ctx.sparse_names),
+        max_len=max_len,
+        seq_len=max(max_len.values()),
+        list_ids_input=None,
+        list_seq_len=0,
     )
     recommender = SimpleNamespace(ranker=SimpleNamespace(scaler=scaler), context=ctx)
     features = ranker_features(recommender, entry)  # type: ignore[arg-type]

@@ -140,6 +140,30 @@ def test_onnx_configs_carry_the_manifest_shapes(built: Built) -> None:
     assert f"max_batch_size: {16_384 // N_CANDIDATES}" in config
 
 
+def test_per_list_ranker_inputs_hold_exactly_the_per_pair_rows(built: Built) -> None:
+    features = built.engine.features
+    assert features is not None and features.per_list
+    rng = np.random.default_rng(0)
+    users = np.array([0, 5, features.n_users - 1])
+    items = rng.integers(0, features.n_items, size=(3, 7))
+    items[1, 4:] = -1  # a shorter list: empty slots
+    ids, list_ids = features.list_sparse(users, items)
+    assert ids.shape == (3, 7, len(features.item_names), features.item_seq_len)
+    assert list_ids.shape == (3, len(features.list_names), features.list_seq_len)
+    valid = items >= 0
+    lists = np.nonzero(valid)[0]
+    flat = features.sparse(users[lists], items[valid])  # one [F, L] row per pair
+    item_cols = [features.sparse_names.index(n) for n in features.item_names]
+    list_cols = [features.sparse_names.index(n) for n in features.list_names]
+    # nothing is cut: the slots past each side's width are padding in every row
+    assert (flat[:, item_cols, features.item_seq_len :] == -1).all()
+    assert (flat[:, list_cols, features.list_seq_len :] == -1).all()
+    np.testing.assert_array_equal(ids[valid], flat[:, item_cols, : features.item_seq_len])
+    np.testing.assert_array_equal(list_ids[lists], flat[:, list_cols, : features.list_seq_len])
+    assert (ids[~valid] == -1).all()
+    assert (list_ids[:, features.list_names.index("user_recent_items")] >= 0).any()
+
+
 def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
