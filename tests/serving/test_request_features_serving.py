@@ -70,17 +70,21 @@ def built(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 class Recording:
-    """Wraps the engine's ranker: keeps each call's ``(dense, ids, logits)``."""
+    """Wraps the engine's ranker (it scores candidate lists): keeps each call's
+    ``(dense, list ids, logits)`` per pair: the list's dense rows, its user, context
+    and request ids (the request features last) repeated for each candidate."""
 
     def __init__(self, engine: RecommendEngine) -> None:
         self.inner = engine.ranker
         self.calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         engine.ranker = self
 
-    def __call__(self, dense: np.ndarray, ids: np.ndarray) -> Any:
+    def __call__(self, dense: np.ndarray, ids: np.ndarray, list_ids: np.ndarray) -> Any:
         assert self.inner is not None
-        out = np.asarray(self.inner(dense, ids), dtype=np.float32).reshape(-1)
-        self.calls.append((dense, ids, out))
+        out = np.asarray(self.inner(dense, ids, list_ids), dtype=np.float32)
+        lists, candidates = out.shape
+        per_pair = list_ids[np.repeat(np.arange(lists), candidates)]
+        self.calls.append((dense.reshape(lists * candidates, -1), per_pair, out.reshape(-1)))
         return out
 
 
