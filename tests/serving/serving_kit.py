@@ -159,6 +159,25 @@ def small_two_stage(
     return SmallTwoStage(recommender, two_tower, schema, dataset)
 
 
+class RankerCalls:
+    """Wraps the engine's ranker (it scores candidate lists): keeps each call's
+    ``(dense, list ids, logits)`` per pair: the list's dense rows, its user, context
+    and request ids (the request features last) repeated for each candidate."""
+
+    def __init__(self, engine: Any) -> None:
+        self.inner = engine.ranker
+        self.calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        engine.ranker = self
+
+    def __call__(self, dense: np.ndarray, ids: np.ndarray, list_ids: np.ndarray) -> Any:
+        assert self.inner is not None
+        out = np.asarray(self.inner(dense, ids, list_ids), dtype=np.float32)
+        lists, candidates = out.shape
+        per_pair = list_ids[np.repeat(np.arange(lists), candidates)]
+        self.calls.append((dense.reshape(lists * candidates, -1), per_pair, out.reshape(-1)))
+        return out
+
+
 def in_process_engine(root: Path, reader: Any = None, **kwargs: Any) -> Any:
     """The ``recommend`` engine of repository ``root`` (version 1), run in-process.
 

@@ -19,11 +19,10 @@ import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from serving_kit import in_process_engine, small_two_stage
+from serving_kit import RankerCalls, in_process_engine, small_two_stage
 
 from recsys.recommend.ranker_data import Requests, dense_matrix
 from recsys.recommend.two_stage import TwoStageRecommender
@@ -69,30 +68,11 @@ def built(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
     return Built(parts.recommender, in_process_engine(root), root)
 
 
-class Recording:
-    """Wraps the engine's ranker (it scores candidate lists): keeps each call's
-    ``(dense, list ids, logits)`` per pair: the list's dense rows, its user, context
-    and request ids (the request features last) repeated for each candidate."""
-
-    def __init__(self, engine: RecommendEngine) -> None:
-        self.inner = engine.ranker
-        self.calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        engine.ranker = self
-
-    def __call__(self, dense: np.ndarray, ids: np.ndarray, list_ids: np.ndarray) -> Any:
-        assert self.inner is not None
-        out = np.asarray(self.inner(dense, ids, list_ids), dtype=np.float32)
-        lists, candidates = out.shape
-        per_pair = list_ids[np.repeat(np.arange(lists), candidates)]
-        self.calls.append((dense.reshape(lists * candidates, -1), per_pair, out.reshape(-1)))
-        return out
-
-
 def _served_pairs(
     built: Built, user: int, ctx: RequestContext | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(items, ranker logits, ids)`` the engine scored for one request."""
-    rec = Recording(built.engine)
+    rec = RankerCalls(built.engine)
     try:
         contexts = None if ctx is None else [ctx]
         built.engine.recommend(np.array([user]), np.array([10]), contexts=contexts)

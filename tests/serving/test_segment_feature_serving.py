@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from serving_kit import in_process_engine, small_two_stage
+from serving_kit import RankerCalls, in_process_engine, small_two_stage
 
 from recsys.data.frame import USER
 from recsys.events.producer import EventProducer
@@ -78,23 +78,16 @@ def built(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 def _scored(engine: RecommendEngine, user: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, logits)`` of the ranker call of one request of ``user``."""
-    calls: list[tuple[np.ndarray, np.ndarray]] = []
-    inner = engine.ranker
-    assert inner is not None
-
-    def recording(dense: np.ndarray, ids: np.ndarray) -> Any:
-        out = np.asarray(inner(dense, ids), dtype=np.float32).reshape(-1)
-        calls.append((ids, out))
-        return out
-
-    engine.ranker = recording
+    """``(ids, logits)`` of the ranker call of one request of ``user``: the list's
+    user and request ids (``user_segments`` last) per candidate."""
+    rec = RankerCalls(engine)
     try:
         engine.recommend(np.array([user]), np.array([10]))
     finally:
-        engine.ranker = inner
-    assert len(calls) == 1
-    return calls[0]
+        engine.ranker = rec.inner
+    assert len(rec.calls) == 1
+    _, ids, logits = rec.calls[0]
+    return ids, logits
 
 
 def _offline(built: Built, user: int) -> np.ndarray:
