@@ -51,6 +51,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300, help="distinct users requested")
     parser.add_argument("--rounds", type=int, default=5, help="turns of every variant")
     parser.add_argument("--naive-requests", type=int, default=100)
+    parser.add_argument(
+        "--recommend-instances", type=int, default=None,
+        help="CPU instances of recommend in every variant (default: RepositoryConfig's)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     args = parser.parse_args()
 
@@ -297,6 +302,11 @@ def main() -> None:
                 profile_store=url, exposure_log=url, targeting_rules=str(RULES)
             ),
         }
+        if args.recommend_instances is not None:
+            settings = {
+                name: replace(cfg, recommend_instances=args.recommend_instances)
+                for name, cfg in settings.items()
+            }
         roots = {name: Path(tmp) / name for name in VARIANTS}
         for name in VARIANTS:
             build_repository(bundle, roots[name], settings[name])
