@@ -30,6 +30,7 @@ from recsys.events.producer import EventProducer
 from recsys.events.redis_store import RedisStore
 from recsys.events.sqlite_store import SqliteStore
 from recsys.ope.app import run_app
+from recsys.ope.cli import main
 from recsys.ope.errors import OPEInputError
 from recsys.ope.policy_choice import policy_choice_log
 from recsys.ope.store_eval import (
@@ -326,6 +327,14 @@ def test_the_command_line(logged: tuple[Path, dict[str, float]], tmp_path: Path)
     missing = subprocess.run([*cmd_bad[:8], "--resamples", "10"], capture_output=True,
                              text=True, timeout=300, check=False)  # fmt: skip
     assert missing.returncode == 2 and "--store needs --candidate" in missing.stderr
+    # --exit-code: the gate's decision is the exit status (0 promote, 1 keep current)
+    args = [a for a in cmd[3:] if a != "--no-progress"] + ["--no-progress", "--exit-code"]
+    assert main(args) == 0
+    assert main([*args, "--margin", "1.0"]) == 1  # no candidate clears a margin of 1
+    held = json.loads((tmp_path / "gate" / "promotion.json").read_text())
+    assert held["decision"] == "keep current"
+    no_gate = [a for a in args if a not in ("--gate", "snips")]
+    assert main(no_gate) == 2
 
 
 def test_the_hydra_app_gives_the_functions_numbers(

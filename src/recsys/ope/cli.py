@@ -5,7 +5,8 @@ Commands:
 * ``evaluate --log FILE``: every estimator on a logged-data file (CSV/Parquet with the
   columns of :mod:`recsys.ope.logged_io`), a markdown table of estimates and intervals;
   ``--gate ESTIMATOR`` adds the promotion decision against the logging policy's own
-  value (or ``--current-value``).
+  value (or ``--current-value``); with ``--exit-code`` the exit status is the decision
+  (0 promote, 1 keep the current policy, 2 bad input), here and with ``--store``.
 * ``evaluate --open-bandit``: the Open Bandit protocol on the sample
   (``--behavior random`` estimates BTS from the random log, ``--behavior bts`` the
   reverse).
@@ -96,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the live policy's value for the gate (default: the log's own mean reward)",
     )
     ev.add_argument("--margin", type=float, default=0.0, help="the gate's absolute margin")
+    ev.add_argument(
+        "--exit-code", action="store_true",
+        help="with --gate: exit 1 when the gate keeps the current policy (0: promote)",
+    )  # fmt: skip
     ev.add_argument("--report-dir", type=Path, default=None, help="write the gate's report here")
     ev.add_argument("--json", type=Path, default=None, help="write the estimates as JSON")
     bar = ev.add_mutually_exclusive_group()
@@ -292,10 +297,13 @@ def store_config_from_args(args: argparse.Namespace) -> StoreEvaluateConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (2 on bad input)."""
     args = _parser().parse_args(argv)
+    if getattr(args, "exit_code", False) and getattr(args, "gate", None) is None:
+        print("error: --exit-code needs --gate (the decision it reports)", file=sys.stderr)
+        return 2
     try:
         if args.command == "evaluate" and args.store is not None:
-            evaluate_store(store_config_from_args(args))
-            return 0
+            out = evaluate_store(store_config_from_args(args))
+            return _status(args, out)
         if args.command == "simulate":
             out = _simulate(args)
             json_path = None
@@ -316,4 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return _status(args, out)
+
+
+def _status(args: argparse.Namespace, out: dict[str, Any]) -> int:
+    """0, or with ``--exit-code`` 1 when the gate kept the current policy: a deploy step
+    can branch on the decision without reading ``promotion.json``."""
+    if not getattr(args, "exit_code", False):
+        return 0
+    return 0 if out["promotion"]["promote"] else 1
