@@ -108,3 +108,10 @@ def test_erasure_removes_the_users_exposures_from_stream_and_event_store(
     # Nothing of the erased exposures comes back through the consumer either.
     assert consumer.run(until_idle=True).applied == 3 + 1  # only the anonymous one
     assert store.user_events(str(USER)) == []
+    # The anonymous exposure belongs to no user: no profile, no per-user events (even
+    # under a grant-all policy); it stays in the stream for attribution and OPE.
+    assert consumer.processor.stats.skipped_anonymous == 1
+    anonymous = store.load_users(["anonymous"])["anonymous"]
+    assert anonymous.profile is None and anonymous.version == 0
+    assert store.user_events("anonymous") == []
+    assert any(e["user_id"] == "anonymous" for e in stream_events(store))

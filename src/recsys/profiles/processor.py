@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from recsys.events.consent import ConsentPolicy, Purpose
 from recsys.events.deadletter import DeadLetter
-from recsys.events.schema import Event, ItemId
+from recsys.events.schema import Event, EventType, ItemId
 from recsys.events.store import (
     CommitBatch,
     CommitReply,
@@ -57,6 +57,14 @@ _ANALYTICS = Purpose.ANALYTICS
 # One encoder for every profile document: json.dumps with options builds a new
 # encoder per call.
 _DOC_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _anonymous(ev: Event) -> bool:
+    """An exposure of a list served without personalization consent: its user id is the
+    serving side's placeholder for every such user, not a user."""
+    return (
+        ev.type is EventType.RECOMMENDATION_IMPRESSION and ev.payload.get("personalized") is False
+    )
 
 
 def encode_doc(doc: dict[str, Any]) -> str:
@@ -157,6 +165,10 @@ class ProcessorStats:
         duplicates: entries skipped because their event id was applied.
         dead_letters: entries refused (invalid, or processing failed).
         skipped_no_consent: valid events stored for no purpose (no consent).
+        skipped_anonymous: exposures of lists served without personalization consent:
+            their user id is a placeholder, not a user, so they build no profile and
+            stay in the stream only (attribution and off-policy evaluation read them
+            there).
         batches: committed batches.
         conflicts: batch attempts redone after a version conflict.
         latencies_us: per event, evaluation finished minus publish (when recorded).
@@ -169,6 +181,7 @@ class ProcessorStats:
     duplicates: int = 0
     dead_letters: int = 0
     skipped_no_consent: int = 0
+    skipped_anonymous: int = 0
     batches: int = 0
     conflicts: int = 0
     latencies_us: list[int] = field(default_factory=list)
@@ -183,6 +196,7 @@ class _Attempt:
     applied: int = 0
     duplicates: int = 0
     skipped: int = 0
+    anonymous: int = 0
     published: list[int] = field(default_factory=list)
     evaluated: list[int] = field(default_factory=list)
     max_ts: int = 0
@@ -470,6 +484,7 @@ class EventProcessor:
         s.duplicates += attempt.duplicates
         s.dead_letters += len(attempt.batch.dead_letters)
         s.skipped_no_consent += attempt.skipped
+        s.skipped_anonymous += attempt.anonymous
         s.batches += 1
         self.watermark_us = max(self.watermark_us, attempt.max_ts)
         done = s.last_commit_us = time.time_ns() // 1000
@@ -500,6 +515,7 @@ class EventProcessor:
         validate = self.validator.validate
         done = set(applied)  # applied before, or earlier in this batch
         fresh: list[tuple[Delivery, Event]] = []
+        anonymous: list[str] = []  # event ids of exposures that belong to no user
         hints: dict[str, int] = {}
         for d in deliveries:
             payload = d.payload
@@ -520,6 +536,9 @@ class EventProcessor:
                 continue
             if d.applied or ev.event_id in done:
                 attempt.duplicates += 1
+            elif _anonymous(ev):
+                done.add(ev.event_id)
+                anonymous.append(ev.event_id)
             else:
                 done.add(ev.event_id)
                 fresh.append((d, ev))
@@ -577,6 +596,8 @@ class EventProcessor:
             if record:
                 attempt.published.append(d.published_us)
                 attempt.evaluated.append(time.time_ns() // 1000)
+        applied_ids += anonymous
+        attempt.anonymous = len(anonymous)
         attempt.applied = len(applied_ids)
         attempt.max_ts = max_ts
         encode = encode_doc
