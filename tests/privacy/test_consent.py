@@ -10,7 +10,7 @@ from recsys.events.producer import EventProducer
 from recsys.events.store import RealtimeStore
 from recsys.privacy.consent import ConsentPolicy, ConsentRecord, ConsentRegistry, Purpose
 from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
-from recsys.profiles.processor import EventProcessor
+from recsys.profiles.processor import EventProcessor, ProcessorConfig
 from recsys.profiles.state import UserProfile
 
 
@@ -70,3 +70,31 @@ def test_withdrawal_reaches_a_running_consumer(store: RealtimeStore) -> None:
     assert stats.skipped_no_consent == 1 and stats.conflicts == 1
     doc = store.load_users(["u1"])["u1"].profile
     assert doc is not None and UserProfile.from_doc(json.loads(doc)).n_events == 1
+
+
+def test_events_about_no_user_build_no_profile_even_when_all_is_granted(
+    store: RealtimeStore,
+) -> None:
+    published = raw_event(1, user="editor", etype="item_published", item=7,
+                          payload={"categories": ["Drama"]})  # fmt: skip
+    anonymous = raw_event(2, user="anonymous", etype="recommendation_impression",
+                          payload={"items": [1, 2], "personalized": False})  # fmt: skip
+    personal = raw_event(3, user="u9", etype="recommendation_impression",
+                         payload={"items": [1, 2], "personalized": True})  # fmt: skip
+    EventProducer(store).publish([published, anonymous, personal, raw_event(4, user="u9")])
+    consumer = StreamConsumer(
+        store,
+        EventProcessor(store, ProcessorConfig(consent=ConsentPolicy.grant_all())),
+        ConsumerConfig(block_ms=0, sweep_interval_s=None),
+    )
+    stats = consumer.run(until_idle=True)
+    assert stats.applied == 4 and stats.dead_letters == 0
+    assert consumer.processor.stats.skipped_no_user == 2
+    recs = store.load_users(["editor", "anonymous", "u9"])
+    for placeholder in ("editor", "anonymous"):
+        assert recs[placeholder].profile is None and recs[placeholder].version == 0
+        assert not store.user_events(placeholder)
+    assert recs["u9"].profile is not None and len(store.user_events("u9")) == 2
+    # a replay applies nothing twice, the skipped ones included
+    EventProducer(store).publish([published, anonymous])
+    assert consumer.run(until_idle=True).duplicates == 2

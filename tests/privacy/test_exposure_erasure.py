@@ -110,7 +110,7 @@ def test_erasure_removes_the_users_exposures_from_stream_and_event_store(
     assert store.user_events(str(USER)) == []
     # The anonymous exposure belongs to no user: no profile, no per-user events (even
     # under a grant-all policy); it stays in the stream for attribution and OPE.
-    assert consumer.processor.stats.skipped_anonymous == 1
+    assert consumer.processor.stats.skipped_no_user == 1
     anonymous = store.load_users(["anonymous"])["anonymous"]
     assert anonymous.profile is None and anonymous.version == 0
     assert store.user_events("anonymous") == []

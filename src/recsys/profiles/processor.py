@@ -59,9 +59,10 @@ _ANALYTICS = Purpose.ANALYTICS
 _DOC_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def _anonymous(ev: Event) -> bool:
-    """An exposure of a list served without personalization consent: its user id is the
-    serving side's placeholder for every such user, not a user."""
+def _no_user(ev: Event) -> bool:
+    """An event about no user (see :attr:`ProcessorStats.skipped_no_user`)."""
+    if ev.type is EventType.ITEM_PUBLISHED:
+        return True
     return (
         ev.type is EventType.RECOMMENDATION_IMPRESSION and ev.payload.get("personalized") is False
     )
@@ -165,10 +166,11 @@ class ProcessorStats:
         duplicates: entries skipped because their event id was applied.
         dead_letters: entries refused (invalid, or processing failed).
         skipped_no_consent: valid events stored for no purpose (no consent).
-        skipped_anonymous: exposures of lists served without personalization consent:
-            their user id is a placeholder, not a user, so they build no profile and
-            stay in the stream only (attribution and off-policy evaluation read them
-            there).
+        skipped_no_user: events about no user, which build no profile and no per-user
+            events and stay in the stream only: exposures of lists served without
+            personalization consent (their user id is a placeholder; attribution and
+            off-policy evaluation read them there) and ``item_published`` (catalogue
+            records, read by the catalogue consumer; the publisher is not profiled).
         batches: committed batches.
         conflicts: batch attempts redone after a version conflict.
         latencies_us: per event, evaluation finished minus publish (when recorded).
@@ -181,7 +183,7 @@ class ProcessorStats:
     duplicates: int = 0
     dead_letters: int = 0
     skipped_no_consent: int = 0
-    skipped_anonymous: int = 0
+    skipped_no_user: int = 0
     batches: int = 0
     conflicts: int = 0
     latencies_us: list[int] = field(default_factory=list)
@@ -196,7 +198,7 @@ class _Attempt:
     applied: int = 0
     duplicates: int = 0
     skipped: int = 0
-    anonymous: int = 0
+    no_user: int = 0
     published: list[int] = field(default_factory=list)
     evaluated: list[int] = field(default_factory=list)
     max_ts: int = 0
@@ -484,7 +486,7 @@ class EventProcessor:
         s.duplicates += attempt.duplicates
         s.dead_letters += len(attempt.batch.dead_letters)
         s.skipped_no_consent += attempt.skipped
-        s.skipped_anonymous += attempt.anonymous
+        s.skipped_no_user += attempt.no_user
         s.batches += 1
         self.watermark_us = max(self.watermark_us, attempt.max_ts)
         done = s.last_commit_us = time.time_ns() // 1000
@@ -515,7 +517,7 @@ class EventProcessor:
         validate = self.validator.validate
         done = set(applied)  # applied before, or earlier in this batch
         fresh: list[tuple[Delivery, Event]] = []
-        anonymous: list[str] = []  # event ids of exposures that belong to no user
+        no_user: list[str] = []  # ids of events about no user (see ProcessorStats)
         hints: dict[str, int] = {}
         for d in deliveries:
             payload = d.payload
@@ -536,9 +538,9 @@ class EventProcessor:
                 continue
             if d.applied or ev.event_id in done:
                 attempt.duplicates += 1
-            elif _anonymous(ev):
+            elif _no_user(ev):
                 done.add(ev.event_id)
-                anonymous.append(ev.event_id)
+                no_user.append(ev.event_id)
             else:
                 done.add(ev.event_id)
                 fresh.append((d, ev))
@@ -596,8 +598,8 @@ class EventProcessor:
             if record:
                 attempt.published.append(d.published_us)
                 attempt.evaluated.append(time.time_ns() // 1000)
-        applied_ids += anonymous
-        attempt.anonymous = len(anonymous)
+        applied_ids += no_user
+        attempt.no_user = len(no_user)
         attempt.applied = len(applied_ids)
         attempt.max_ts = max_ts
         encode = encode_doc
