@@ -141,9 +141,9 @@ class SegmentSource:
             return None
         self._digest, self._failed = digest, None
         st = self.stats
-        st.reloads += 1
         st.last_error = st.last_error_source = None
         st.last_error_line = st.last_error_column = None
+        st.reloads += 1  # last, as in _fail
         return segments
 
     def _fail(self, digest: str | None, error: Exception) -> None:
@@ -152,7 +152,6 @@ class SegmentSource:
         if digest is None and message == st.last_error:
             return  # the same unreadable file as at the last poll: reported already
         self._failed = digest
-        st.errors += 1
         st.last_error = message
         if isinstance(error, RuleError):
             st.last_error_source = error.source
@@ -160,3 +159,5 @@ class SegmentSource:
         else:
             st.last_error_source = st.last_error_line = st.last_error_column = None
         log.error("segment definitions not reloaded, the previous ones stay in use: %s", message)
+        # last: a reader on another thread that sees the count sees the error's details
+        st.errors += 1
