@@ -32,7 +32,8 @@ Tests check both against ``RankerContext`` on MovieLens-100K.
 Example::
 
     features = RankerFeatures.load("repo/recommend/1")
-    dense, ids = features.inputs(users, items, scores, ranks, list_ids)
+    dense = features.dense(users, items, scores, ranks, list_ids, n_lists)
+    ids, list_ids = features.list_sparse(list_users, list_items)  # a per-list ranker
 """
 
 from __future__ import annotations
@@ -481,39 +482,6 @@ class RankerFeatures:
         ids = self._item_rows[np.maximum(items, 0)]
         ids[items < 0] = -1
         return ids, list_ids
-
-    def inputs(
-        self,
-        users: np.ndarray,
-        items: np.ndarray,
-        retrieval_score: np.ndarray,
-        retrieval_rank: np.ndarray,
-        list_ids: np.ndarray,
-        n_lists: int,
-        user_ids: np.ndarray | None = None,
-        extra_seen: Sequence[np.ndarray | None] | None = None,
-        request_ids: np.ndarray | None = None,
-        request_time: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(dense, ids)``: both inputs of the ranker for the given rows.
-
-        ``user_ids`` (optional, ``[n, F, L]``) replaces the user table's sparse ids (see
-        :meth:`sparse`); ``extra_seen`` (optional, per list) adds items consumed since
-        training to the affinities (see :meth:`affinity_scores`); ``request_ids``
-        (optional, ``[n, F_request, L]``) are the rows' request-feature ids;
-        ``request_time`` (optional, ``[n]`` seconds, NaN unknown) the rows' request times.
-        """
-        dense = self.dense(
-            users,
-            items,
-            retrieval_score,
-            retrieval_rank,
-            list_ids,
-            n_lists,
-            extra_seen,
-            request_time,
-        )
-        return dense, self.sparse(users, items, user_ids, request_ids)
 
     # -- files ---------------------------------------------------------------------
 
