@@ -15,24 +15,28 @@ Triton repositories from it:
   log, and requests with a context (request time, device: half of them mobile in the
   evening, session, surface).
 
-The four servers run side by side and get the same requests in turns (plain,
-context, exposure, full, ...) so that load from other processes hits them alike. Beside them, the
-naive in-process baseline does the same work as ``full`` for each request, one call at
-a time per thread: a profile read (``ProfileStoreReader``), the user tower's forward in
-PyTorch eager (the offline recommender reads training-time user vectors; a request
-computes its user's, as the server's user tower does), the offline
-``TwoStageRecommender.recommend`` with the same rules, segments and context, and a
-synchronous write of the exposure to the store.
+``--retrieval-mode models inline`` adds a fifth server, ``full-inline``: ``full`` built
+with ``RepositoryConfig.retrieval_mode="inline"`` (the user tower and the FAISS search
+inside ``recommend``), so the two modes are compared in one run.
+
+The servers run side by side and get the same requests in turns (plain, context,
+exposure, full, ...) so that load from other processes hits them alike. After the
+servers' turns at each concurrency, in every round, the naive in-process baseline does
+the same work as ``full`` for each request, one call at a time per thread: a profile
+read (``ProfileStoreReader``), the user tower's forward in PyTorch eager (the offline
+recommender reads training-time user vectors; a request computes its user's, as the
+server's user tower does), the offline ``TwoStageRecommender.recommend`` with the same
+rules, segments and context, and a synchronous write of the exposure to the store.
 
 Reported per concurrency: medians over rounds of requests/s, p50 and p99 of each
 variant; the p99 differences context - plain, exposure - context and full - plain with
-their ranges over rounds; full's throughput over the naive baseline's; how many answers
-a rule changed; and the exposures the store holds against the requests answered with
-the log on.
+their ranges over rounds; each full variant's throughput over the naive baseline's of
+the same round (median and range); how many answers a rule changed; and the exposures
+the store holds against the requests answered with the log on.
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/personalization_overhead.py --rounds 5 \\
-        --out results/personalization
+        --retrieval-mode models inline --out results/personalization
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import sys
@@ -270,6 +275,12 @@ def main() -> None:
         "--recommend-instances", type=int, default=None,
         help="CPU instances of recommend in every variant (default: RepositoryConfig's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--retrieval-mode", choices=("models", "inline"), nargs="+", default=["models"],
+        help="RepositoryConfig.retrieval_mode of every variant (BLS calls to the user_tower "
+        "and retrieval models, or both stages inside recommend); each further mode adds a "
+        "variant full-MODE, served side by side (default: models)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     args = parser.parse_args()
 
@@ -286,7 +297,10 @@ def main() -> None:
     print(f"models: trained here ({time.perf_counter() - t0:.0f} s)", flush=True)
     rng = np.random.default_rng(0)
     users = [int(u) for u in rng.permutation(recommender.context.user_ids)[: args.users]]
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in (*VARIANTS, "naive")}
+    modes = list(dict.fromkeys(args.retrieval_mode))
+    # the first mode serves every variant; each further one adds a `full` in that mode
+    variants = [*VARIANTS, *(f"full-{m}" for m in modes[1:])]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in (*variants, "naive")}
     with tempfile.TemporaryDirectory(prefix="recsys-personalization-bench-") as tmp:
         bundle = write_bundle(recommender, two_tower, schema, dataset, Path(tmp) / "bundle")
         store_path = Path(tmp) / "rt.db"
@@ -294,46 +308,45 @@ def main() -> None:
         members = populate(store_path, schema, users, recommender.context.item_ids)
         print(f"profiles: {len(users)} users, {members} in engaged_clickers", flush=True)
         url = f"sqlite://{store_path}"
+        full = RepositoryConfig(profile_store=url, exposure_log=url, targeting_rules=str(RULES))
         settings = {
             "plain": RepositoryConfig(),
             "context": RepositoryConfig(),
             "exposure": RepositoryConfig(exposure_log=url),
-            "full": RepositoryConfig(
-                profile_store=url, exposure_log=url, targeting_rules=str(RULES)
-            ),
+            "full": full,
+            **{f"full-{m}": replace(full, retrieval_mode=m) for m in modes[1:]},
+        }
+        settings = {
+            name: cfg if name.startswith("full-") else replace(cfg, retrieval_mode=modes[0])
+            for name, cfg in settings.items()
         }
         if args.recommend_instances is not None:
             settings = {
                 name: replace(cfg, recommend_instances=args.recommend_instances)
                 for name, cfg in settings.items()
             }
-        roots = {name: Path(tmp) / name for name in VARIANTS}
-        for name in VARIANTS:
+        roots = {name: Path(tmp) / name for name in variants}
+        for name in variants:
             build_repository(bundle, roots[name], settings[name])
         configs = {
             name: TritonServerConfig(model_repository=roots[name], model_control_mode="explicit",
                                      load_models=("*",), startup_timeout_s=300)
-            for name in VARIANTS
+            for name in variants
         }  # fmt: skip
+        # the naive baseline is measured in the same rounds, between the servers' turns
+        tower = user_tower_forward(recommender, two_tower, dataset)
+        naive = naive_full(recommender, store_path, roots["full"] / "recommend" / "1", tower)
         length_before = _stream_length(store_path)
-        with (
-            LocalTritonServer(configs["plain"]) as plain,
-            LocalTritonServer(configs["context"]) as context,
-            LocalTritonServer(configs["exposure"]) as exposure,
-            LocalTritonServer(configs["full"]) as full,
-        ):
-            urls = {
-                "plain": plain.grpc_url,
-                "context": context.grpc_url,
-                "exposure": exposure.grpc_url,
-                "full": full.grpc_url,
-            }
-            servers = {"plain": plain, "context": context, "exposure": exposure, "full": full}
-            counts = {name: mean_batch(servers[name], (0, 0))[1] for name in VARIANTS}
+        naive_logged = 0
+        with contextlib.ExitStack() as stack:
+            servers = {name: stack.enter_context(LocalTritonServer(configs[name]))
+                       for name in variants}  # fmt: skip
+            counts = {name: mean_batch(servers[name], (0, 0))[1] for name in variants}
             for round_ in range(args.rounds):
                 for c in args.concurrency:
-                    for name in VARIANTS:
-                        r = measure(urls[name], users, args.k, c, args.requests, name != "plain")
+                    for name in variants:
+                        r = measure(servers[name].grpc_url, users, args.k, c, args.requests,
+                                    name != "plain")  # fmt: skip
                         r["round"] = round_
                         # requests per recommend execution (the dynamic batcher's merges)
                         r["mean_batch"], counts[name] = mean_batch(servers[name], counts[name])
@@ -342,32 +355,39 @@ def main() -> None:
                               f"{r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, batch "
                               f"{r['mean_batch']:.2f}, ruled {r['ruled']}, load {r['load']}",
                               flush=True)  # fmt: skip
-            answered = sum(r["requests"] for n in ("exposure", "full") for r in runs[n])
+                    r = run_naive(naive, users, args.k, c, args.naive_requests)
+                    r["round"] = round_
+                    naive_logged += r["requests"]
+                    runs["naive"].append(r)
+                    print(f"round {round_} c={c} naive: {r['rps']:.1f} req/s p50 "
+                          f"{r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms, ruled {r['ruled']}",
+                          flush=True)  # fmt: skip
+            logged_names = [n for n in variants if n != "plain" and n != "context"]
+            answered = sum(r["requests"] for n in logged_names for r in runs[n])
             deadline = time.monotonic() + 30
-            while _stream_length(store_path) - length_before < answered:
+            while _stream_length(store_path) - length_before - naive_logged < answered:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
-            logged = _stream_length(store_path) - length_before
-        tower = user_tower_forward(recommender, two_tower, dataset)
-        naive = naive_full(recommender, store_path, roots["full"] / "recommend" / "1", tower)
-        for c in args.concurrency:
-            r = run_naive(naive, users, args.k, c, args.naive_requests)
-            runs["naive"].append(r)
-            print(f"naive c={c}: {r['rps']:.1f} req/s p50 {r['p50_ms']:.1f} p99 "
-                  f"{r['p99_ms']:.1f} ms, ruled {r['ruled']}", flush=True)  # fmt: skip
+            logged = _stream_length(store_path) - length_before - naive_logged
 
-    table = summarize(runs, args.concurrency)
+    table = summarize(runs, args.concurrency, variants)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, CPU only, Python "
         f"{platform.python_version()}, load at end {load_average()}"
     )
+    setup = (
+        f"retrieval_mode {modes[0]}"
+        + "".join(f" (full-{m}: {m})" for m in modes[1:])
+        + f", recommend instances {settings['full'].recommend_instances}"
+    )
     print("\n" + table)
     print(f"exposures in the store: {logged} of {answered} answered requests with the log on")
+    print(f"servers: {setup}")
     print(f"machine: {machine}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        payload = {"machine": machine, "runs": runs, "table": table,
+        payload = {"machine": machine, "servers": setup, "runs": runs, "table": table,
                    "answered": answered, "logged": logged}  # fmt: skip
         (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
 
@@ -382,8 +402,9 @@ def _stream_length(path: Path) -> int:
         store.close()
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
-    """The markdown table: medians per variant, p99 differences, full over naive."""
+def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int], variants: list[str]) -> str:
+    """The markdown table: medians per variant, p99 differences, each full over naive (the
+    median of the rounds' ratios, with their range)."""
 
     def at(name: str, c: int) -> list[dict[str, Any]]:
         return [r for r in runs[name] if r["concurrency"] == c]
@@ -395,18 +416,25 @@ def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
         d = [b["p99_ms"] - a["p99_ms"] for a, b in zip(at(base, c), at(name, c), strict=True)]
         return f"{np.median(d):+.2f} ({min(d):+.2f} to {max(d):+.2f})"
 
+    def ratio(name: str, c: int) -> str:
+        q = [a["rps"] / b["rps"] for a, b in zip(at(name, c), at("naive", c), strict=True)]
+        return f"{np.median(q):.1f}x ({min(q):.1f}-{max(q):.1f})"
+
+    fulls = [n for n in variants if n.startswith("full")]
     lines = [
         "| c | "
-        + " | ".join(f"{n} req/s, p50, p99, batch" for n in VARIANTS)
+        + " | ".join(f"{n} req/s, p50, p99, batch" for n in variants)
         + " | p99 context - plain | p99 exposure - context | p99 full - plain | "
-        "naive req/s, p99 | full / naive | answers a rule changed (full) |",
-        "|---" * (len(VARIANTS) + 7) + "|",
+        "naive req/s, p99 | "
+        + " | ".join(f"{n} / naive" for n in fulls)
+        + " | answers a rule changed (full) |",
+        "|---" * (len(variants) + len(fulls) + 6) + "|",
     ]
     for c in levels:
         cells = [
             f"{med(at(n, c), 'rps'):.0f}, {med(at(n, c), 'p50_ms'):.2f}, "
             f"{med(at(n, c), 'p99_ms'):.2f}, {med(at(n, c), 'mean_batch'):.2f}"
-            for n in VARIANTS
+            for n in variants
         ]
         naive = at("naive", c)
         ruled = sum(r["ruled"] for r in at("full", c))
@@ -415,7 +443,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], levels: list[int]) -> str:
             f"| {c} | {' | '.join(cells)} | {diff('context', c)} | "
             f"{diff('exposure', c, 'context')} | {diff('full', c)} | "
             f"{med(naive, 'rps'):.1f}, {med(naive, 'p99_ms'):.1f} | "
-            f"{med(at('full', c), 'rps') / med(naive, 'rps'):.1f}x | {ruled} / {asked} |"
+            + " | ".join(ratio(n, c) for n in fulls)
+            + f" | {ruled} / {asked} |"
         )
     return "\n".join(lines)
 

@@ -341,6 +341,13 @@ def main() -> None:
         help="CPU instances of the recommend entry point (default: RepositoryConfig's; "
         "0: Triton's default, one)",
     )
+    parser.add_argument(
+        "--retrieval-mode",
+        choices=("models", "inline"),
+        default="models",
+        help="RepositoryConfig.retrieval_mode: BLS calls to the user_tower and retrieval "
+        "models, or both stages inside recommend (default: models)",
+    )
     parser.add_argument("--ranker-repeats", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     parser.add_argument(
@@ -379,7 +386,9 @@ def main() -> None:
     results: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
         root = Path(tmp) / "repository"
-        repo_cfg = RepositoryConfig(max_queue_delay_us=args.max_queue_delay_us)
+        repo_cfg = RepositoryConfig(
+            max_queue_delay_us=args.max_queue_delay_us, retrieval_mode=args.retrieval_mode
+        )
         if args.recommend_instances is not None:
             repo_cfg = replace(repo_cfg, recommend_instances=args.recommend_instances)
         # the Triton side serves the run bundle, as every deployment does; the naive
@@ -455,11 +464,15 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} cores, CPU only, Python "
         f"{platform.python_version()}, load at end {load_average()}"
     )
+    print(f"server: retrieval_mode {repo_cfg.retrieval_mode}, recommend instances "
+          f"{repo_cfg.recommend_instances}")  # fmt: skip
     print(f"machine: {machine}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = {
             "models": "trained here, one epoch each, default sizes",
+            "retrieval_mode": repo_cfg.retrieval_mode,
+            "recommend_instances": repo_cfg.recommend_instances,
             "machine": machine,
             "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
             "k": args.k,

@@ -395,6 +395,75 @@ def test_unknown_version_and_out_of_vocabulary_ids(served: Served) -> None:
         assert client.infer("recommend", recommend_inputs(2, 3), ITEMS)["item_ids"].shape == (1, 3)
 
 
+# -- inline retrieval: the user tower and FAISS inside recommend ----------------------------
+
+
+@pytest.fixture(scope="module")
+def served_inline(served: Served) -> Iterator[Served]:
+    """A second server on a repository of the same bundle, built with inline retrieval."""
+    root = served.workdir / "repository_inline"
+    build_repository(
+        served.workdir / "bundle", root, RepositoryConfig(max_k=5000, retrieval_mode="inline")
+    )
+    config = TritonServerConfig(
+        model_repository=root,
+        model_control_mode="explicit",
+        load_models=("*",),
+        startup_timeout_s=180,
+    )
+    with LocalTritonServer(config) as server:
+        yield Served(served.recommender, served.schema, root, server, server.grpc_url, root)
+
+
+def _inference_counts(served: Served) -> dict[str, int]:
+    control = grpcclient.InferenceServerClient(url=served.url)
+    try:
+        stats = control.get_inference_statistics("", headers=served.server.admin_headers)
+    finally:
+        control.close()
+    return {m.name: int(m.inference_count) for m in stats.model_stats}
+
+
+def test_inline_retrieval_serves_the_offline_lists_without_stage_calls(
+    served_inline: Served,
+) -> None:
+    served = served_inline
+    before = _inference_counts(served)
+    users = [*served.recommender.context.user_ids[1:21].tolist(), COLD_USER, UNKNOWN_USER]
+    with RecommendClient(served.url) as client:
+        for user in users:
+            _assert_same(client.recommend(user, 10), served.recommender, user, 10)
+    many = served.recommender.context.user_ids[100:164].tolist()
+
+    async def ask() -> list[Recommendation]:
+        async with AsyncRecommendClient(served.url) as client:
+            return await client.recommend_many(many, 20)
+
+    for user, rec in zip(many, asyncio.run(ask()), strict=True):
+        _assert_same(rec, served.recommender, user, 20)
+    after = _inference_counts(served)
+    assert after["recommend"] - before["recommend"] == len(users) + len(many)
+    # the user tower and the search ran inside recommend; the ranker is still a BLS call
+    assert after["user_tower"] == before["user_tower"]
+    assert after["retrieval"] == before["retrieval"]
+    assert after["ranker"] > before["ranker"]
+
+
+def test_inline_retrieval_answers_bad_requests_and_keeps_serving(served_inline: Served) -> None:
+    with RecsysClient(ClientConfig(url=served_inline.url, max_retries=0)) as client:
+        error = _bad(client, recommend_inputs(2, 0))
+        assert error.status is grpc.StatusCode.INVALID_ARGUMENT and "k" in error.message
+        assert client.infer("recommend", recommend_inputs(2, 3), ITEMS)["item_ids"].shape == (1, 3)
+    # the stage models serve direct callers as in a repository without inline retrieval
+    with RecsysClient(served_inline.url) as client:
+        ids = np.full((1, 5, 50), -1, dtype=np.int64)
+        ids[0, 0, 0] = 3
+        assert client.infer("user_tower", {"ids": ids}, ["embeddings"])["embeddings"].shape == (
+            1,
+            16,
+        )
+
+
 # -- rolling in a new version (last: these replace the ranker) -----------------------------
 
 

@@ -212,6 +212,9 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
             "retrieval_model": "retrieval",
             "ranker_model": "ranker",
             "ranker_max_batch_size": 64,
+            "retrieval_mode": "models",
+            "intra_op_threads": 1,
+            "faiss_threads": 1,
             "profile_store": "",
             "exposure_log": "",
             "exposure_buffer": 10000,
@@ -227,6 +230,46 @@ def test_configs_parse_as_triton_model_configs_with_tensorrt_on_gpu(built: Built
     )
     parsed = text_format.Parse(default_group, model_config_pb2.ModelConfig())
     assert len(parsed.instance_group) == 0
+
+
+def test_inline_retrieval_copies_the_tower_and_the_index_into_recommend(
+    built: Built, tmp_path: Path
+) -> None:
+    from recsys.runtime.inline_stages import INDEX_DIR, USER_TOWER_FILE, load_inline_stages
+    from recsys.serving.inprocess import engine_from_repository
+
+    assert built.info.bundle is not None
+    models = built.info.root
+    inline = build_repository(
+        built.info.bundle, tmp_path / "inline", RepositoryConfig(retrieval_mode="inline")
+    ).root
+    folder = inline / "recommend" / "1"
+    assert (folder / USER_TOWER_FILE).read_bytes() == (
+        models / "user_tower" / "1" / "model.onnx"
+    ).read_bytes()
+    for f in ("index.faiss", "item_ids.npy", "config.json", "metadata.json"):
+        copied = (folder / INDEX_DIR / f).read_bytes()
+        assert copied == (models / "retrieval" / "1" / f).read_bytes()
+    # the stage models stay, for clients that call them directly
+    assert sorted(p.name for p in inline.iterdir()) == sorted(MODEL_NAMES)
+    config = (inline / "recommend" / "config.pbtxt").read_text()
+    assert 'key: "retrieval_mode" value: { string_value: "inline" }' in config
+    assert (
+        'key: "retrieval_mode" value: { string_value: "models" }'
+        in (models / "recommend" / "config.pbtxt").read_text()
+    )
+    assert not (models / "recommend" / "1" / USER_TOWER_FILE).exists()
+    with pytest.raises(FileNotFoundError, match="retrieval_mode='inline'"):
+        load_inline_stages(models / "recommend" / "1")
+    # the engine the inline instances build serves the offline lists
+    engine = engine_from_repository(inline, user_state=False)
+    users = [*built.recommender.context.user_ids[:20].tolist(), COLD_USER, UNKNOWN_USER]
+    answers = engine.recommend(np.array(users), np.full(len(users), 10))
+    for user, answer in zip(users, answers, strict=True):
+        items, scores = _offline(built.recommender, user, 10)
+        assert_same_ranking(answer.item_ids, answer.scores, items, scores, what=f"user {user}")
+    with pytest.raises(ValueError, match="retrieval_mode"):
+        RepositoryConfig(retrieval_mode="local")
 
 
 def test_tensor_block_refuses_a_missing_batch_axis() -> None:

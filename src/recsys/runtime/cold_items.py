@@ -815,23 +815,17 @@ class StoreCatalogue:
 
 
 def onnx_item_tower(path: str | Path, threads: int = 1) -> ItemTowerFn:
-    """The exported item tower through onnxruntime (imported here: only cold items need it).
+    """The exported item tower through onnxruntime (imported when called: only cold items
+    need it).
 
     Example::
 
         tower = onnx_item_tower("repo/recommend/1/item_tower.onnx")
         embeddings = tower(ids)      # ids [n, F, L] int64
     """
-    import onnxruntime as ort
+    from recsys.runtime.inline_stages import onnx_tower
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(ids: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(["embeddings"], {"ids": ids})[0], dtype=np.float32)
-
-    return run
+    return onnx_tower(path, threads)
 
 
 def open_cold_items(

@@ -189,6 +189,7 @@ def _cmd_build_repo(args: argparse.Namespace) -> int:
         ranker_bundles=tuple(args.ranker_bundle),
         cold_items=args.cold_items,
         cold_items_poll_s=args.cold_items_poll_s,
+        retrieval_mode=args.retrieval_mode,
     )
     info = build_repository(args.bundle, args.out, repo_cfg, overwrite=args.overwrite)
     if info.bundle is not None:
@@ -446,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tensorrt", "cuda"),
         default="tensorrt",
         help="execution provider of the ONNX models on GPU instances (NVIDIA's container)",
+    )
+    build.add_argument(
+        "--retrieval-mode",
+        choices=("models", "inline"),
+        default="models",
+        help="models: recommend calls the user_tower and retrieval models; inline: it runs "
+        "the user tower and the FAISS search on the CPU in its own process (faster on a "
+        "CPU server, docs/serving.md; default: models)",
     )
     build.set_defaults(fn=_cmd_build_repo)
 

@@ -4,7 +4,9 @@
 RecommendEngine` the server's python backend builds, from the same files and the same
 settings (the ``recommend`` model's config parameters: profile store, targeting rules,
 slate policy, ``max_k``), with onnxruntime in place of the ONNX models' Triton backend
-and the saved FAISS index in place of the ``retrieval`` model. It serves what needs the
+and the saved FAISS index in place of the ``retrieval`` model (a repository built with
+``retrieval_mode="inline"``: the user tower and index copies its ``recommend`` instances
+read). It serves what needs the
 server's answers without the server: the simulator's fast mode, offline replays, and
 the tests that compare the two.
 
@@ -59,6 +61,7 @@ def engine_from_repository(
 
     from recsys.runtime.engine import RecommendEngine, RecommendTables
     from recsys.runtime.faiss_search import FaissSearcher
+    from recsys.runtime.inline_stages import load_inline_stages, onnx_tower
     from recsys.runtime.policies import parse_policy
     from recsys.runtime.ranker_features import RankerFeatures
     from recsys.runtime.targeting import RuleFile
@@ -77,13 +80,22 @@ def engine_from_repository(
 
     # with ranker versions for A/B arms the default is named (the server does the same)
     default_ranker = int(params["ranker_version"]) if params.get("ranker_version") else None
-    tower, ranker = session("user_tower"), session("ranker", default_ranker)
+    ranker = session("ranker", default_ranker)
     rankers = {
         f"ranker:{v}": onnx_ranker(session("ranker", int(v)))
         for v in params.get("ranker_versions", "").split(",")
         if v
     }
-    searcher = FaissSearcher.load(repo / "retrieval" / str(model_versions(repo, "retrieval")[-1]))
+    if params.get("retrieval_mode", "models") == "inline":
+        # the copies the server's recommend instances read
+        inline = load_inline_stages(folder, threads=threads)
+        user_tower, retrieval = inline.user_tower, inline.retrieval
+    else:
+        searcher = FaissSearcher.load(
+            repo / "retrieval" / str(model_versions(repo, "retrieval")[-1])
+        )
+        tower = repo / "user_tower" / str(model_versions(repo, "user_tower")[-1]) / "model.onnx"
+        user_tower, retrieval = onnx_tower(tower, threads), searcher.search
     tables = RecommendTables.load(folder)
     store = params.get("profile_store", "")
     reader = ProfileStoreReader.from_folder(store, folder) if user_state and store else None
@@ -112,8 +124,8 @@ def engine_from_repository(
     engine: Any = RecommendEngine(  # Any: cold items attach an updater below
         tables,
         RankerFeatures.load(folder),
-        user_tower=lambda ids: tower.run(["embeddings"], {"ids": ids})[0],
-        retrieval=searcher.search,
+        user_tower=user_tower,
+        retrieval=retrieval,
         ranker=onnx_ranker(ranker),
         max_k=int(params.get("max_k", str(tables.num_candidates))),
         user_state=reader,

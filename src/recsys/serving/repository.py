@@ -16,6 +16,13 @@ is rebuilt and no ``configs/`` file is read. It writes::
                                 1/export_manifest.json             ONNX export manifest
                                 1/feature_schema.json              schema profiles are read with
                                 1/bundle.json                      the bundle's id and provenance
+                                1/user_tower.onnx, 1/index/        inline retrieval only
+
+With ``RepositoryConfig.retrieval_mode="inline"`` the ``recommend`` instances run the
+user tower and the FAISS search in their own process
+(:mod:`recsys.runtime.inline_stages`) from copies in their version folder, instead of
+calling ``user_tower`` and ``retrieval`` through BLS; both models stay in the repository
+for clients that call them directly.
 
 ``recommend`` reads the users' real-time profiles when its config parameter
 ``profile_store`` names a store (``RepositoryConfig.profile_store``); the tables carry the
@@ -57,6 +64,7 @@ from recsys.bundle import layout
 from recsys.bundle.layout import RunBundle
 from recsys.export.manifest import ExportManifest, TensorSpec
 from recsys.runtime.engine import META_FILE, served_max_k
+from recsys.runtime.inline_stages import INDEX_DIR, RETRIEVAL_MODES, USER_TOWER_FILE
 from recsys.runtime.policies import parse_policy
 from recsys.runtime.user_state import SCHEMA_FILE, parse_store_url
 
@@ -153,6 +161,12 @@ class RepositoryConfig:
             Python runs the request logic and waits on the stage models, so a second
             instance works while the first waits (each holds its own copy of the
             tables); 0 leaves ``instance_group`` out (Triton's default, one).
+        retrieval_mode: how ``recommend`` runs the user tower and the retrieval search:
+            ``models`` (BLS calls to the ``user_tower`` and ``retrieval`` models, which
+            run on the GPU when there is one) or ``inline`` (onnxruntime and FAISS on the
+            CPU inside each ``recommend`` instance, from copies in its version folder:
+            no BLS round trip for either stage, each instance holding its own index;
+            the faster choice on a CPU server, measured in docs/serving.md).
 
     Example:
         >>> RepositoryConfig(max_queue_delay_us=300).max_batch_size
@@ -183,8 +197,14 @@ class RepositoryConfig:
     cold_items_poll_s: float = 2.0
     cold_items_max: int = 1000
     cold_items_per_poll: int = 200
+    retrieval_mode: str = "models"
 
     def __post_init__(self) -> None:
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            raise ValueError(
+                f"retrieval_mode must be one of {list(RETRIEVAL_MODES)}, "
+                f"got {self.retrieval_mode!r}"
+            )
         if self.cold_items:
             parse_store_url(self.cold_items)
             if '"' in self.cold_items or "\\" in self.cold_items:
@@ -436,6 +456,10 @@ def build_repository(
     shutil.copytree(run.path(layout.RUNTIME_DIR), recommend_dir)
     shutil.copy2(run.path(layout.SCHEMA), recommend_dir / SCHEMA_FILE)
     shutil.copy2(run.path(layout.EXPORT_MANIFEST), recommend_dir / EXPORT_MANIFEST_FILE)
+    if cfg.retrieval_mode == "inline":
+        # the user tower and the index of the same bundle as the tables beside them
+        shutil.copy2(run.path(layout.model_path("user_tower")), recommend_dir / USER_TOWER_FILE)
+        shutil.copytree(run.path(layout.INDEX_DIR), recommend_dir / INDEX_DIR)
     (recommend_dir / BUNDLE_INFO_FILE).write_text(
         json.dumps(
             {"bundle_id": run.bundle_id, "summary": summary, "provenance": run.provenance},
@@ -458,6 +482,9 @@ def build_repository(
             "retrieval_model": "retrieval",
             "ranker_model": "ranker",
             "ranker_max_batch_size": ranker_batch,
+            "retrieval_mode": cfg.retrieval_mode,
+            "intra_op_threads": cfg.intra_op_threads,
+            "faiss_threads": cfg.faiss_threads,
             "profile_store": cfg.profile_store,
             "exposure_log": cfg.exposure_log,
             "exposure_buffer": cfg.exposure_buffer,

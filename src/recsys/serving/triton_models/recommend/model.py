@@ -35,10 +35,13 @@ never delays a request; a full buffer drops and counts, and the counts are logge
 
 Per dynamic batch of requests, through Business Logic Scripting (BLS):
 ``user_tower`` (one call for every known user of the batch) -> ``retrieval`` (one call)
--> ``ranker`` (calls of at most ``ranker_max_batch_size`` pairs) -> relevance,
+-> ``ranker`` (calls of at most ``ranker_max_batch_size`` rows) -> relevance,
 freshness and MMR in numpy (:class:`recsys.runtime.engine.RecommendEngine`, the same
 steps as ``TwoStageRecommender.recommend``). Unknown users, and users without a
-candidate left, get the most popular allowed items.
+candidate left, get the most popular allowed items. With the config parameter
+``retrieval_mode`` set to ``inline``, the user tower and the FAISS search run in this
+process instead (:mod:`recsys.runtime.inline_stages`: ``user_tower.onnx`` and ``index/``
+in the version folder, onnxruntime and FAISS on the CPU); only the ranker is a BLS call.
 
 Real-time user state: when the config parameter ``profile_store`` names a store
 (``redis://host:port/db[?prefix=P]`` with the ``RedisStore`` key layout, or
@@ -120,6 +123,22 @@ class TritonPythonModel:
         self.retrieval_model = string_parameter(config, "retrieval_model", "retrieval")
         self.ranker_model = string_parameter(config, "ranker_model", "ranker")
         self.ranker_chunk = int(string_parameter(config, "ranker_max_batch_size", "16384"))
+        self.retrieval_mode = string_parameter(config, "retrieval_mode", "models")
+        user_tower: Callable[[np.ndarray], np.ndarray] = self._user_tower
+        retrieval: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] = self._retrieval
+        if self.retrieval_mode == "inline":
+            from recsys.runtime.inline_stages import load_inline_stages
+
+            inline = load_inline_stages(
+                folder,
+                threads=int(string_parameter(config, "intra_op_threads", "1")),
+                faiss_threads=int(string_parameter(config, "faiss_threads", "1")),
+            )
+            user_tower, retrieval = inline.user_tower, inline.retrieval
+        elif self.retrieval_mode != "models":
+            raise ValueError(
+                f"retrieval_mode must be 'models' or 'inline', got {self.retrieval_mode!r}"
+            )
         # Other ranker versions A/B arms route to (``model: ranker:2``); with them the
         # default is named explicitly, since -1 would pick the newest version loaded.
         extra_versions = [
@@ -170,8 +189,8 @@ class TritonPythonModel:
         self.engine = RecommendEngine(
             tables,
             features,
-            user_tower=self._user_tower,
-            retrieval=self._retrieval,
+            user_tower=user_tower,
+            retrieval=retrieval,
             ranker=self._ranker,
             max_k=int(string_parameter(config, "max_k", str(tables.num_candidates))),
             user_state=self.reader,
@@ -226,6 +245,7 @@ class TritonPythonModel:
             f"N={tables.num_candidates}, settings {tables.settings}, "
             f"profile store {store_url or 'off'}, exposure log {exposure_url or 'off'}, "
             f"targeting rules {rules_path or 'off'}, policy {self.engine.policy.id}, "
+            f"retrieval {self.retrieval_mode}, "
             f"experiments {experiments.version if experiments else 'off'}, "
             f"bundle {self.bundle_id}, from {folder}"
         )
