@@ -355,6 +355,11 @@ def main() -> None:
                               f"{r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, batch "
                               f"{r['mean_batch']:.2f}, ruled {r['ruled']}, load {r['load']}",
                               flush=True)  # fmt: skip
+                    # the servers' exposures written first: the naive path's synchronous
+                    # writes then find the store idle, as in a run of their own
+                    _wait_for_exposures(store_path, length_before + naive_logged + sum(
+                        r["requests"] for n in variants if n not in ("plain", "context")
+                        for r in runs[n]))  # fmt: skip
                     r = run_naive(naive, users, args.k, c, args.naive_requests)
                     r["round"] = round_
                     naive_logged += r["requests"]
@@ -364,11 +369,7 @@ def main() -> None:
                           flush=True)  # fmt: skip
             logged_names = [n for n in variants if n != "plain" and n != "context"]
             answered = sum(r["requests"] for n in logged_names for r in runs[n])
-            deadline = time.monotonic() + 30
-            while _stream_length(store_path) - length_before - naive_logged < answered:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+            _wait_for_exposures(store_path, length_before + naive_logged + answered)
             logged = _stream_length(store_path) - length_before - naive_logged
 
     table = summarize(runs, args.concurrency, variants)
@@ -390,6 +391,13 @@ def main() -> None:
         payload = {"machine": machine, "servers": setup, "runs": runs, "table": table,
                    "answered": answered, "logged": logged}  # fmt: skip
         (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _wait_for_exposures(path: Path, length: int, timeout_s: float = 30.0) -> None:
+    """Waits until the store's stream holds ``length`` events (at most ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while _stream_length(path) < length and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _stream_length(path: Path) -> int:
