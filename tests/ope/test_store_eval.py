@@ -376,3 +376,15 @@ def test_the_hydra_app_gives_the_functions_numbers(
                     "progress=false", f"hydra.run.dir={tmp_path / 'nope'}"]) == 2  # fmt: skip
     assert "none of bandit 'nope'" in capsys.readouterr().err
     assert run_app([f"store={path}", "bandit=ranking"]) == 2  # candidate: ??? (required)
+    # exit_code=true: the gate's decision is the exit status, as with --exit-code
+    gated = [f"store={path}", "bandit=ranking", "candidate=arm:epsilon_greedy:0.1",
+             f"arms=[{','.join(ARMS)}]", "current=arm:deterministic", "gate=snips",
+             "estimators=snips", "resamples=50", "progress=false", "exit_code=true"]  # fmt: skip
+    assert run_app([*gated, f"hydra.run.dir={tmp_path / 'promote'}"]) == 0
+    assert run_app([*gated, "margin=1.0", f"hydra.run.dir={tmp_path / 'keep'}"]) == 1
+    kept = json.loads((tmp_path / "keep" / "promotion.json").read_text())
+    assert kept["decision"] == "keep current"
+    capsys.readouterr()
+    no_gate = [a for a in gated if a != "gate=snips"]
+    assert run_app([*no_gate, f"hydra.run.dir={tmp_path / 'no-gate'}"]) == 2
+    assert "exit_code needs gate" in capsys.readouterr().err

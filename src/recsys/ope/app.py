@@ -7,7 +7,8 @@ Composes ``configs/ope/evaluate.yaml`` with the command line's overrides, builds
 <time>``, or ``hydra.run.dir=...``), and so does the gate's report (``report_dir: null``);
 ``--multirun`` sweeps, e.g. ``candidate=uniform,arm:deterministic``. A bad override or
 value exits 2 with one message; so does an input the evaluation refuses (no exposures of
-the bandit, a missing store).
+the bandit, a missing store). ``exit_code=true`` (with ``gate``) makes the gate's decision
+the exit status, as ``--exit-code`` does: 0 promote, 1 keep the current policy.
 
 Example::
 
@@ -38,9 +39,19 @@ def task(values: dict[str, Any], output_dir: Path) -> int:
         output_dir: Hydra's run folder (the default ``json_out`` and ``report_dir``).
 
     Returns:
-        0, or 2 on a bad value or an input the evaluation refuses.
+        0; with ``exit_code`` 1 when the gate kept the current policy; 2 on a bad value
+        or an input the evaluation refuses.
     """
     values = dict(values)
+    exit_code = values.pop("exit_code", False)
+    if not isinstance(exit_code, bool):
+        print(f"recsys ope: config error: exit_code: expected a bool, got {exit_code!r}",
+              file=sys.stderr)  # fmt: skip
+        return USER_ERROR
+    if exit_code and values.get("gate") is None:
+        print("recsys ope: config error: exit_code needs gate (the decision it reports)",
+              file=sys.stderr)  # fmt: skip
+        return USER_ERROR
     if values.get("json_out") is None:
         values["json_out"] = str(output_dir / "estimates.json")
     if values.get("report_dir") is None and values.get("gate") is not None:
@@ -51,10 +62,12 @@ def task(values: dict[str, Any], output_dir: Path) -> int:
         print(f"recsys ope: config error: {error}", file=sys.stderr)
         return USER_ERROR
     try:
-        evaluate_store(config)
+        out = evaluate_store(config)
     except (OPEInputError, FileNotFoundError) as error:
         print(f"recsys ope: error: {error}", file=sys.stderr)
         return USER_ERROR
+    if exit_code:
+        return 0 if out["promotion"]["promote"] else 1
     return 0
 
 
