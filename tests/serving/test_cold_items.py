@@ -372,14 +372,19 @@ class Live:
     url: str
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", "sqlite-inline", pytest.param("redis", marks=pytest.mark.redis)],
+)
 def live(
     request: pytest.FixtureRequest,
     fresh_two_stage: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Live]:
     """A repository built with cold items on a store of its own (the embedded SQLite
-    store, or a real redis-server started here), served by the local tritonserver."""
+    store, or a real redis-server started here), served by the local tritonserver;
+    ``sqlite-inline``: with inline retrieval (the cold items' exact search then wraps the
+    search inside ``recommend``)."""
     if importlib.util.find_spec("pytriton") is None:
         pytest.skip("nvidia-pytriton (it ships the tritonserver binary) is not installed")
     from rt_testkit import REDIS_BIN, free_port, start_redis  # registered by tests/conftest.py
@@ -388,7 +393,7 @@ def live(
 
     tmp = tmp_path_factory.mktemp(f"cold-items-{request.param}")
     redis = None
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         db = tmp / "rt.db"
         SqliteStore(db).close()
         url = f"sqlite:///{db}"
@@ -402,7 +407,11 @@ def live(
     build_repository(
         fresh_two_stage.bundle(tmp / "bundle"),
         root,
-        RepositoryConfig(cold_items=url, cold_items_poll_s=POLL_S),
+        RepositoryConfig(
+            cold_items=url,
+            cold_items_poll_s=POLL_S,
+            retrieval_mode="inline" if request.param.endswith("-inline") else "models",
+        ),
     )
     folder = root / "recommend" / "1"
     repo = Repo(root, folder, url, fresh_two_stage, ColdItemSpec.load(folder))
