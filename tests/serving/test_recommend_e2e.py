@@ -143,6 +143,16 @@ def _train(ml100k_dir: Path) -> tuple[TwoStageRecommender, TwoTower, FeatureSche
     return recommender, two_tower, schema, dataset
 
 
+def _server_config(root: Path) -> TritonServerConfig:
+    """Every model of repository ``root`` loaded, explicit model control."""
+    return TritonServerConfig(
+        model_repository=root,
+        model_control_mode="explicit",
+        load_models=("*",),
+        startup_timeout_s=180,
+    )
+
+
 @pytest.fixture(scope="module")
 def served(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if importlib.util.find_spec("pytriton") is None:
@@ -154,13 +164,7 @@ def served(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     # max_k above the catalogue: the repository serves at most the catalogue size
     bundle = write_bundle(recommender, two_tower, schema, dataset, workdir / "bundle")  # type: ignore[arg-type]
     build_repository(bundle, root, RepositoryConfig(max_k=5000))
-    config = TritonServerConfig(
-        model_repository=root,
-        model_control_mode="explicit",
-        load_models=("*",),
-        startup_timeout_s=180,
-    )
-    with LocalTritonServer(config) as server:
+    with LocalTritonServer(_server_config(root)) as server:
         yield Served(recommender, schema, root, server, server.grpc_url, workdir)
 
 
@@ -405,13 +409,7 @@ def served_inline(served: Served) -> Iterator[Served]:
     build_repository(
         served.workdir / "bundle", root, RepositoryConfig(max_k=5000, retrieval_mode="inline")
     )
-    config = TritonServerConfig(
-        model_repository=root,
-        model_control_mode="explicit",
-        load_models=("*",),
-        startup_timeout_s=180,
-    )
-    with LocalTritonServer(config) as server:
+    with LocalTritonServer(_server_config(root)) as server:
         yield Served(served.recommender, served.schema, root, server, server.grpc_url, root)
 
 
