@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,14 @@ segments:
   - name: big_spenders
     enter: purchase_totl >= 100
 """
+
+
+def _replace(path: Path, text: str) -> None:
+    """Replaces the file's content in one step, as an editor's save does: a reader never
+    sees it truncated or half written (write_text truncates first)."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
@@ -106,7 +115,7 @@ def test_an_edited_file_is_used_from_the_next_event(running: tuple[Running, Path
     r.publish("u1")
     wait_for(lambda: store.segment_members("clickers") == {"u1"}, "u1 in clickers")
 
-    path.write_text(BUYERS)  # clickers removed, buyers added
+    _replace(path, BUYERS)  # clickers removed, buyers added
     # The consumer counts a reload after the engine has installed it: wait for
     # the count, not for the new definitions, or the check races the thread.
     wait_for(lambda: r.consumer.reloads == 1, "the reload")
@@ -133,11 +142,11 @@ def test_a_broken_file_keeps_the_old_definitions_and_reports_where(
 ) -> None:
     r, path = running
     store, engine = r.store, r.engine
-    path.write_text(BUYERS)
+    _replace(path, BUYERS)
     wait_for(lambda: "buyers" in engine.segments, "the first reload")
     caplog.set_level(logging.ERROR, logger="recsys.segments.reload")
 
-    path.write_text(BROKEN)
+    _replace(path, BROKEN)
     stats = engine.reload_stats
     assert stats is not None
     wait_for(lambda: stats.errors == 1, "the reload error")
@@ -156,7 +165,7 @@ def test_a_broken_file_keeps_the_old_definitions_and_reports_where(
     assert stats.errors == 1 and stats.reloads == 1
     assert r.thread.is_alive() and r.error is None
 
-    path.write_text(BROKEN.replace("purchase_totl", "purchase_total"))  # fixed
+    _replace(path, BROKEN.replace("purchase_totl", "purchase_total"))  # fixed
     wait_for(lambda: "big_spenders" in engine.segments, "the fixed file")
     assert stats.reloads == 2 and stats.last_error is None
 

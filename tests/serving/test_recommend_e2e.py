@@ -233,7 +233,12 @@ def test_requests_with_contexts_of_different_lengths_share_a_batch(served: Serve
 
     before = _recommend_stats(served)
     recs = asyncio.run(ask())
+    # Triton counts an execution after its responses are sent: wait for the counts
+    deadline = time.monotonic() + 10
     after = _recommend_stats(served)
+    while after[0] - before[0] < len(users) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = _recommend_stats(served)
     for n, (user, rec) in enumerate(zip(users, recs, strict=True)):
         assert rec.request_id == f"ctx-{n}"  # each answer is its own request's
         _assert_same(rec, served.recommender, user, 10)
