@@ -889,18 +889,15 @@ def _realtime_demo(
     from recsys.profiles.config import ProfileConfig
     from recsys.profiles.consumer import ConsumerConfig, StreamConsumer
     from recsys.profiles.processor import EventProcessor, ProcessorConfig
+    from recsys.runtime.exposure import exposure_event_id
     from recsys.segments import SegmentEngine
 
     store = SqliteStore(store_path)
     try:
-        length = store.stream_stats()["length"]
         context = {"device_type": "desktop", "surface": "serve-demo",
                    "session_id": f"serve-demo-{user}"}  # fmt: skip
         before = client.recommend(user, k, context=context)
         clicked = [int(i) for i in before.item_ids[:clicks]]
-        deadline = time.monotonic() + 10  # the exposure is written asynchronously
-        while store.stream_stats()["length"] <= length and time.monotonic() < deadline:
-            time.sleep(0.02)
         consent = ConsentRegistry(store)
         for purpose in (Purpose.ANALYTICS, Purpose.PERSONALIZATION):
             consent.record(str(user), purpose, True, source="serve-demo", actor=str(user))
@@ -921,11 +918,20 @@ def _realtime_demo(
         profile_cfg = ProfileConfig.from_schema(schema)
         hooks = [SegmentEngine.from_yaml(segments, profile_cfg)] if segments is not None else []
         processor = EventProcessor(store, ProcessorConfig(profile=profile_cfg), hooks=hooks)
-        stats = StreamConsumer(
+        consumer = StreamConsumer(
             store,
             processor,
             ConsumerConfig(block_ms=0, sweep_interval_s=None, gc_freeze_interval_s=None),
-        ).run(until_idle=True)
+        )
+        stats = consumer.run(until_idle=True)
+        # The server writes the list's exposure asynchronously, possibly after the
+        # clicks and after the exposures of the earlier requests: consume until the
+        # store holds this list's own (the clicks name it), or give up after 10 s.
+        exposure = exposure_event_id(str(before.request_id))
+        deadline = time.monotonic() + 10
+        while not store.applied([exposure]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            stats = consumer.run(until_idle=True)  # the counters since the first run
         report = attribute(validate_event(json.loads(e)) for e in store.user_events(str(user)))
     finally:
         store.close()

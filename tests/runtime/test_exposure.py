@@ -14,7 +14,7 @@ import pytest
 from recsys.events.sqlite_store import SqliteStore
 from recsys.events.validation import validate_event
 from recsys.runtime.context import RequestContext
-from recsys.runtime.exposure import ExposureWriter, exposure_event
+from recsys.runtime.exposure import ExposureWriter, exposure_event, exposure_event_id
 
 
 def _event(n: int, **kwargs: Any) -> dict[str, Any]:
@@ -28,6 +28,8 @@ def test_an_exposure_is_a_valid_event_with_positions_and_propensities() -> None:
     parsed = validate_event(event)
     assert parsed.payload["items"] == [3, 1, 2] and parsed.payload["propensities"] == [1.0] * 3
     assert event["timestamp"] == 1_700_000_000.0 and event["session_id"] == "7"
+    # the id a caller polls for to know the list is logged (the request's own)
+    assert event["event_id"] == exposure_event_id("r-7") != exposure_event_id("r-8")
     stochastic = _event(8, propensities=[0.5, 0.4, 0.5], policy="softmax-t1")
     assert stochastic["payload"]["slate_propensity"] == pytest.approx(0.1)
     validate_event(stochastic)

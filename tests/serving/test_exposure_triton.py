@@ -24,6 +24,7 @@ import pytest
 from rt_testkit import REDIS_BIN, free_port, start_redis  # registered by tests/conftest.py
 
 from recsys.events.validation import validate_event
+from recsys.runtime.exposure import exposure_event_id
 from recsys.serving.errors import InferenceError
 from recsys.serving.recommend_client import RecommendClient
 from recsys.serving.repository import RepositoryConfig, build_repository
@@ -229,7 +230,11 @@ def test_clicks_on_a_served_list_are_attributed_to_it(live: Live) -> None:
         ])  # fmt: skip
         # the exposures are written asynchronously: they may land after the clicks
         raw: list[dict[str, Any]] = []
-        want = {f"exp-{first.request_id}", f"exp-{second.request_id}", *click_ids}
+        want = {
+            exposure_event_id(first.request_id),
+            exposure_event_id(second.request_id),
+            *click_ids,
+        }
         deadline = time.monotonic() + 20
         while not want <= {e["event_id"] for e in raw} and time.monotonic() < deadline:
             reader = f"t-{uuid.uuid4().hex[:6]}"

@@ -50,6 +50,16 @@ ANONYMOUS_USER = "anonymous"
 """The user and session of an exposure served without personalization consent."""
 
 
+def exposure_event_id(request_id: str) -> str:
+    """The event id of the exposure that logs the list served for ``request_id``.
+
+    Example::
+
+        store.applied([exposure_event_id(rec.request_id)])  # is the list in the log yet?
+    """
+    return f"exp-{request_id}"
+
+
 def exposure_event(
     *,
     user_id: int | str,
@@ -152,7 +162,7 @@ def exposure_event(
     user = str(user_id) if personalized else ANONYMOUS_USER
     session = context.session_id if context.session_id is not None else user
     event: dict[str, Any] = {
-        "event_id": f"exp-{context.request_id}",
+        "event_id": exposure_event_id(context.request_id),
         "user_id": user,
         # the event schema requires a session; without one the user is its own, as
         # `recsys realtime publish` does for logs without sessions
