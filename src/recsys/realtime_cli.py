@@ -427,8 +427,9 @@ def cmd_consume(args: argparse.Namespace, store: RealtimeStore) -> int:
     consent = ConsentPolicy.grant_all() if args.grant_all else ConsentPolicy()
     processor = EventProcessor(store, ProcessorConfig(consent=consent), hooks=hooks)
     owned = tuple(int(p) for p in args.own.split(",")) if args.own else None
-    if owned is not None and not all(0 <= p < args.partitions for p in owned):
-        raise ValueError(f"--own {args.own}: partitions are 0..{args.partitions - 1}")
+    count = store.partitions
+    if owned is not None and not all(0 <= p < count for p in owned):
+        raise ValueError(f"--own {args.own}: partitions are 0..{count - 1}")
     config = ConsumerConfig(
         name=args.name,
         batch_size=args.batch_size,
@@ -499,7 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--prefix", default="rt", help="Redis key prefix (default: rt)")
     ap.add_argument(
-        "--partitions", type=int, default=1, help="Redis stream partitions (default: 1)"
+        "--partitions",
+        type=int,
+        help="Redis stream partitions (default: the prefix's, recorded at its first use; "
+        "1 on a new prefix)",
     )
     sub = ap.add_subparsers(dest="command", required=True)
 

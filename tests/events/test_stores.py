@@ -236,6 +236,35 @@ def test_a_partitioned_stream_keeps_each_user_in_one_partition(redis_url: str) -
     assert counts["stream"] == 4 and store.stream_stats()["length"] == 58
 
 
+@pytest.mark.redis
+def test_a_prefix_keeps_its_partition_count_and_refuses_another(redis_url: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    first = RedisStore(redis_url, prefix=prefix, partitions=2)
+    first.publish([json.dumps({"event_id": f"e{n}", "user_id": f"u{n}"}) for n in range(20)])
+    # opened without a count (a server's exposure log, a report): the prefix's own
+    by_url = RedisStore(redis_url, prefix=prefix)
+    assert by_url.partitions == 2 and by_url.stream_keys == first.stream_keys
+    assert by_url.stream_stats()["length"] == 20
+    by_url.publish([json.dumps({"event_id": "late", "user_id": "u3"})])
+    assert first.r.xlen(first.stream_keys[partition_of("u3", 2)]) >= 2
+    assert not first.r.exists(f"{prefix}:stream")  # nothing in an unread 1-partition stream
+    with pytest.raises(ValueError, match=r"2 partition\(s\), not 3: every producer"):
+        RedisStore(redis_url, prefix=prefix, partitions=3)
+    # a new prefix opened without a count has one, and keeps it
+    other = f"t{uuid.uuid4().hex[:12]}"
+    assert RedisStore(redis_url, prefix=other).partitions == 1
+    with pytest.raises(ValueError, match=r"1 partition\(s\), not 2"):
+        RedisStore(redis_url, prefix=other, partitions=2)
+    # a prefix written before the count was recorded: its stream keys give it
+    first.r.delete(f"{prefix}:partitions")
+    assert RedisStore(redis_url, prefix=prefix).partitions == 2
+    first.r.delete(f"{prefix}:partitions")
+    with pytest.raises(ValueError, match=r"2 partition\(s\), not 1"):
+        RedisStore(redis_url, prefix=prefix, partitions=1)
+    with pytest.raises(ValueError, match="partitions must be >= 1"):
+        RedisStore(redis_url, prefix=prefix, partitions=0)
+
+
 def test_a_blocked_read_returns_what_arrives(store: RealtimeStore) -> None:
     payloads = [json.dumps({"event_id": f"e{i}", "user_id": "u1"}) for i in range(100)]
     timer = threading.Timer(0.05, lambda: store.publish(payloads))

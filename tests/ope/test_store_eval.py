@@ -101,11 +101,12 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, fl
     return path, truth
 
 
-@pytest.fixture
-def redis_store(redis_url: str) -> Iterator[str]:
-    """A fresh prefix of the session's redis-server holding the same events (its URL)."""
+@pytest.fixture(params=[1, 3], ids=["one-stream", "three-partitions"])
+def redis_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """A fresh prefix of the session's redis-server holding the same events (its URL),
+    in one stream or three partitions (the URL names no count: the prefix records it)."""
     prefix = f"ope{uuid.uuid4().hex[:10]}"
-    store = RedisStore(redis_url, prefix=prefix)
+    store = RedisStore(redis_url, prefix=prefix, partitions=request.param)
     try:
         EventProducer(store).publish(synthetic_events()[0])
         yield f"{redis_url}?prefix={prefix}"

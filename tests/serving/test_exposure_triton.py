@@ -38,6 +38,7 @@ class Live:
     url: str
     open_store: Any
     bundle_id: str
+    partitions: int
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
@@ -47,7 +48,7 @@ def live(
     if importlib.util.find_spec("pytriton") is None:
         pytest.skip("nvidia-pytriton (it ships the tritonserver binary) is not installed")
     tmp = tmp_path_factory.mktemp(f"exposure-{request.param}")
-    redis_proc = None
+    redis_proc, partitions = None, 1
     if request.param == "sqlite":
         from recsys.events.sqlite_store import SqliteStore
 
@@ -66,6 +67,10 @@ def live(
         redis_proc = start_redis(port)
         prefix = f"t{uuid.uuid4().hex[:10]}"
         store_url = f"redis://127.0.0.1:{port}/0?prefix={prefix}"
+        # a partitioned stream, as the collector and consumers made it: the server,
+        # opened by URL, must write where they read
+        partitions = 2
+        RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, partitions=partitions).close()
 
         def open_store() -> Any:
             return RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix)
@@ -79,7 +84,7 @@ def live(
     )  # fmt: skip
     try:
         with LocalTritonServer(config) as server:
-            yield Live(server.grpc_url, open_store, bundle.bundle_id)
+            yield Live(server.grpc_url, open_store, bundle.bundle_id, partitions)
     finally:
         if redis_proc is not None and redis_proc.poll() is None:
             redis_proc.terminate()
@@ -204,6 +209,35 @@ def test_many_concurrent_requests_leave_one_exposure_each(live: Live, tmp_path: 
     exposures = _exposures(live, ids)  # type: ignore[arg-type]
     for rec in recs:
         assert exposures[rec.request_id]["payload"]["items"] == rec.item_ids.tolist()
+
+
+def test_each_exposure_is_in_its_users_partition(live: Live) -> None:
+    import json
+
+    from recsys.events.store import partition_of
+
+    users = [4, 5, 6, 7, 8, 9]
+    with RecommendClient(live.url) as client:
+        ids = {client.recommend(u, 5).request_id: str(u) for u in users}
+    store = live.open_store()
+    labels: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    try:
+        assert store.partitions == live.partitions
+        while set(ids) - set(labels) and time.monotonic() < deadline:
+            for d in store.read(f"t-{uuid.uuid4().hex[:6]}", 10_000, 0, False):
+                event = json.loads(d.payload)
+                if event.get("type") == "recommendation_impression":
+                    labels[event["payload"]["request_id"]] = d.entry_id
+            time.sleep(0.1)
+    finally:
+        store.close()
+    assert set(ids) <= set(labels)
+    for rid, user in ids.items():
+        # an unpartitioned stream's entry ids carry no partition label
+        want = "" if live.partitions == 1 else f"{partition_of(user, live.partitions)}:"
+        assert labels[rid].startswith(want) and labels[rid].count(":") == bool(want)
+    assert live.partitions == 1 or len({labels[r][:2] for r in ids}) == live.partitions
 
 
 def test_clicks_on_a_served_list_are_attributed_to_it(live: Live) -> None:

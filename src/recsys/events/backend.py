@@ -31,8 +31,10 @@ class StoreConfig:
         group: consumer group of the event stream.
         stream_maxlen: Redis stream cap (``XADD MAXLEN ~``); None keeps all.
         partitions: Redis stream partitions (users spread by a stable hash; one
-            consumer per partition keeps each user's events in order). Every
-            producer and consumer of a prefix must agree on it.
+            consumer per partition keeps each user's events in order). The first
+            store opened on a prefix records it; None uses the recorded number (1 on
+            a new prefix) and another number is refused (see
+            :class:`~recsys.events.redis_store.RedisStore`).
     """
 
     redis_url: str | None = None
@@ -40,7 +42,7 @@ class StoreConfig:
     prefix: str = "rt"
     group: str = "profiles"
     stream_maxlen: int | None = None
-    partitions: int = 1
+    partitions: int | None = None
 
 
 def open_store(config: StoreConfig | None = None) -> RealtimeStore:
@@ -57,7 +59,7 @@ def open_store(config: StoreConfig | None = None) -> RealtimeStore:
     url = config.redis_url or os.environ.get(REDIS_URL_ENV) or None
     if url:
         return RedisStore(url, config.prefix, config.group, config.stream_maxlen, config.partitions)
-    if config.partitions != 1:
+    if config.partitions not in (None, 1):
         raise ValueError(
             f"partitions={config.partitions}: the embedded SQLite store has one stream "
             "partition; a partitioned stream needs Redis (set redis_url)"

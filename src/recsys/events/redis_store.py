@@ -29,6 +29,8 @@ key                   type    holds
 ``P:active``          zset    user -> latest event time
 ``P:audit``           stream  audit trail; ``P:audit:head`` last hash
 ``P:erased``          set     erasure tombstones
+``P:partitions``      string  the stream's partition count (set by the first
+                              store opened on the prefix)
 ====================  ======  ================================================
 
 :meth:`RedisStore.commit` is one Lua script, so Redis runs it atomically:
@@ -602,9 +604,13 @@ class RedisStore:
             worst backlog: Redis trims unread entries too.
         partitions: number of stream partitions. A user's events all go to
             one partition, so several consumers, each owning partitions, run
-            in parallel and each user's events stay in order. Every producer
-            and consumer of a prefix must use the same number; drain the
-            stream before changing it.
+            in parallel and each user's events stay in order. The first store
+            opened on a prefix records the number (``P:partitions``); None
+            (the default) uses the recorded one (1 on a new prefix), so a
+            server or a report opened by URL writes and reads the partitions
+            the producers and consumers use. Another number than the recorded
+            one is refused (ValueError): change it only after draining the
+            stream and deleting the prefix's stream keys and ``P:partitions``.
         group_user_events: a user's events of one :meth:`publish` call share
             one stream entry (fewer entries to add, read and acknowledge);
             False publishes one entry per event.
@@ -619,21 +625,21 @@ class RedisStore:
         prefix: str = "rt",
         group: str = "profiles",
         stream_maxlen: int | None = None,
-        partitions: int = 1,
+        partitions: int | None = None,
         group_user_events: bool = True,
     ) -> None:
-        if partitions < 1:
+        if partitions is not None and partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
         self.url = url
         self.prefix = prefix
         self.group = group
         self.stream_maxlen = stream_maxlen
-        self.partitions = partitions
         self.group_user_events = group_user_events
         # decode_responses=True makes every reply str; the client's stubs cannot
         # express that. Text that is not UTF-8 is read with replacement
         # characters (a bad entry becomes a dead letter, not a crash loop).
         self.r: Any = redis.Redis.from_url(url, decode_responses=True, encoding_errors="replace")
+        self.partitions = partitions = self._stream_partitions(partitions)
         self.stream_keys = [
             f"{prefix}:stream" if partitions == 1 else f"{prefix}:stream:{k}"
             for k in range(partitions)
@@ -659,6 +665,38 @@ class RedisStore:
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def _stream_partitions(self, asked: int | None) -> int:
+        """The prefix's partition count: the recorded one, which ``asked`` must equal.
+
+        A prefix written before the count was recorded gets the count of its stream
+        keys. Two stores opening a new prefix at once agree (``SET NX``: the first
+        one's count stands, the other compares with it).
+        """
+        key = self._k("partitions")
+        recorded = self.r.get(key)
+        if recorded is None:
+            found = 0
+            while self.r.exists(self._k("stream", str(found))):
+                found += 1
+            if found == 0 and self.r.exists(self._k("stream")):
+                found = 1
+            if found and asked is not None and asked != found:
+                raise ValueError(self._partitions_error(found, asked))
+            self.r.set(key, str(asked or found or 1), nx=True)
+            recorded = self.r.get(key)
+        count = int(recorded)
+        if asked is not None and asked != count:
+            raise ValueError(self._partitions_error(count, asked))
+        return count
+
+    def _partitions_error(self, count: int, asked: int) -> str:
+        return (
+            f"Redis prefix {self.prefix!r} holds a stream of {count} partition(s), not "
+            f"{asked}: every producer and consumer of a prefix uses the same number (open "
+            f"it without one to use the prefix's); to change it, drain the stream and "
+            f"delete {self.prefix}:stream* and {self._k('partitions')}"
+        )
 
     def _owned(self, partitions: Sequence[int] | None) -> list[int]:
         if partitions is None:
