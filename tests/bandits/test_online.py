@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recsys.bandits import LinUCB
 from recsys.bandits.online import BanditUpdater
@@ -20,13 +21,17 @@ from recsys.runtime.exposure import exposure_event
 T0 = 1_765_000_000_000
 
 
-def _exposure(n: int, arm: int, bandit: str = "slot@1", x: list[float] | None = None) -> dict:
+def _exposure(
+    n: int, arm: int, bandit: str = "slot@1", x: list[float] | None = None,
+    propensity: float | None = 0.5,
+) -> dict:  # fmt: skip
     ctx = RequestContext(request_time_ms=T0 + n * 60_000, request_id=f"r-{n}")
+    extra = {"bandit": bandit, "bandit_arm": arm, "bandit_context": x or [1.0, 0.0]}
+    if propensity is not None:
+        extra["bandit_propensity"] = propensity
     return exposure_event(
         user_id=f"u{n % 7}", items=[100 + arm], scores=[1.0], context=ctx, k=1,
-        bundle="b", model="recommend:1",
-        extra={"bandit": bandit, "bandit_arm": arm, "bandit_context": x or [1.0, 0.0],
-               "bandit_propensity": 0.5},
+        bundle="b", model="recommend:1", extra=extra,
     )  # fmt: skip
 
 
@@ -111,3 +116,48 @@ def test_the_same_learning_from_the_store_stream(tmp_path: Path) -> None:
         store.close()
     np.testing.assert_allclose(streamed.theta, direct.theta)
     assert streamed.version == direct.version == 120
+
+
+def test_a_vowpal_wabbit_bandit_learns_with_the_logged_propensities() -> None:
+    pytest.importorskip("vowpalwabbit", reason="vowpalwabbit is not installed")
+    from recsys.bandits.vw import VowpalWabbitBandit
+
+    class Recorded(VowpalWabbitBandit):
+        """Records the propensity each update gets (VW's own state cannot be read)."""
+
+        seen: list[float | None]
+
+        def update(
+            self, arm: int, x: np.ndarray, reward: float, propensity: float | None = None
+        ) -> None:
+            self.seen.append(propensity)
+            super().update(arm, x, reward, propensity)
+
+    # a skewed logging policy: arm 0 shown 90% of the time though arm 1 is clicked more
+    rng = np.random.default_rng(4)
+    raws, logged = [], []
+    for n in range(400):
+        arm = int(rng.random() < 0.1)
+        p = 0.1 if arm else 0.9
+        raws.append(_exposure(n, arm, propensity=p))
+        logged.append(p)
+        if rng.random() < (0.8 if arm else 0.2):
+            raws.append(_click(n, arm))
+    raws.append(_exposure(400, 1, propensity=None))  # an older log: none recorded
+    raws.append(_exposure(401, 0, propensity=0.0))  # never shown by the logged policy
+    bandit = Recorded(2, 2, exploration="epsilon", cb_type="ips", seed=0)
+    bandit.seen = []
+    updater = BanditUpdater(bandit, "slot@1", window_s=600)
+    try:
+        for raw in raws:
+            updater.feed(validate_event(raw))
+        updater.flush()
+        assert bandit.seen == [*logged, None]  # the logged ones, in the log's order
+        assert updater.stats.reasons == {
+            "bandit_propensity 0: the logged policy never shows this arm": 1
+        }
+        # weighted by them, the rarely shown better arm wins
+        choice = bandit.select(np.array([1.0, 0.0]), np.random.default_rng(0))
+        assert int(np.argmax(choice.scores)) == 1
+    finally:
+        bandit.close()

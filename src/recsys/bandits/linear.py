@@ -96,8 +96,20 @@ class LinearBandit:
     def _check(self, x: np.ndarray) -> np.ndarray:
         return check_context(x, self.dim)
 
-    def update(self, arm: int, x: np.ndarray, reward: float) -> None:
-        """Adds one observation of ``arm`` (Sherman-Morrison on ``A^-1``)."""
+    def update(
+        self, arm: int, x: np.ndarray, reward: float, propensity: float | None = None
+    ) -> None:
+        """Adds one observation of ``arm`` (Sherman-Morrison on ``A^-1``).
+
+        Args:
+            arm: the arm shown.
+            x: its context.
+            reward: the reward observed.
+            propensity: the probability the arm was chosen with. The ridge model of an
+                arm fits that arm's rewards, which needs no weighting, so it is unused;
+                accepted because every bandit's ``update`` takes what the log holds
+                (:class:`~recsys.bandits.vw.VowpalWabbitBandit` learns with it).
+        """
         x = self._check(x)
         if not 0 <= arm < self.n_arms:
             raise ValueError(f"arm {arm} is not in 0..{self.n_arms - 1}")

@@ -6,7 +6,9 @@ arm's propensity (``bandit_propensity``). :class:`BanditUpdater` reads the event
 in order: it remembers each such exposure, joins clicks (and, if asked, other outcomes)
 to it through the :class:`~recsys.events.attribution.Attributor` (by request id, else the
 attribution window), and once the window has passed (the stream's clock: event time)
-updates the bandit with reward 1 when the list got a rewarded outcome, else 0. Every
+updates the bandit with reward 1 when the list got a rewarded outcome, else 0, and the
+logged propensity (a learner that weights by it, such as Vowpal Wabbit's, learns with
+the probability the arm was actually shown with, not its own current one). Every
 exposure is used exactly once; events of other bandits are ignored; :meth:`flush`
 closes the windows still open (at shutdown, before saving the state).
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.bandits.linear import LinearBandit
+from recsys.bandits.vw import VowpalWabbitBandit
 from recsys.events.attribution import CLICKS, AttributionConfig, Attributor
 from recsys.events.schema import Event, EventType
 
@@ -34,6 +37,7 @@ class _Pending:
     arm: int
     x: np.ndarray
     deadline_us: int
+    propensity: float | None
     reward: float = 0.0
 
 
@@ -65,7 +69,7 @@ class BanditUpdater:
 
     def __init__(
         self,
-        bandit: LinearBandit,
+        bandit: LinearBandit | VowpalWabbitBandit,
         bandit_id: str,
         window_s: float = 1800.0,
         reward_types: Iterable[EventType] = CLICKS,
@@ -108,7 +112,13 @@ class BanditUpdater:
         if x.shape != (self.bandit.dim,) or not 0 <= arm < self.bandit.n_arms:
             self.stats.skip("arm or context does not fit the bandit")
             return
-        self.pending[request_id] = _Pending(arm, x, event.ts_us + self.window_us)
+        # validated events hold a number in [0, 1] here, or nothing (older logs)
+        logged = payload.get("bandit_propensity")
+        propensity = None if logged is None else float(logged)
+        if propensity == 0.0:
+            self.stats.skip("bandit_propensity 0: the logged policy never shows this arm")
+            return
+        self.pending[request_id] = _Pending(arm, x, event.ts_us + self.window_us, propensity)
         self.stats.exposures += 1
 
     def _expire(self, now_us: int) -> int:
@@ -119,7 +129,7 @@ class BanditUpdater:
             if first.deadline_us > now_us:
                 break
             del self.pending[request_id]
-            self.bandit.update(first.arm, first.x, first.reward)
+            self.bandit.update(first.arm, first.x, first.reward, propensity=first.propensity)
             done += 1
         self.stats.updates += done
         return done
@@ -127,3 +137,4 @@ class BanditUpdater:
     def flush(self) -> int:
         """Closes every open window (rewards as joined so far); returns the updates."""
         return self._expire(np.iinfo(np.int64).max)
+
