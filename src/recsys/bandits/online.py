@@ -137,4 +137,3 @@ class BanditUpdater:
     def flush(self) -> int:
         """Closes every open window (rewards as joined so far); returns the updates."""
         return self._expire(np.iinfo(np.int64).max)
-
