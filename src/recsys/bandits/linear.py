@@ -63,6 +63,19 @@ def check_context(x: np.ndarray, dim: int) -> np.ndarray:
     return x
 
 
+def check_observation(arm: int, reward: float, n_arms: int) -> None:
+    """An update's arm and reward: ``arm`` in ``0..n_arms-1``, ``reward`` finite
+    (ValueError otherwise).
+
+    Example:
+        >>> check_observation(1, 0.5, 2)
+    """
+    if not 0 <= arm < n_arms:
+        raise ValueError(f"arm {arm} is not in 0..{n_arms - 1}")
+    if not np.isfinite(reward):
+        raise ValueError(f"reward must be finite, got {reward}")
+
+
 class LinearBandit:
     """Per-arm ridge regressions of reward on the context (the shared state).
 
@@ -111,10 +124,7 @@ class LinearBandit:
                 (:class:`~recsys.bandits.vw.VowpalWabbitBandit` learns with it).
         """
         x = self._check(x)
-        if not 0 <= arm < self.n_arms:
-            raise ValueError(f"arm {arm} is not in 0..{self.n_arms - 1}")
-        if not np.isfinite(reward):
-            raise ValueError(f"reward must be finite, got {reward}")
+        check_observation(arm, reward, self.n_arms)
         if self.discount < 1.0:
             g = self.discount
             a = g * np.linalg.inv(self.a_inv[arm]) + (1 - g) * self.reg * np.eye(self.dim)

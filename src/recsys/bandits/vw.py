@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from recsys.bandits.linear import Choice, check_context
+from recsys.bandits.linear import Choice, check_context, check_observation
 
 EXPLORATIONS: tuple[str, ...] = ("epsilon", "squarecb", "bag", "cover")
 
@@ -205,10 +205,7 @@ class VowpalWabbitBandit:
                 :meth:`select`'s for this context and arm, else the current PMF's).
         """
         x = self._check(x)
-        if not 0 <= arm < self.n_arms:
-            raise ValueError(f"arm {arm} is not in 0..{self.n_arms - 1}")
-        if not np.isfinite(reward):
-            raise ValueError(f"reward must be finite, got {reward}")
+        check_observation(arm, reward, self.n_arms)
         shared = self._shared(x)
         if propensity is None:
             last = self._last
