@@ -681,9 +681,8 @@ class RedisStore:
                 found += 1
             if found == 0 and self.r.exists(self._k("stream")):
                 found = 1
-            if found and asked is not None and asked != found:
-                raise ValueError(self._partitions_error(found, asked))
-            self.r.set(key, str(asked or found or 1), nx=True)
+            # the keys on the server decide; ``asked`` only for a new prefix
+            self.r.set(key, str(found or asked or 1), nx=True)
             recorded = self.r.get(key)
         count = int(recorded)
         if asked is not None and asked != count:
